@@ -1,0 +1,130 @@
+//! Command-line flags, parsed and validated once (DESIGN.md §2).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// What a player gets when it plays a name nobody publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnknownStream {
+    /// Answer NetStream.Play.Start and wait; PublishNotify when a publisher arrives.
+    Wait,
+    /// Answer NetStream.Play.StreamNotFound.
+    NotFound,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rtcbridge",
+    version,
+    about = "WebRTC-to-RTMP relay: browsers (and RTMP encoders) publish, RTMP players play.",
+    long_about = "rtcbridge relays live streams to RTMP players (ffmpeg, VLC, OBS, nginx-rtmp/SRS edges, \
+Flash). Publish with an RTMP encoder to rtmp://HOST:1935/live/NAME and play the same URL. \
+One event loop per core; see README.md for the architecture and the benchmarks.\n\n\
+Not built yet: WebRTC ingest (WebSocket signaling, WHIP, ICE/DTLS-SRTP) and the Opus to AAC \
+bridge; --udp-port and --public-ip are accepted and validated for it but no UDP media is served yet."
+)]
+pub struct Config {
+    /// HTTP listen address: /healthz, /api/streams, /metrics (later: demo page, WebSocket signaling, WHIP).
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    pub http: SocketAddr,
+
+    /// RTMP listen address, for players and for RTMP encoders that publish.
+    #[arg(long, default_value = "0.0.0.0:1935", value_name = "ADDR")]
+    pub rtmp: SocketAddr,
+
+    /// First UDP media port: worker i will own PORT+i (reserved for WebRTC ingest, which is not built yet).
+    #[arg(long, default_value_t = 20000, value_name = "PORT")]
+    pub udp_port: u16,
+
+    /// ICE host candidate address to announce (repeatable; reserved for WebRTC ingest, not built yet).
+    #[arg(long = "public-ip", value_name = "IP")]
+    pub public_ip: Vec<IpAddr>,
+
+    /// Number of worker event loops (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Do not pin worker threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// Log level: error, warn, info, debug, trace. Logs go to stderr.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log: crate::log::Level,
+
+    /// Seconds players wait for a publisher that dropped to come back before they get
+    /// NetStream.Play.UnpublishNotify (ffmpeg ends its stream on it).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub unpublish_grace: f64,
+
+    /// Playing a name that nobody publishes: wait for a publisher, or answer StreamNotFound.
+    #[arg(long, value_enum, default_value_t = UnknownStream::Wait, value_name = "MODE")]
+    pub unknown_stream: UnknownStream,
+
+    /// Per-player send queue limit in KiB. Beyond it a player loses inter frames first
+    /// (resuming at the next keyframe); beyond twice it keyframes; beyond three times audio.
+    #[arg(long, default_value_t = 1024, value_name = "KB")]
+    pub player_queue_kb: usize,
+
+    /// Disconnect a player whose queue stays over its limit this many seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub evict_after: f64,
+
+    /// Largest incoming RTMP message; a longer message length ends that connection.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    pub max_message_bytes: u32,
+
+    /// Outgoing RTMP chunk size (128..=65536).
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    pub chunk_size: usize,
+
+    /// Do not cache the last GOP: joining players wait for the next keyframe.
+    #[arg(long)]
+    pub no_gop_cache: bool,
+}
+
+impl Config {
+    /// Check ranges clap cannot express; the message names the flag.
+    pub fn validate(&mut self) -> Result<(), String> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = self.workers.unwrap_or(cores);
+        if workers == 0 || workers > 64 {
+            return Err(format!("--workers {workers}: must be 1..=64"));
+        }
+        self.workers = Some(workers);
+        if !(128..=65536).contains(&self.chunk_size) {
+            return Err(format!("--chunk-size {}: must be 128..=65536", self.chunk_size));
+        }
+        if !(0.0..=3600.0).contains(&self.unpublish_grace) {
+            return Err("--unpublish-grace: must be 0..=3600 seconds".into());
+        }
+        if !(0.1..=3600.0).contains(&self.evict_after) {
+            return Err("--evict-after: must be 0.1..=3600 seconds".into());
+        }
+        if self.player_queue_kb < 16 {
+            return Err("--player-queue-kb: must be at least 16".into());
+        }
+        if self.max_message_bytes < 64 * 1024 {
+            return Err("--max-message-bytes: must be at least 65536".into());
+        }
+        if usize::from(self.udp_port) + workers > 65536 {
+            return Err("--udp-port: PORT + workers exceeds 65535".into());
+        }
+        Ok(())
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or(1)
+    }
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs_f64(self.unpublish_grace)
+    }
+    pub fn evict(&self) -> Duration {
+        Duration::from_secs_f64(self.evict_after)
+    }
+    pub fn queue_limit(&self) -> usize {
+        self.player_queue_kb * 1024
+    }
+}

@@ -1,0 +1,48 @@
+//! `rtcbridge`: parse flags, start the workers, wait for SIGINT/SIGTERM, stop.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use rtcbridge::config::Config;
+
+fn main() -> ExitCode {
+    let mut cfg = Config::parse();
+    if let Err(e) = cfg.validate() {
+        eprintln!("rtcbridge: {e}");
+        return ExitCode::from(2);
+    }
+    rtcbridge::log::set_level(cfg.log);
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rtcbridge: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = format!(
+        "rtcbridge {}: rtmp {} http {} workers {}{}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.rtmp,
+        cfg.http,
+        cfg.worker_count(),
+        if cfg.no_pin { " (not pinned)" } else { " (pinned)" }
+    );
+    let server = match rtcbridge::runtime::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rtcbridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rtcbridge::info!("{summary}");
+    rtcbridge::info!("WebRTC ingest (signaling, WHIP, UDP media) is not built yet: only RTMP publish/play is served");
+    let sig = signals.forever().next().unwrap_or(0);
+    rtcbridge::info!("signal {sig}: closing every connection and stopping");
+    if server.shutdown(Duration::from_millis(1800)) {
+        ExitCode::SUCCESS
+    } else {
+        rtcbridge::error!("workers did not stop in time");
+        ExitCode::FAILURE
+    }
+}

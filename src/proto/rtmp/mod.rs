@@ -1,0 +1,8 @@
+//! RTMP: handshake, chunk stream codec, AMF0/AMF3, the server session.
+
+pub mod amf;
+pub mod amf0;
+pub mod amf3;
+pub mod chunk;
+pub mod handshake;
+pub mod session;

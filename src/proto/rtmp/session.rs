@@ -1,0 +1,743 @@
+//! The RTMP server session: handshake, chunk stream, protocol control
+//! messages, user control events and NetConnection/NetStream commands, as a
+//! sans-IO state machine.
+//!
+//! Feed received bytes with [`RtmpSession::handle_input`]; it consumes what it
+//! can, appends replies to the connection's [`SendQueue`] and queues
+//! [`RtmpEvent`]s for the application (publish/play requests, media). The
+//! application answers requests with `publish_ok`, `play_start`, ... which
+//! also append to the queue, so bytes always leave in the order they were
+//! produced.
+//!
+//! Implemented: digest and plain handshakes; chunk size, abort, ack window,
+//! peer bandwidth; AMF0 (type 20/18) and AMF3 (type 17/15) commands and data;
+//! connect (any extra arguments), createStream, publish, play, deleteStream,
+//! closeStream, releaseStream, FCPublish, FCUnpublish, FCSubscribe,
+//! getStreamLength, receiveAudio, receiveVideo, pause, @setDataFrame /
+//! onMetaData; user control SetBufferLength, PingRequest/PingResponse.
+//! Not implemented: aggregate messages (type 22, counted and dropped), shared
+//! objects (type 16/19, dropped), RTMPE/RTMPT, the client role.
+
+use std::collections::VecDeque;
+
+use super::amf::{AmfError, Value};
+use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RawMessage};
+use super::handshake::{HandshakeError, HandshakeServer};
+use super::amf0;
+use crate::buf::{MediaKind, MediaMsg, SendQueue};
+
+// Message type ids, RTMP spec 1.0 §5.4 and §7.1.
+const MSG_SET_CHUNK_SIZE: u8 = 1;
+const MSG_ABORT: u8 = 2;
+const MSG_ACK: u8 = 3;
+const MSG_USER_CONTROL: u8 = 4;
+const MSG_WINDOW_ACK_SIZE: u8 = 5;
+const MSG_SET_PEER_BANDWIDTH: u8 = 6;
+const MSG_AUDIO: u8 = 8;
+const MSG_VIDEO: u8 = 9;
+const MSG_DATA_AMF3: u8 = 15;
+const MSG_SHARED_OBJECT_AMF3: u8 = 16;
+const MSG_COMMAND_AMF3: u8 = 17;
+const MSG_DATA_AMF0: u8 = 18;
+const MSG_SHARED_OBJECT_AMF0: u8 = 19;
+const MSG_COMMAND_AMF0: u8 = 20;
+const MSG_AGGREGATE: u8 = 22;
+
+// User control event types, RTMP spec 1.0 §7.1.7.
+const UC_STREAM_BEGIN: u16 = 0;
+const UC_STREAM_EOF: u16 = 1;
+const UC_SET_BUFFER_LENGTH: u16 = 3;
+const UC_PING_REQUEST: u16 = 6;
+const UC_PING_RESPONSE: u16 = 7;
+
+/// Chunk stream ids we send on.
+const CSID_CONTROL: u32 = 2;
+const CSID_COMMAND: u32 = 3;
+const CSID_STATUS: u32 = 5;
+
+/// Window acknowledgement size and peer bandwidth we announce (same value:
+/// ffmpeg derives its ack interval from Set Peer Bandwidth).
+pub const WINDOW_ACK_SIZE: u32 = 2_500_000;
+
+/// Message stream ids a client may create (createStream); bounded.
+const MAX_STREAMS: u32 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtmpError {
+    Handshake(HandshakeError),
+    Chunk(ChunkError),
+    /// A command or data message whose AMF does not decode.
+    Amf(AmfError),
+    /// A command message that is not [name, transaction id, ...].
+    BadCommand,
+    /// A protocol control message with the wrong length.
+    BadControl,
+    /// createStream called too often.
+    TooManyStreams,
+}
+
+impl std::fmt::Display for RtmpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RtmpError::Handshake(e) => write!(f, "handshake: {e}"),
+            RtmpError::Chunk(e) => write!(f, "{e}"),
+            RtmpError::Amf(e) => write!(f, "command: {e}"),
+            RtmpError::BadCommand => f.write_str("command message without name and transaction id"),
+            RtmpError::BadControl => f.write_str("protocol control message with a bad length"),
+            RtmpError::TooManyStreams => f.write_str("more than 16 createStream calls"),
+        }
+    }
+}
+
+impl From<ChunkError> for RtmpError {
+    fn from(e: ChunkError) -> Self {
+        RtmpError::Chunk(e)
+    }
+}
+
+/// What the application must act on.
+#[derive(Debug, PartialEq)]
+pub enum RtmpEvent {
+    /// `connect` was accepted (answered already).
+    Connected { app: String },
+    /// Answer with `publish_ok` or `publish_bad_name`.
+    PublishRequested { msid: u32, name: String },
+    /// Answer with `play_start` or `play_not_found`.
+    PlayRequested { msid: u32, name: String },
+    /// Audio, video or data (metadata re-encoded as `onMetaData`) from a publisher.
+    Media { msid: u32, kind: MediaKind, ts: u32, payload: Vec<u8> },
+    /// deleteStream / closeStream / FCUnpublish on a message stream.
+    StreamClosed { msid: u32 },
+    Pause { msid: u32, paused: bool },
+    ReceiveAudio { msid: u32, on: bool },
+    ReceiveVideo { msid: u32, on: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    Ready,
+}
+
+/// Counters a session keeps for the shell's metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    pub dropped_messages: u64,
+}
+
+pub struct RtmpSession {
+    phase: Phase,
+    handshake: HandshakeServer,
+    rx: ChunkDecoder,
+    tx: ChunkEncoder,
+    out_chunk_size: usize,
+    events: VecDeque<RtmpEvent>,
+    /// Bytes received since the start, modulo 2^32 (RTMP spec §5.4.3).
+    received: u32,
+    last_ack: u32,
+    peer_window: u32,
+    next_msid: u32,
+    object_encoding: f64,
+    /// Enhanced RTMP `fourCcList` from connect.
+    four_cc: Vec<String>,
+    pub stats: SessionStats,
+    scratch: Vec<u8>,
+}
+
+impl RtmpSession {
+    pub fn new(seed: u64, epoch_ms: u32, max_message: u32, out_chunk_size: usize) -> Self {
+        RtmpSession {
+            phase: Phase::Handshake,
+            handshake: HandshakeServer::new(seed, epoch_ms),
+            rx: ChunkDecoder::new(max_message),
+            tx: ChunkEncoder::new(),
+            out_chunk_size,
+            events: VecDeque::new(),
+            received: 0,
+            last_ack: 0,
+            peer_window: 0,
+            next_msid: 1,
+            object_encoding: 0.0,
+            four_cc: Vec::new(),
+            stats: SessionStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.phase == Phase::Handshake
+    }
+
+    /// Codecs the client announced in `connect.fourCcList` (Enhanced RTMP).
+    pub fn four_cc_list(&self) -> &[String] {
+        &self.four_cc
+    }
+
+    pub fn object_encoding(&self) -> f64 {
+        self.object_encoding
+    }
+
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RtmpEvent> {
+        self.events.pop_front()
+    }
+
+    /// Consume complete handshake blocks and chunks from the front of `input`;
+    /// returns the bytes consumed. Replies go to `q`. `Err` is fatal.
+    pub fn handle_input(&mut self, input: &[u8], q: &mut SendQueue) -> Result<usize, RtmpError> {
+        let mut used = 0;
+        if self.phase == Phase::Handshake {
+            let mut out = Vec::new();
+            let n = self.handshake.handle_input(input, &mut out).map_err(RtmpError::Handshake)?;
+            q.push_vec(out);
+            used += n;
+            if !self.handshake.is_done() {
+                return Ok(used);
+            }
+            self.phase = Phase::Ready;
+        }
+        loop {
+            let rest = input.get(used..).unwrap_or(&[]);
+            if rest.is_empty() {
+                break;
+            }
+            let (n, msg) = self.rx.decode(rest)?;
+            if n == 0 {
+                break;
+            }
+            used += n;
+            self.count_received(n as u32, q);
+            if let Some(m) = msg {
+                self.handle_message(m, q)?;
+            }
+        }
+        Ok(used)
+    }
+
+    /// Send an Acknowledgement each time a window's worth has arrived (§5.4.3).
+    fn count_received(&mut self, n: u32, q: &mut SendQueue) {
+        self.received = self.received.wrapping_add(n);
+        if self.peer_window > 0 && self.received.wrapping_sub(self.last_ack) >= self.peer_window {
+            self.last_ack = self.received;
+            self.control(MSG_ACK, &self.received.to_be_bytes(), q);
+        }
+    }
+
+    fn handle_message(&mut self, m: RawMessage, q: &mut SendQueue) -> Result<(), RtmpError> {
+        match m.type_id {
+            MSG_SET_CHUNK_SIZE => {
+                let v = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
+                // Top bit must be zero (§5.4.1); the decoder also rejects 0.
+                self.rx.set_chunk_size(v)?;
+            }
+            MSG_ABORT => {
+                let csid = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
+                self.rx.abort(csid);
+            }
+            MSG_ACK => {}
+            MSG_WINDOW_ACK_SIZE => {
+                self.peer_window = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
+            }
+            MSG_SET_PEER_BANDWIDTH => {}
+            MSG_USER_CONTROL => self.handle_user_control(&m.payload, q),
+            MSG_AUDIO | MSG_VIDEO => {
+                let kind = if m.type_id == MSG_AUDIO { MediaKind::Audio } else { MediaKind::Video };
+                self.events.push_back(RtmpEvent::Media { msid: m.stream_id, kind, ts: m.timestamp, payload: m.payload });
+            }
+            MSG_DATA_AMF0 | MSG_DATA_AMF3 => self.handle_data(m)?,
+            MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
+                let body = if m.type_id == MSG_COMMAND_AMF3 {
+                    // AMF3 command: one format byte (0) then AMF0 values that may switch to AMF3.
+                    m.payload.get(1..).unwrap_or(&[])
+                } else {
+                    &m.payload[..]
+                };
+                let values = amf0::decode_all(body).map_err(RtmpError::Amf)?;
+                self.handle_command(m.stream_id, values, q)?;
+            }
+            MSG_SHARED_OBJECT_AMF0 | MSG_SHARED_OBJECT_AMF3 | MSG_AGGREGATE => self.stats.dropped_messages += 1,
+            _ => self.stats.dropped_messages += 1,
+        }
+        Ok(())
+    }
+
+    fn handle_user_control(&mut self, p: &[u8], q: &mut SendQueue) {
+        let Some(kind) = p.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            self.stats.dropped_messages += 1;
+            return;
+        };
+        match kind {
+            UC_PING_REQUEST => {
+                let mut resp = UC_PING_RESPONSE.to_be_bytes().to_vec();
+                resp.extend_from_slice(p.get(2..6).unwrap_or(&[0, 0, 0, 0]));
+                self.control(MSG_USER_CONTROL, &resp, q);
+            }
+            UC_SET_BUFFER_LENGTH | UC_PING_RESPONSE => {}
+            _ => {}
+        }
+    }
+
+    fn handle_data(&mut self, m: RawMessage) -> Result<(), RtmpError> {
+        let body = if m.type_id == MSG_DATA_AMF3 { m.payload.get(1..).unwrap_or(&[]) } else { &m.payload[..] };
+        let values = match amf0::decode_all(body) {
+            Ok(v) => v,
+            Err(_) => {
+                // Unreadable metadata is dropped, not fatal: the media still plays.
+                self.stats.dropped_messages += 1;
+                return Ok(());
+            }
+        };
+        let mut it = values.into_iter();
+        let first = it.next();
+        let (name, rest): (Option<String>, Vec<Value>) = match first.as_ref().and_then(Value::as_str) {
+            Some("@setDataFrame") => {
+                let name = it.next().and_then(|v| v.as_str().map(str::to_owned));
+                (name, it.collect())
+            }
+            Some(n) => (Some(n.to_owned()), it.collect()),
+            None => (None, Vec::new()),
+        };
+        if name.as_deref() == Some("onMetaData") {
+            let mut out = Vec::new();
+            amf0::encode(&Value::String("onMetaData".into()), &mut out);
+            amf0::encode_all(&rest, &mut out);
+            self.events.push_back(RtmpEvent::Media { msid: m.stream_id, kind: MediaKind::Data, ts: m.timestamp, payload: out });
+        } else {
+            self.stats.dropped_messages += 1;
+        }
+        Ok(())
+    }
+
+    fn handle_command(&mut self, msid: u32, values: Vec<Value>, q: &mut SendQueue) -> Result<(), RtmpError> {
+        let mut it = values.into_iter();
+        let name = match it.next() {
+            Some(Value::String(s)) => s,
+            _ => return Err(RtmpError::BadCommand),
+        };
+        let tid = it.next().and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let cmd_obj = it.next().unwrap_or(Value::Null);
+        let args: Vec<Value> = it.collect();
+        let arg_str = |i: usize| args.get(i).and_then(Value::as_str).map(stream_key);
+        let arg_bool = |i: usize| matches!(args.get(i), Some(Value::Boolean(true)));
+        match name.as_str() {
+            "connect" => {
+                self.object_encoding = cmd_obj.get("objectEncoding").and_then(Value::as_f64).unwrap_or(0.0);
+                self.four_cc = match cmd_obj.get("fourCcList") {
+                    Some(Value::StrictArray(v)) => v.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+                    _ => Vec::new(),
+                };
+                let app = cmd_obj.get("app").and_then(Value::as_str).unwrap_or("").to_owned();
+                self.control(MSG_WINDOW_ACK_SIZE, &WINDOW_ACK_SIZE.to_be_bytes(), q);
+                let mut bw = WINDOW_ACK_SIZE.to_be_bytes().to_vec();
+                bw.push(2); // limit type: dynamic
+                self.control(MSG_SET_PEER_BANDWIDTH, &bw, q);
+                self.control(MSG_SET_CHUNK_SIZE, &(self.out_chunk_size as u32).to_be_bytes(), q);
+                self.tx.set_chunk_size(self.out_chunk_size);
+                let props = Value::Object(vec![
+                    ("fmsVer".into(), Value::String("FMS/3,5,7,7009".into())),
+                    ("capabilities".into(), Value::Number(31.0)),
+                    ("mode".into(), Value::Number(1.0)),
+                ]);
+                let info = Value::Object(vec![
+                    ("level".into(), Value::String("status".into())),
+                    ("code".into(), Value::String("NetConnection.Connect.Success".into())),
+                    ("description".into(), Value::String("Connection succeeded.".into())),
+                    ("objectEncoding".into(), Value::Number(self.object_encoding)),
+                ]);
+                self.command(0, CSID_COMMAND, &[Value::String("_result".into()), Value::Number(tid), props, info], q);
+                self.events.push_back(RtmpEvent::Connected { app });
+            }
+            "createStream" => {
+                if self.next_msid > MAX_STREAMS {
+                    return Err(RtmpError::TooManyStreams);
+                }
+                let id = self.next_msid;
+                self.next_msid += 1;
+                self.result(tid, Value::Number(f64::from(id)), q);
+            }
+            "publish" => match arg_str(0) {
+                Some(n) if !n.is_empty() => self.events.push_back(RtmpEvent::PublishRequested { msid, name: n }),
+                _ => self.status(msid, "error", "NetStream.Publish.BadName", "Empty stream name.", q),
+            },
+            "play" => match arg_str(0) {
+                Some(n) if !n.is_empty() => self.events.push_back(RtmpEvent::PlayRequested { msid, name: n }),
+                _ => self.status(msid, "error", "NetStream.Play.StreamNotFound", "Empty stream name.", q),
+            },
+            "deleteStream" => {
+                let id = args.first().and_then(Value::as_f64).map(|v| v as u32).unwrap_or(msid);
+                self.events.push_back(RtmpEvent::StreamClosed { msid: id });
+            }
+            "closeStream" => self.events.push_back(RtmpEvent::StreamClosed { msid }),
+            "FCUnpublish" => {
+                let n = arg_str(0).unwrap_or_default();
+                self.command(0, CSID_COMMAND, &[
+                    Value::String("onFCUnpublish".into()),
+                    Value::Number(0.0),
+                    Value::Null,
+                    info_obj("status", "NetStream.Unpublish.Success", &n),
+                ], q);
+            }
+            "FCPublish" => {
+                let n = arg_str(0).unwrap_or_default();
+                self.command(0, CSID_COMMAND, &[
+                    Value::String("onFCPublish".into()),
+                    Value::Number(0.0),
+                    Value::Null,
+                    info_obj("status", "NetStream.Publish.Start", &n),
+                ], q);
+            }
+            "FCSubscribe" => {
+                let n = arg_str(0).unwrap_or_default();
+                self.command(0, CSID_COMMAND, &[
+                    Value::String("onFCSubscribe".into()),
+                    Value::Number(0.0),
+                    Value::Null,
+                    info_obj("status", "NetStream.Play.Start", &n),
+                ], q);
+            }
+            "releaseStream" | "_checkbw" => {
+                if tid > 0.0 {
+                    self.result(tid, Value::Undefined, q);
+                }
+            }
+            "getStreamLength" => self.result(tid, Value::Number(0.0), q),
+            "receiveAudio" => self.events.push_back(RtmpEvent::ReceiveAudio { msid, on: arg_bool(0) }),
+            "receiveVideo" => self.events.push_back(RtmpEvent::ReceiveVideo { msid, on: arg_bool(0) }),
+            "pause" => {
+                let paused = arg_bool(0);
+                let code = if paused { "NetStream.Pause.Notify" } else { "NetStream.Unpause.Notify" };
+                self.status(msid, "status", code, if paused { "Paused." } else { "Unpaused." }, q);
+                self.events.push_back(RtmpEvent::Pause { msid, paused });
+            }
+            "ping" => self.command(0, CSID_COMMAND, &[Value::String("pong".into()), Value::Number(0.0), Value::Null], q),
+            // Replies to our own calls, keep-alives and anything unknown: no answer needed.
+            _ => {
+                if tid > 0.0 && !name.starts_with('_') {
+                    crate::debug!("rtmp: unanswered command {name:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Accept a publish: StreamBegin, then NetStream.Publish.Start.
+    pub fn publish_ok(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.user_control(UC_STREAM_BEGIN, msid, q);
+        self.status(msid, "status", "NetStream.Publish.Start", &format!("{name} is now published."), q);
+    }
+
+    pub fn publish_bad_name(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.status(msid, "error", "NetStream.Publish.BadName", &format!("{name} is already being published."), q);
+    }
+
+    pub fn unpublish_ok(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.status(msid, "status", "NetStream.Unpublish.Success", &format!("{name} is now unpublished."), q);
+    }
+
+    /// Start a player: StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess (PROTOCOL-NOTES: no Data.Start).
+    pub fn play_start(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.user_control(UC_STREAM_BEGIN, msid, q);
+        self.status(msid, "status", "NetStream.Play.Reset", &format!("Playing and resetting {name}."), q);
+        self.status(msid, "status", "NetStream.Play.Start", &format!("Started playing {name}."), q);
+        let mut body = Vec::new();
+        amf0::encode_all(&[Value::String("|RtmpSampleAccess".into()), Value::Boolean(true), Value::Boolean(true)], &mut body);
+        self.tx.encode(CSID_STATUS, 0, MSG_DATA_AMF0, msid, &body, &mut self.scratch);
+        q.push_vec(std::mem::take(&mut self.scratch));
+    }
+
+    pub fn play_not_found(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.status(msid, "error", "NetStream.Play.StreamNotFound", &format!("No such stream: {name}."), q);
+    }
+
+    pub fn publish_notify(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.status(msid, "status", "NetStream.Play.PublishNotify", &format!("{name} is now published."), q);
+    }
+
+    pub fn unpublish_notify(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.status(msid, "status", "NetStream.Play.UnpublishNotify", &format!("{name} is now unpublished."), q);
+    }
+
+    /// Queue one shared media message for a player at player timestamp `ts`.
+    /// Only the first chunk header is per player; the chunked body is shared.
+    pub fn queue_media(&mut self, msid: u32, ts: u32, msg: &std::sync::Arc<MediaMsg>, q: &mut SendQueue) {
+        let csid = msg.kind.csid();
+        if msg.chunk_size != self.out_chunk_size {
+            // Not built for our chunk size (cannot happen with one server-wide size,
+            // but stay correct): re-chunk a copy.
+            let payload: Vec<u8> = (0..msg.chunk_count()).flat_map(|i| msg.chunk_payload(i).iter().copied()).collect();
+            self.scratch.clear();
+            self.tx.encode(csid, ts, msg.kind.type_id(), msid, &payload, &mut self.scratch);
+            q.push_vec(std::mem::take(&mut self.scratch));
+            return;
+        }
+        let mut w = std::mem::take(&mut self.scratch);
+        w.clear();
+        self.tx.write_first_header(csid, ts, msg.kind.type_id(), msid, msg.len as u32, &mut w);
+        q.push_bytes(&w); // ≤ 18 bytes: stored inline, no allocation
+        if ts < 0x00ff_ffff {
+            q.push_shared(msg, 0, msg.chunked.len());
+        } else {
+            // Extended timestamp: every continuation chunk repeats it (§5.3.1.3).
+            let n = msg.chunk_count();
+            let sep = msg.separator_len();
+            let stride = msg.chunk_size + sep;
+            for i in 0..n {
+                let start = if i == 0 { 0 } else { msg.chunk_size + (i - 1) * stride + sep };
+                let end = start + msg.chunk_payload(i).len();
+                if i > 0 {
+                    w.clear();
+                    super::chunk::write_basic_header(3, csid, &mut w);
+                    w.extend_from_slice(&ts.to_be_bytes());
+                    q.push_bytes(&w);
+                }
+                q.push_shared(msg, start, end);
+            }
+        }
+        self.scratch = w;
+    }
+
+    fn control(&mut self, type_id: u8, payload: &[u8], q: &mut SendQueue) {
+        self.scratch.clear();
+        self.tx.encode(CSID_CONTROL, 0, type_id, 0, payload, &mut self.scratch);
+        q.push_vec(std::mem::take(&mut self.scratch));
+    }
+
+    fn user_control(&mut self, event: u16, msid: u32, q: &mut SendQueue) {
+        let mut p = event.to_be_bytes().to_vec();
+        p.extend_from_slice(&msid.to_be_bytes());
+        self.control(MSG_USER_CONTROL, &p, q);
+    }
+
+    /// Send a stream-EOF user control (player's stream ended).
+    pub fn stream_eof(&mut self, msid: u32, q: &mut SendQueue) {
+        self.user_control(UC_STREAM_EOF, msid, q);
+    }
+
+    fn command(&mut self, msid: u32, csid: u32, values: &[Value], q: &mut SendQueue) {
+        let mut body = Vec::new();
+        amf0::encode_all(values, &mut body);
+        self.scratch.clear();
+        self.tx.encode(csid, 0, MSG_COMMAND_AMF0, msid, &body, &mut self.scratch);
+        q.push_vec(std::mem::take(&mut self.scratch));
+    }
+
+    fn result(&mut self, tid: f64, value: Value, q: &mut SendQueue) {
+        self.command(0, CSID_COMMAND, &[Value::String("_result".into()), Value::Number(tid), Value::Null, value], q);
+    }
+
+    fn status(&mut self, msid: u32, level: &str, code: &str, desc: &str, q: &mut SendQueue) {
+        self.command(msid, CSID_STATUS, &[
+            Value::String("onStatus".into()),
+            Value::Number(0.0),
+            Value::Null,
+            info_obj(level, code, desc),
+        ], q);
+    }
+}
+
+fn info_obj(level: &str, code: &str, desc: &str) -> Value {
+    Value::Object(vec![
+        ("level".into(), Value::String(level.into())),
+        ("code".into(), Value::String(code.into())),
+        ("description".into(), Value::String(desc.into())),
+    ])
+}
+
+/// The key of a stream name: drop a query string (`name?token=...`) and any
+/// FMLE-style `mp4:` prefix is kept as part of the name.
+fn stream_key(name: &str) -> String {
+    name.split('?').next().unwrap_or("").to_owned()
+}
+
+fn be_u32(p: &[u8]) -> Option<u32> {
+    p.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::rtmp::handshake::HandshakeClient;
+
+    /// Drive a session with a client: handshake, then chunk-encoded messages.
+    struct Client {
+        tx: ChunkEncoder,
+        rx: ChunkDecoder,
+    }
+
+    impl Client {
+        fn connect(s: &mut RtmpSession, q: &mut SendQueue) -> Client {
+            let mut out = Vec::new();
+            let mut hc = HandshakeClient::new(1, 0, &mut out);
+            let n = s.handle_input(&out, q).unwrap();
+            assert_eq!(n, out.len());
+            let s_bytes = drain(q);
+            let mut c2 = Vec::new();
+            let used = hc.handle_input(&s_bytes, &mut c2).unwrap();
+            assert_eq!(used, s_bytes.len());
+            assert!(hc.is_done());
+            assert_eq!(s.handle_input(&c2, q).unwrap(), c2.len());
+            assert!(!s.is_handshaking());
+            Client { tx: ChunkEncoder::new(), rx: ChunkDecoder::new(1 << 24) }
+        }
+        fn send(&mut self, s: &mut RtmpSession, q: &mut SendQueue, type_id: u8, msid: u32, body: &[u8]) {
+            let mut b = Vec::new();
+            self.tx.encode(3, 0, type_id, msid, body, &mut b);
+            assert_eq!(s.handle_input(&b, q).unwrap(), b.len());
+        }
+        fn cmd(&mut self, s: &mut RtmpSession, q: &mut SendQueue, msid: u32, vals: &[Value]) {
+            let mut body = Vec::new();
+            amf0::encode_all(vals, &mut body);
+            self.send(s, q, MSG_COMMAND_AMF0, msid, &body);
+        }
+        /// Decode everything the server queued; returns messages.
+        fn recv(&mut self, q: &mut SendQueue) -> Vec<RawMessage> {
+            let bytes = drain(q);
+            let mut msgs = Vec::new();
+            let mut off = 0;
+            while off < bytes.len() {
+                let (n, m) = self.rx.decode(&bytes[off..]).unwrap();
+                assert!(n > 0);
+                off += n;
+                if let Some(m) = m {
+                    if m.type_id == MSG_SET_CHUNK_SIZE {
+                        self.rx.set_chunk_size(be_u32(&m.payload).unwrap()).unwrap();
+                    }
+                    msgs.push(m);
+                }
+            }
+            msgs
+        }
+    }
+
+    fn drain(q: &mut SendQueue) -> Vec<u8> {
+        let mut v = Vec::new();
+        q.write_to(&mut v).unwrap();
+        v
+    }
+
+    fn codes(msgs: &[RawMessage]) -> Vec<String> {
+        msgs.iter()
+            .filter(|m| m.type_id == MSG_COMMAND_AMF0)
+            .filter_map(|m| {
+                let v = amf0::decode_all(&m.payload).ok()?;
+                let name = v.first()?.as_str()?.to_owned();
+                match v.get(3).and_then(|i| i.get("code")).and_then(Value::as_str) {
+                    Some(c) => Some(c.to_owned()),
+                    None => Some(name),
+                }
+            })
+            .collect()
+    }
+
+    fn connect_obj(extra: Vec<(String, Value)>) -> Value {
+        let mut props = vec![("app".to_string(), Value::String("live".into()))];
+        props.extend(extra);
+        Value::Object(props)
+    }
+
+    #[test]
+    fn connect_with_flash_extra_args_succeeds() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        c.cmd(&mut s, &mut q, 0, &[
+            Value::String("connect".into()),
+            Value::Number(1.0),
+            connect_obj(vec![]),
+            Value::Object(vec![
+                ("login".into(), Value::String("u".into())),
+                ("appKey".into(), Value::String("flashStreamingApp".into())),
+            ]),
+        ]);
+        let msgs = c.recv(&mut q);
+        let types: Vec<u8> = msgs.iter().map(|m| m.type_id).collect();
+        assert_eq!(types, vec![MSG_WINDOW_ACK_SIZE, MSG_SET_PEER_BANDWIDTH, MSG_SET_CHUNK_SIZE, MSG_COMMAND_AMF0]);
+        assert_eq!(codes(&msgs), vec!["NetConnection.Connect.Success"]);
+        assert_eq!(s.poll_event(), Some(RtmpEvent::Connected { app: "live".into() }));
+    }
+
+    #[test]
+    fn amf3_connect_echoes_object_encoding_and_type17_commands_work() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        c.cmd(&mut s, &mut q, 0, &[
+            Value::String("connect".into()),
+            Value::Number(1.0),
+            connect_obj(vec![("objectEncoding".into(), Value::Number(3.0))]),
+        ]);
+        let msgs = c.recv(&mut q);
+        let v = amf0::decode_all(&msgs.last().unwrap().payload).unwrap();
+        assert_eq!(v[3].get("objectEncoding"), Some(&Value::Number(3.0)));
+        // createStream as an AMF3 command message: 0x00 then AMF0 values.
+        let mut body = vec![0u8];
+        amf0::encode_all(&[Value::String("createStream".into()), Value::Number(2.0), Value::Null], &mut body);
+        c.send(&mut s, &mut q, MSG_COMMAND_AMF3, 0, &body);
+        let msgs = c.recv(&mut q);
+        let v = amf0::decode_all(&msgs[0].payload).unwrap();
+        assert_eq!(v[0], Value::String("_result".into()));
+        assert_eq!(v[1], Value::Number(2.0));
+        assert_eq!(v[3], Value::Number(1.0));
+    }
+
+    #[test]
+    fn play_request_then_start_sequence() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        c.cmd(&mut s, &mut q, 0, &[Value::String("connect".into()), Value::Number(1.0), connect_obj(vec![])]);
+        c.cmd(&mut s, &mut q, 0, &[Value::String("createStream".into()), Value::Number(2.0), Value::Null]);
+        c.cmd(&mut s, &mut q, 1, &[Value::String("play".into()), Value::Number(0.0), Value::Null, Value::String("cam?tok=1".into())]);
+        let _ = c.recv(&mut q);
+        assert_eq!(s.poll_event(), Some(RtmpEvent::Connected { app: "live".into() }));
+        assert_eq!(s.poll_event(), Some(RtmpEvent::PlayRequested { msid: 1, name: "cam".into() }));
+        s.play_start(1, "cam", &mut q);
+        let msgs = c.recv(&mut q);
+        assert_eq!(codes(&msgs), vec!["NetStream.Play.Reset", "NetStream.Play.Start"]);
+        assert_eq!(msgs.last().unwrap().type_id, MSG_DATA_AMF0);
+        // Media: header per player + shared body decodes to the payload.
+        let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let msg = MediaMsg::new(MediaKind::Video, 40, &payload, 4096);
+        s.queue_media(1, 40, &msg, &mut q);
+        s.queue_media(1, 0x0100_0000, &msg, &mut q); // extended timestamp path
+        let msgs = c.recv(&mut q);
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].payload, payload);
+        assert_eq!(msgs[0].timestamp, 40);
+        assert_eq!(msgs[1].payload, payload);
+        assert_eq!(msgs[1].timestamp, 0x0100_0000);
+    }
+
+    #[test]
+    fn chunk_size_zero_is_fatal_and_named() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let _c = Client::connect(&mut s, &mut q);
+        let mut b = Vec::new();
+        ChunkEncoder::new().encode(2, 0, MSG_SET_CHUNK_SIZE, 0, &0u32.to_be_bytes(), &mut b);
+        let e = s.handle_input(&b, &mut q).unwrap_err();
+        assert_eq!(e.to_string(), "invalid chunk size 0");
+    }
+
+    #[test]
+    fn set_data_frame_becomes_on_metadata() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        let mut body = Vec::new();
+        amf0::encode_all(&[
+            Value::String("@setDataFrame".into()),
+            Value::String("onMetaData".into()),
+            Value::EcmaArray(vec![("width".into(), Value::Number(640.0))]),
+        ], &mut body);
+        c.send(&mut s, &mut q, MSG_DATA_AMF0, 1, &body);
+        match s.poll_event() {
+            Some(RtmpEvent::Media { kind: MediaKind::Data, payload, .. }) => {
+                let v = amf0::decode_all(&payload).unwrap();
+                assert_eq!(v[0], Value::String("onMetaData".into()));
+                assert_eq!(v[1].get("width"), Some(&Value::Number(640.0)));
+            }
+            other => panic!("expected metadata, got {other:?}"),
+        }
+    }
+}

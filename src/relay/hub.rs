@@ -1,0 +1,192 @@
+//! A stream as one core sees it: the cached metadata, sequence headers and
+//! GOP a joining player needs, the local players, and (on the owner core) the
+//! other cores that receive every message.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::buf::{MediaKind, MediaMsg};
+
+/// GOP cache bounds: beyond either, the cache is dropped until the next keyframe.
+pub const GOP_MAX_BYTES: usize = 32 * 1024 * 1024;
+pub const GOP_MAX_MSGS: usize = 4096;
+
+/// Everything a core needs to start players on a stream owned elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub meta: Option<Arc<MediaMsg>>,
+    pub video_cfg: Option<Arc<MediaMsg>>,
+    pub audio_cfg: Option<Arc<MediaMsg>>,
+    pub gop: Vec<Arc<MediaMsg>>,
+}
+
+/// A player of this hub: connection slot and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayerRef {
+    pub idx: usize,
+    pub gen: u32,
+}
+
+#[derive(Debug)]
+pub struct StreamHub {
+    pub name: Arc<str>,
+    /// A publisher is sending (here or on the owner core).
+    pub live: bool,
+    /// The publisher is on this core.
+    pub owned: bool,
+    /// Owner only: bit i = core i gets every message.
+    pub remote: u64,
+    pub players: Vec<PlayerRef>,
+    /// When the publisher vanished; players get UnpublishNotify if it has not
+    /// come back by `grace_until`.
+    pub grace_until: Option<Instant>,
+    /// Players were told UnpublishNotify (or never saw a publisher): the next
+    /// publisher is announced with PublishNotify.
+    pub announced_gone: bool,
+    /// Bumped at each (re)publish so players re-base their timestamps.
+    pub epoch: u32,
+    pub has_video: bool,
+    snap: Snapshot,
+    gop_bytes: usize,
+    gop_cache: bool,
+}
+
+impl StreamHub {
+    pub fn new(name: Arc<str>, gop_cache: bool) -> Self {
+        StreamHub {
+            name,
+            live: false,
+            owned: false,
+            remote: 0,
+            players: Vec::new(),
+            grace_until: None,
+            announced_gone: true,
+            epoch: 0,
+            has_video: false,
+            snap: Snapshot::default(),
+            gop_bytes: 0,
+            gop_cache,
+        }
+    }
+
+    /// A publisher starts (or returns). Caches restart from its messages.
+    pub fn start(&mut self, snapshot: Snapshot) {
+        self.live = true;
+        self.grace_until = None;
+        self.epoch = self.epoch.wrapping_add(1);
+        self.has_video = snapshot.video_cfg.is_some() || snapshot.gop.iter().any(|m| m.kind == MediaKind::Video);
+        self.gop_bytes = snapshot.gop.iter().map(|m| m.chunked.len()).sum();
+        self.snap = snapshot;
+    }
+
+    /// The publisher is gone; keep players, start the grace window.
+    pub fn stop(&mut self, grace_until: Instant) {
+        self.live = false;
+        self.grace_until = Some(grace_until);
+        self.snap.gop.clear();
+        self.gop_bytes = 0;
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.snap.clone()
+    }
+
+    pub fn cached(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// Record one message in the caches. Returns true when it is a config
+    /// message (metadata or a sequence header) that replaced a cached one.
+    pub fn ingest(&mut self, msg: &Arc<MediaMsg>) {
+        match (msg.kind, msg.config) {
+            (MediaKind::Data, _) => self.snap.meta = Some(Arc::clone(msg)),
+            (MediaKind::Video, true) => {
+                self.has_video = true;
+                self.snap.video_cfg = Some(Arc::clone(msg));
+            }
+            (MediaKind::Audio, true) => self.snap.audio_cfg = Some(Arc::clone(msg)),
+            (MediaKind::Video, false) => {
+                self.has_video = true;
+                if !self.gop_cache {
+                    return;
+                }
+                if msg.keyframe {
+                    self.snap.gop.clear();
+                    self.gop_bytes = 0;
+                }
+                if msg.keyframe || !self.snap.gop.is_empty() {
+                    self.push_gop(msg);
+                }
+            }
+            (MediaKind::Audio, false) => {
+                // Audio joins the cache only after a keyframe (players start on video).
+                if self.gop_cache && (!self.snap.gop.is_empty() || !self.has_video) {
+                    self.push_gop(msg);
+                }
+            }
+        }
+    }
+
+    fn push_gop(&mut self, msg: &Arc<MediaMsg>) {
+        if self.snap.gop.len() >= GOP_MAX_MSGS || self.gop_bytes + msg.chunked.len() > GOP_MAX_BYTES {
+            // A GOP this long is not worth holding; start again at the next keyframe.
+            self.snap.gop.clear();
+            self.gop_bytes = 0;
+            return;
+        }
+        self.gop_bytes += msg.chunked.len();
+        self.snap.gop.push(Arc::clone(msg));
+    }
+
+    pub fn add_player(&mut self, p: PlayerRef) {
+        if !self.players.contains(&p) {
+            self.players.push(p);
+        }
+    }
+
+    pub fn remove_player(&mut self, p: PlayerRef) -> bool {
+        let before = self.players.len();
+        self.players.retain(|x| *x != p);
+        before != self.players.len()
+    }
+
+    /// Nothing left to keep on this core.
+    pub fn is_idle(&self) -> bool {
+        self.players.is_empty() && !self.owned && self.remote == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(ts: u32, key: bool) -> Arc<MediaMsg> {
+        let b0 = if key { 0x17 } else { 0x27 };
+        MediaMsg::new(MediaKind::Video, ts, &[b0, 1, 0, 0, 0, 9, 9], 4096)
+    }
+
+    #[test]
+    fn gop_starts_at_the_last_keyframe() {
+        let mut h = StreamHub::new("s".into(), true);
+        h.start(Snapshot::default());
+        h.ingest(&MediaMsg::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1], 4096));
+        h.ingest(&MediaMsg::new(MediaKind::Audio, 0, &[0xaf, 1, 5], 4096));
+        h.ingest(&video(10, false));
+        h.ingest(&video(20, true));
+        h.ingest(&MediaMsg::new(MediaKind::Audio, 21, &[0xaf, 1, 5], 4096));
+        h.ingest(&video(30, false));
+        let s = h.snapshot();
+        assert!(s.video_cfg.is_some());
+        let ts: Vec<u32> = s.gop.iter().map(|m| m.ts).collect();
+        assert_eq!(ts, vec![20, 21, 30]);
+        assert!(s.gop[0].keyframe);
+    }
+
+    #[test]
+    fn no_gop_cache_keeps_only_config() {
+        let mut h = StreamHub::new("s".into(), false);
+        h.start(Snapshot::default());
+        h.ingest(&video(20, true));
+        assert!(h.snapshot().gop.is_empty());
+    }
+}

@@ -1,0 +1,14 @@
+//! The relay: which core owns which stream, what a joining player is sent,
+//! and how each player's queue sheds load. Sans-IO: the runtime calls in with
+//! `now` and applies the results to sockets.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+pub mod hub;
+pub mod player;
+pub mod registry;
+pub mod stats;
+
+pub use hub::{Snapshot, StreamHub};
+pub use player::{Deliver, DropKind, PlayerPolicy, PlayerState};
+pub use registry::{PlayLookup, Registry};
+pub use stats::{StreamStats, WorkerStats};

@@ -1,0 +1,59 @@
+//! Counters shared with the HTTP API: written by one core with relaxed
+//! atomics, read by whichever core serves `/metrics` or `/api/streams`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Per-worker counters and gauges (`/metrics`).
+#[derive(Default, Debug)]
+pub struct WorkerStats {
+    pub connections: AtomicI64,
+    pub players: AtomicI64,
+    pub publishers: AtomicI64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub drops_inter: AtomicU64,
+    pub drops_keyframe: AtomicU64,
+    pub drops_audio: AtomicU64,
+    pub evictions: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    /// Messages a peer sent that we ignore (shared objects, aggregates, unknown types).
+    pub ignored_messages: AtomicU64,
+    /// Media hand-offs to other cores dropped because the mesh queue was full.
+    pub mesh_full: AtomicU64,
+}
+
+impl WorkerStats {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+    pub fn gauge(c: &AtomicI64, d: i64) {
+        c.fetch_add(d, Relaxed);
+    }
+}
+
+/// Per-stream numbers (`/api/streams`), written by the owner core.
+#[derive(Default, Debug)]
+pub struct StreamStats {
+    pub video_frames: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub audio_frames: AtomicU64,
+    /// FLV codec ids (0 = track absent): video 7 = AVC; audio 10 = AAC, 7/8 = G.711.
+    pub video_codec: AtomicU64,
+    pub audio_codec: AtomicU64,
+    pub width: AtomicU64,
+    pub height: AtomicU64,
+    /// Players on every core.
+    pub players: AtomicI64,
+}
+
+impl StreamStats {
+    /// A new publisher took the name: its media counters start from zero.
+    pub fn reset_media(&self) {
+        for c in [&self.video_frames, &self.keyframes, &self.audio_frames, &self.video_codec, &self.audio_codec, &self.width, &self.height] {
+            c.store(0, Relaxed);
+        }
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}

@@ -1,0 +1,126 @@
+//! HTTP endpoints on `--http`: health, stream list, Prometheus metrics, and
+//! a clear answer for the WebRTC parts that are not built yet.
+
+use std::fmt::Write as _;
+
+use super::Shared;
+use crate::proto::http::{response, Request};
+use crate::relay::StreamStats;
+
+pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
+    let upgrade = req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    match (req.method, req.path) {
+        _ if upgrade => not_built("WebSocket signaling (Flashphoner-compatible)"),
+        ("GET" | "HEAD", "/healthz") => response(200, "OK", "text/plain", b"ok"),
+        ("GET", "/api/streams") => response(200, "OK", "application/json", streams_json(shared).as_bytes()),
+        ("GET", "/metrics") => response(200, "OK", "text/plain; version=0.0.4", metrics(shared).as_bytes()),
+        ("GET", "/") => response(
+            200,
+            "OK",
+            "text/plain; charset=utf-8",
+            b"rtcbridge\n\nRTMP: publish and play rtmp://HOST:PORT/live/NAME\nAPI: /api/streams, /metrics, /healthz\n\n\
+The WebRTC publisher page, WebSocket signaling and WHIP are not built yet.\n",
+        ),
+        (_, p) if p.starts_with("/whip") => not_built("WHIP ingest"),
+        ("GET" | "HEAD", _) => response(404, "Not Found", "text/plain", b"not found\n"),
+        _ => response(405, "Method Not Allowed", "text/plain", b"method not allowed\n"),
+    }
+}
+
+fn not_built(what: &str) -> Vec<u8> {
+    response(501, "Not Implemented", "text/plain", format!("{what} is not built yet in this rtcbridge.\n").as_bytes())
+}
+
+fn codec_name_video(id: u64) -> &'static str {
+    match id {
+        7 => "H264",
+        12 => "H265",
+        _ => "unknown",
+    }
+}
+
+fn codec_name_audio(id: u64) -> &'static str {
+    match id {
+        10 => "aac",
+        7 => "pcma",
+        8 => "pcmu",
+        2 => "mp3",
+        13 => "opus",
+        _ => "unknown",
+    }
+}
+
+pub fn streams_json(shared: &Shared) -> String {
+    let rows = shared.registry.live();
+    let streams: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let s = &r.stats;
+            let vc = StreamStats::get(&s.video_codec);
+            let ac = StreamStats::get(&s.audio_codec);
+            let video = if vc != 0 {
+                serde_json::json!({
+                    "codec": codec_name_video(vc),
+                    "width": StreamStats::get(&s.width),
+                    "height": StreamStats::get(&s.height),
+                    "frames": StreamStats::get(&s.video_frames),
+                    "keyframes": StreamStats::get(&s.keyframes),
+                })
+            } else {
+                serde_json::Value::Null
+            };
+            let audio = if ac != 0 {
+                serde_json::json!({ "codec": codec_name_audio(ac), "frames": StreamStats::get(&s.audio_frames) })
+            } else {
+                serde_json::Value::Null
+            };
+            serde_json::json!({
+                "name": &*r.name,
+                "source": r.source,
+                "video": video,
+                "audio": audio,
+                "players": s.players.load(std::sync::atomic::Ordering::Relaxed).max(0),
+            })
+        })
+        .collect();
+    serde_json::json!({ "streams": streams }).to_string()
+}
+
+pub fn metrics(shared: &Shared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut o = String::with_capacity(4096);
+    let gauges: [(&str, &str, fn(&crate::relay::WorkerStats) -> i64); 3] = [
+        ("rtcbridge_connections", "Open TCP connections (RTMP and HTTP).", |w| w.connections.load(Relaxed)),
+        ("rtcbridge_players", "RTMP players.", |w| w.players.load(Relaxed)),
+        ("rtcbridge_publishers", "Publishers.", |w| w.publishers.load(Relaxed)),
+    ];
+    for (name, help, f) in gauges {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, w) in shared.workers.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", f(w));
+        }
+    }
+    let _ = writeln!(o, "# HELP rtcbridge_streams Live streams.\n# TYPE rtcbridge_streams gauge");
+    let _ = writeln!(o, "rtcbridge_streams {}", shared.registry.live_count());
+    let counters: [(&str, &str, fn(&crate::relay::WorkerStats) -> u64); 6] = [
+        ("rtcbridge_bytes_in_total", "Bytes received on TCP.", |w| w.bytes_in.load(Relaxed)),
+        ("rtcbridge_bytes_out_total", "Bytes written on TCP.", |w| w.bytes_out.load(Relaxed)),
+        ("rtcbridge_evictions_total", "Players disconnected for staying behind.", |w| w.evictions.load(Relaxed)),
+        ("rtcbridge_protocol_errors_total", "Connections ended for bad input.", |w| w.protocol_errors.load(Relaxed)),
+        ("rtcbridge_ignored_messages_total", "Peer messages ignored (unsupported or unreadable).", |w| w.ignored_messages.load(Relaxed)),
+        ("rtcbridge_mesh_full_total", "Media hand-offs dropped: cross-core queue full.", |w| w.mesh_full.load(Relaxed)),
+    ];
+    for (name, help, f) in counters {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, w) in shared.workers.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", f(w));
+        }
+    }
+    let _ = writeln!(o, "# HELP rtcbridge_drops_total Media messages dropped for slow players, by what was dropped.\n# TYPE rtcbridge_drops_total counter");
+    for (i, w) in shared.workers.iter().enumerate() {
+        for (reason, c) in [("inter", &w.drops_inter), ("keyframe", &w.drops_keyframe), ("audio", &w.drops_audio)] {
+            let _ = writeln!(o, "rtcbridge_drops_total{{worker=\"{i}\",reason=\"{reason}\"}} {}", c.load(Relaxed));
+        }
+    }
+    o
+}

@@ -1,0 +1,115 @@
+//! The shell: threads, sockets, the clock. One mio event loop per worker
+//! (pinned to a core unless `--no-pin`), SO_REUSEPORT listeners per worker,
+//! a timer wheel per worker and a mesh of SPSC rings between workers.
+
+pub mod api;
+pub mod mesh;
+pub mod slab;
+pub mod timer;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::relay::{Registry, WorkerStats};
+
+/// State every worker can read: config, the registry, counters.
+pub struct Shared {
+    pub cfg: Config,
+    pub registry: Registry,
+    pub workers: Vec<WorkerStats>,
+    pub shutdown: AtomicBool,
+}
+
+/// Read the clock. The only place the process reads monotonic time.
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+    wakers: Arc<Vec<Arc<mio::Waker>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(mio::net::TcpListener::from_std(s.into()))
+}
+
+/// Bind every worker's listeners, then start the workers.
+pub fn start(cfg: Config) -> io::Result<Server> {
+    let n = cfg.worker_count();
+    let shared = Arc::new(Shared {
+        registry: Registry::default(),
+        workers: (0..n).map(|_| WorkerStats::default()).collect(),
+        shutdown: AtomicBool::new(false),
+        cfg,
+    });
+    let mut polls = Vec::with_capacity(n);
+    let mut wakers = Vec::with_capacity(n);
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = mio::Poll::new()?;
+        wakers.push(Arc::new(mio::Waker::new(poll.registry(), worker::WAKER)?));
+        let rtmp = listener(shared.cfg.rtmp)
+            .map_err(|e| io::Error::new(e.kind(), format!("--rtmp {}: {e}", shared.cfg.rtmp)))?;
+        let http = listener(shared.cfg.http)
+            .map_err(|e| io::Error::new(e.kind(), format!("--http {}: {e}", shared.cfg.http)))?;
+        listeners.push((rtmp, http));
+        polls.push(poll);
+    }
+    let wakers = Arc::new(wakers);
+    let meshes = mesh::build(n, Arc::clone(&wakers));
+    let cores = if shared.cfg.no_pin { None } else { core_affinity::get_core_ids() };
+    let mut threads = Vec::with_capacity(n);
+    for (id, ((poll, (rtmp, http)), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
+        let shared = Arc::clone(&shared);
+        let core = cores.as_ref().and_then(|c| c.get(id % c.len().max(1)).copied());
+        let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+            if let Some(c) = core {
+                if !core_affinity::set_for_current(c) {
+                    crate::warn!("worker {id}: could not pin to core {}", c.id);
+                }
+            }
+            let w = worker::Worker::new(id, shared, poll, rtmp, http, mesh);
+            if let Err(e) = w.and_then(|w| w.run()) {
+                crate::error!("worker {id} stopped: {e}");
+            }
+        })?;
+        threads.push(t);
+    }
+    Ok(Server { shared, wakers, threads })
+}
+
+impl Server {
+    /// Ask every worker to close its connections and stop; wait up to `limit`.
+    pub fn shutdown(self, limit: Duration) -> bool {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for w in self.wakers.iter() {
+            let _ = w.wake();
+        }
+        let deadline = now() + limit;
+        for t in self.threads {
+            while !t.is_finished() && now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !t.is_finished() {
+                return false;
+            }
+            let _ = t.join();
+        }
+        true
+    }
+}
