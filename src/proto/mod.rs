@@ -2,5 +2,6 @@
 //! callers pass bytes and `now` in and drain outputs.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub mod dtls;
 pub mod http;
 pub mod rtmp;

@@ -586,6 +586,7 @@ impl Worker {
         let not_found_mode = self.shared.cfg.unknown_stream == UnknownStream::NotFound;
         let first_here = self.hubs.get(&name).is_none_or(|h| h.players.is_empty());
         let mut stats = None;
+        let mut remote_owner = None;
         if first_here {
             let (look, st) = self.shared.registry.add_interest(&name, self.id, !not_found_mode);
             if not_found_mode && look == PlayLookup::Absent {
@@ -599,6 +600,7 @@ impl Worker {
             }
             if let PlayLookup::Remote(owner) = look {
                 self.mesh.send(owner, CoreMsg::Subscribe { name: Arc::clone(&name), from: self.id });
+                remote_owner = Some(owner);
             }
             stats = st;
         } else if not_found_mode && !self.hubs.get(&name).is_some_and(|h| h.live) {
@@ -617,7 +619,12 @@ impl Worker {
         hub.add_player(PlayerRef { idx, gen });
         WorkerStats::gauge(&self.shared.workers[self.id].players, 1);
         let live = hub.live;
-        crate::info!("rtmp {}: playing {name:?} on worker {}{}", c.peer, self.id, if live { "" } else { " (waiting for a publisher)" });
+        let state = match (live, remote_owner) {
+            (true, _) => String::new(),
+            (false, Some(o)) => format!(" (subscribing to worker {o})"),
+            (false, None) => " (waiting for a publisher)".into(),
+        };
+        crate::info!("rtmp {}: playing {name:?} on worker {}{state}", c.peer, self.id);
         self.mark_dirty(idx);
         if live {
             self.join(now, &name, PlayerRef { idx, gen });
