@@ -60,7 +60,7 @@ fn rtmpdump_with_flash_connect_fields_plays() {
 #[test]
 fn amf3_typed_commands_connect_and_create_stream() {
     let server = Server::start(&[]);
-    let mut c = RtmpClient::connect(server.rtmp_port);
+    let c = RtmpClient::connect(server.rtmp_port);
 
     // connect as a type-20 message whose command object asks for AMF3.
     let obj = c.connect_object("live", &[("objectEncoding", Amf::Number(3.0))]);

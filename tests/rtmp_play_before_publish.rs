@@ -41,8 +41,8 @@ fn play_before_publish_then_quick_reconnect_then_unpublish() {
 
     // Publisher drops and comes back at once (well within the 2 s grace).
     let i_kill = player.len();
-    publisher.kill();
     let t_kill = Instant::now();
+    publisher.kill();
     let mut publisher = Publisher::ffmpeg(&url, 1000);
     assert!(t_kill.elapsed() < Duration::from_secs(1), "restart took {:?}", t_kill.elapsed());
     wait_for(Duration::from_secs(10), "video from the returning publisher (30 frames)", || {
@@ -64,8 +64,8 @@ fn play_before_publish_then_quick_reconnect_then_unpublish() {
 
     // Publisher gone for good: UnpublishNotify after ~2 s.
     let i_gone = player.len();
-    publisher.kill();
     let t_gone = Instant::now();
+    publisher.kill();
     let (_, rec) = player.wait_status(i_gone, "NetStream.Play.UnpublishNotify", Duration::from_secs(8));
     let after = rec.at.duration_since(t_gone);
     assert!(

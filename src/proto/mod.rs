@@ -4,4 +4,8 @@
 
 pub mod dtls;
 pub mod http;
+pub mod ice;
 pub mod rtmp;
+pub mod signaling;
+pub mod stun;
+pub mod ws;

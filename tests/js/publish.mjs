@@ -1,0 +1,98 @@
+// Publish from headless Chromium to rtcbridge and report status changes as JSON lines.
+//
+//   node publish.mjs --page demo|sdk --http http://127.0.0.1:PORT --ws ws://127.0.0.1:PORT/
+//                    --name NAME --seconds S [--sdk-port PORT] [--video clip.y4m --audio clip.wav]
+//
+// demo: our own page at GET / ; sdk: the Flashphoner Web SDK's unchanged
+// examples/demo/streaming/two_way_streaming page, served from node_modules by a
+// tiny static server in this process. Prints {"t":ms,"el":id,"text":...} lines
+// whenever #connectStatus / #publishStatus / #publishInfo change, then "done".
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+
+const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, arr) =>
+  (v.startsWith("--") ? a.concat([[v.slice(2), arr[i + 1] && !arr[i + 1].startsWith("--") ? arr[i + 1] : "1"]]) : a), []));
+const page_kind = args.page || "demo";
+const seconds = Number(args.seconds || 10);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const t0 = Date.now();
+const out = (o) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, ...o }) + "\n");
+
+function serveSdk(port) {
+  const root = path.join(here, "node_modules", "@flashphoner", "websdk");
+  if (!fs.existsSync(root)) { console.error("Flashphoner Web SDK not installed: run tools/test-all"); process.exit(3); }
+  const types = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".mp4": "video/mp4" };
+  const srv = http.createServer((req, res) => {
+    const p = path.normalize(path.join(root, decodeURIComponent(req.url.split("?")[0])));
+    if (!p.startsWith(root) || !fs.existsSync(p) || fs.statSync(p).isDirectory()) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { "Content-Type": types[path.extname(p)] || "application/octet-stream" });
+    fs.createReadStream(p).pipe(res);
+  });
+  return new Promise((ok) => srv.listen(port, "127.0.0.1", () => ok(srv)));
+}
+
+const chromiumArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--autoplay-policy=no-user-gesture-required"];
+if (args.video) chromiumArgs.push("--use-file-for-fake-video-capture=" + args.video);
+if (args.audio) chromiumArgs.push("--use-file-for-fake-audio-capture=" + args.audio);
+
+const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "rtcb-chrome-"));
+let srv = null;
+const browser = await chromium.launchPersistentContext(userDir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: chromiumArgs,
+});
+try {
+  const page = browser.pages()[0] || await browser.newPage();
+  page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
+  page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
+  let url;
+  if (page_kind === "sdk") {
+    const port = Number(args["sdk-port"] || 0);
+    srv = await serveSdk(port);
+    url = `http://127.0.0.1:${srv.address().port}/examples/demo/streaming/two_way_streaming/two_way_streaming.html`;
+  } else {
+    url = args.http + "/";
+  }
+  await page.goto(url);
+  await page.fill("#urlServer", args.ws);
+  await page.fill("#publishStream", args.name);
+  const ids = ["#connectStatus", "#publishStatus", "#publishInfo"];
+  const last = {};
+  const watch = async () => {
+    for (const id of ids) {
+      const el = await page.$(id);
+      const text = el ? (await el.textContent()).trim() : null;
+      if (text !== last[id]) { last[id] = text; out({ el: id, text }); }
+    }
+  };
+  const until = async (id, want, ms) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) { await watch(); if (last[id] === want) return true; await page.waitForTimeout(50); }
+    return false;
+  };
+  await page.click("#connectBtn");
+  if (!await until("#connectStatus", "ESTABLISHED", 10000)) { out({ error: "not ESTABLISHED" }); }
+  else {
+    await page.click("#publishBtn");
+    await until("#publishStatus", "PUBLISHING", 10000);
+    const end = Date.now() + seconds * 1000;
+    while (Date.now() < end) { await watch(); await page.waitForTimeout(100); }
+    if (last["#publishStatus"] === "PUBLISHING") {
+      await page.click("#publishBtn");
+      await until("#publishStatus", "UNPUBLISHED", 10000);
+    }
+  }
+  await watch();
+} finally {
+  out({ done: true });
+  await browser.close();
+  if (srv) srv.close();
+  fs.rmSync(userDir, { recursive: true, force: true });
+}
