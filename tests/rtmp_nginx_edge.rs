@@ -23,7 +23,11 @@ fn nginx_rtmp_pulls_from_us() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = server.stream(name);
-        if s.as_ref().and_then(|s| s.get("players").and_then(|p| p.as_u64())).unwrap_or(0) >= 1 {
+        if s.as_ref()
+            .and_then(|s| s.get("players").and_then(|p| p.as_u64()))
+            .unwrap_or(0)
+            >= 1
+        {
             break;
         }
         if Instant::now() >= deadline {
@@ -38,6 +42,14 @@ fn nginx_rtmp_pulls_from_us() {
     if r.video_count() < min_video_frames(WINDOW, 0.8) || !r.errors.is_empty() {
         eprintln!("nginx error.log tail:\n{}", tail(&nginx.error_log(), 30));
     }
-    r.assert_healthy(min_video_frames(WINDOW, 0.8), min_audio_frames(WINDOW, 0.8), true);
-    assert!(publisher.is_running(), "publisher died: {}", publisher.log());
+    r.assert_healthy(
+        min_video_frames(WINDOW, 0.8),
+        min_audio_frames(WINDOW, 0.8),
+        true,
+    );
+    assert!(
+        publisher.is_running(),
+        "publisher died: {}",
+        publisher.log()
+    );
 }

@@ -59,7 +59,11 @@ fn slow_player_is_dropped_to_not_waited_for() {
     let stop = Arc::new(AtomicBool::new(false));
     let slow = slow_reader(dump_out, SLOW_BYTES_PER_SEC, stop.clone());
     let t_slow = Instant::now();
-    wait_for(Duration::from_secs(5), "the slow player to be counted", || server.metrics().sum("rtcbridge_players") >= 2.0);
+    wait_for(
+        Duration::from_secs(5),
+        "the slow player to be counted",
+        || server.metrics().sum("rtcbridge_players") >= 2.0,
+    );
     let mut lag2 = Vec::new();
     let mut pressure = None;
     let mut last_check = Instant::now() - Duration::from_secs(1);
@@ -126,6 +130,14 @@ fn slow_player_is_dropped_to_not_waited_for() {
     );
     // Everything the reference decoded is clean (it was stopped, so no exit check).
     let secs = result.wall.as_secs_f64() - 2.0;
-    result.assert_healthy(min_video_frames(secs, 0.9), min_audio_frames(secs, 0.9), false);
-    assert!(publisher.is_running(), "publisher died: {}", publisher.log());
+    result.assert_healthy(
+        min_video_frames(secs, 0.9),
+        min_audio_frames(secs, 0.9),
+        false,
+    );
+    assert!(
+        publisher.is_running(),
+        "publisher died: {}",
+        publisher.log()
+    );
 }

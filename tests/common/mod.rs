@@ -222,7 +222,10 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn new(name: &str, child: Child) -> Self {
-        ChildGuard { name: name.to_string(), child }
+        ChildGuard {
+            name: name.to_string(),
+            child,
+        }
     }
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -239,7 +242,9 @@ impl Drop for ChildGuard {
 }
 
 pub fn read_file_lossy(p: &Path) -> String {
-    fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 pub fn tail(text: &str, lines: usize) -> String {
@@ -251,7 +256,8 @@ pub fn tail(text: &str, lines: usize) -> String {
 fn spawn_logged(cmd: &mut Command, what: &str, log: &Path) -> Child {
     let f = File::create(log).expect("create log file");
     cmd.stdin(Stdio::null()).stderr(Stdio::from(f));
-    cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -264,7 +270,10 @@ pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let head_end = loop {
@@ -273,7 +282,10 @@ pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
         }
         let n = s.read(&mut tmp)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof in http headers"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "eof in http headers",
+            ));
         }
         buf.extend_from_slice(&tmp[..n]);
     };
@@ -285,7 +297,12 @@ pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     for l in lines {
@@ -332,7 +349,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(i) = find(b, b"\r\n") {
         let size_txt = String::from_utf8_lossy(&b[..i]);
-        let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         b = &b[i + 2..];
         if size == 0 || b.len() < size {
             break;
@@ -370,8 +388,14 @@ impl Metrics {
             }
             let (name, labels, rest) = match line.find('{') {
                 Some(b) => {
-                    let Some(e) = line[b..].find('}').map(|e| b + e) else { continue };
-                    (line[..b].to_string(), parse_labels(&line[b + 1..e]), &line[e + 1..])
+                    let Some(e) = line[b..].find('}').map(|e| b + e) else {
+                        continue;
+                    };
+                    (
+                        line[..b].to_string(),
+                        parse_labels(&line[b + 1..e]),
+                        &line[e + 1..],
+                    )
                 }
                 None => {
                     let mut it = line.splitn(2, char::is_whitespace);
@@ -379,7 +403,9 @@ impl Metrics {
                     (n, Vec::new(), it.next().unwrap_or(""))
                 }
             };
-            let Some(v) = rest.split_whitespace().next() else { continue };
+            let Some(v) = rest.split_whitespace().next() else {
+                continue;
+            };
             let value = match v {
                 "+Inf" => f64::INFINITY,
                 "-Inf" => f64::NEG_INFINITY,
@@ -388,9 +414,16 @@ impl Metrics {
                     Err(_) => continue,
                 },
             };
-            samples.push(Sample { name, labels, value });
+            samples.push(Sample {
+                name,
+                labels,
+                value,
+            });
         }
-        Metrics { samples, text: text.to_string() }
+        Metrics {
+            samples,
+            text: text.to_string(),
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -407,7 +440,10 @@ impl Metrics {
         self.samples
             .iter()
             .filter(|s| s.name == name)
-            .filter(|s| want.iter().all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .filter(|s| {
+                want.iter()
+                    .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
             .map(|s| s.value)
             .sum()
     }
@@ -476,7 +512,7 @@ impl Server {
     /// (unless given in `extra_args`): `--workers 1 --log info`, always `--no-pin`.
     pub fn start(extra_args: &[&str]) -> Server {
         let bin = env!("CARGO_BIN_EXE_rtcbridge");
-        let has = |flag: &str| extra_args.iter().any(|a| *a == flag);
+        let has = |flag: &str| extra_args.contains(&flag);
         let workers: u16 = extra_args
             .iter()
             .position(|a| *a == "--workers")
@@ -532,7 +568,11 @@ impl Server {
         let rtmp: SocketAddr = ([127, 0, 0, 1], self.rtmp_port).into();
         let mut last = String::new();
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "rtcbridge exited during startup ({st}); args {:?}; log:\n{}",
                     self.args,
@@ -568,7 +608,10 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("server already stopped")
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("server already stopped")
     }
 
     pub fn is_alive(&mut self) -> bool {
@@ -584,7 +627,12 @@ impl Server {
     }
 
     /// Waits for a log line for which `pred` holds; returns it.
-    pub fn wait_log_line(&self, timeout: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_log_line(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.log();
@@ -592,7 +640,10 @@ impl Server {
                 return l.to_string();
             }
             if Instant::now() >= deadline {
-                panic!("no server log line {what} within {timeout:?}; log tail:\n{}", tail(&text, 30));
+                panic!(
+                    "no server log line {what} within {timeout:?}; log tail:\n{}",
+                    tail(&text, 30)
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -613,8 +664,8 @@ impl Server {
     pub fn streams(&self) -> Vec<serde_json::Value> {
         let (code, body) = self.get("/api/streams");
         assert_eq!(code, 200, "GET /api/streams answered {code}: {body}");
-        let v: serde_json::Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/streams is not JSON ({e}): {body}"));
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/api/streams is not JSON ({e}): {body}"));
         v.get("streams")
             .and_then(|s| s.as_array())
             .cloned()
@@ -622,13 +673,19 @@ impl Server {
     }
 
     pub fn stream(&self, name: &str) -> Option<serde_json::Value> {
-        self.streams().into_iter().find(|s| s.get("name").and_then(|n| n.as_str()) == Some(name))
+        self.streams()
+            .into_iter()
+            .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(name))
     }
 
     /// Video frame count that /api/streams reports for `name` (0 when absent).
     pub fn video_frames(&self, name: &str) -> u64 {
         self.stream(name)
-            .and_then(|s| s.get("video").and_then(|v| v.get("frames")).and_then(|f| f.as_u64()))
+            .and_then(|s| {
+                s.get("video")
+                    .and_then(|v| v.get("frames"))
+                    .and_then(|f| f.as_u64())
+            })
             .unwrap_or(0)
     }
 
@@ -639,7 +696,11 @@ impl Server {
             let s = self.stream(name);
             let frames = |kind: &str| {
                 s.as_ref()
-                    .and_then(|s| s.get(kind).and_then(|v| v.get("frames")).and_then(|f| f.as_u64()))
+                    .and_then(|s| {
+                        s.get(kind)
+                            .and_then(|v| v.get("frames"))
+                            .and_then(|f| f.as_u64())
+                    })
                     .unwrap_or(0)
             };
             if frames("video") > 0 && frames("audio") > 0 {
@@ -657,7 +718,8 @@ impl Server {
 
     /// VmRSS of the server process in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -763,17 +825,45 @@ impl Publisher {
         let mut cmd = Command::new(ffmpeg);
         cmd.args(["-hide_banner", "-nostdin", "-v", "error"])
             .args(["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-            .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+            ])
             .args(["-map", "0:v", "-map", "1:a"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
-            .args(["-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
-            .args(["-b:v", &k, "-minrate", &k, "-maxrate", &k, "-bufsize", &half])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args([
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "60",
+                "-keyint_min",
+                "60",
+                "-sc_threshold",
+                "0",
+            ])
+            .args([
+                "-b:v", &k, "-minrate", &k, "-maxrate", &k, "-bufsize", &half,
+            ])
             .args(["-x264-params", "nal-hrd=cbr"])
             .args(["-c:a", "aac", "-ar", "48000", "-b:a", "128k"])
             .args(["-flvflags", "no_duration_filesize", "-f", "flv", url])
             .stdout(Stdio::null());
         let child = spawn_logged(&mut cmd, "ffmpeg publisher", &log_path);
-        Publisher { guard: ChildGuard::new("ffmpeg publisher", child), url: url.to_string(), log_path }
+        Publisher {
+            guard: ChildGuard::new("ffmpeg publisher", child),
+            url: url.to_string(),
+            log_path,
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -818,7 +908,10 @@ impl StreamLog {
     }
     /// Index of the first frame whose pts does not increase, if any.
     pub fn first_non_monotonic(&self) -> Option<usize> {
-        self.frames.windows(2).position(|w| w[1].pts <= w[0].pts).map(|i| i + 1)
+        self.frames
+            .windows(2)
+            .position(|w| w[1].pts <= w[0].pts)
+            .map(|i| i + 1)
     }
 }
 
@@ -846,12 +939,19 @@ impl FrameMd5 {
             let kind = kw.next()?;
             let idx: u32 = kw.next()?.parse().ok()?;
             let val = val.trim();
-            let s = self.streams.entry(idx).or_insert_with(|| StreamLog { index: idx, tb: (1, 1000), ..Default::default() });
+            let s = self.streams.entry(idx).or_insert_with(|| StreamLog {
+                index: idx,
+                tb: (1, 1000),
+                ..Default::default()
+            });
             match kind {
                 "media_type" => s.media_type = val.to_string(),
                 "tb" => {
                     if let Some((n, d)) = val.split_once('/') {
-                        s.tb = (n.trim().parse().unwrap_or(1), d.trim().parse().unwrap_or(1000));
+                        s.tb = (
+                            n.trim().parse().unwrap_or(1),
+                            d.trim().parse().unwrap_or(1000),
+                        );
                     }
                 }
                 _ => {}
@@ -869,7 +969,11 @@ impl FrameMd5 {
             duration: f[3].parse().ok()?,
             size: f[4].parse().ok()?,
         };
-        let s = self.streams.entry(idx).or_insert_with(|| StreamLog { index: idx, tb: (1, 1000), ..Default::default() });
+        let s = self.streams.entry(idx).or_insert_with(|| StreamLog {
+            index: idx,
+            tb: (1, 1000),
+            ..Default::default()
+        });
         s.frames.push(frame);
         Some((idx, frame))
     }
@@ -907,7 +1011,11 @@ impl PlayResult {
     /// strictly increasing per stream, and (when `check_exit`) exit status 0.
     pub fn assert_healthy(&self, min_video: usize, min_audio: usize, check_exit: bool) {
         let l = &self.label;
-        assert!(self.errors.is_empty(), "{l}: decoder errors on stderr:\n{}", self.errors.join("\n"));
+        assert!(
+            self.errors.is_empty(),
+            "{l}: decoder errors on stderr:\n{}",
+            self.errors.join("\n")
+        );
         if check_exit {
             match self.status {
                 Some(st) => assert!(st.success(), "{l}: ffmpeg exited with {st}"),
@@ -947,7 +1055,12 @@ pub fn min_audio_frames(secs: f64, ratio: f64) -> usize {
 }
 
 fn stderr_errors(path: &Path) -> Vec<String> {
-    read_file_lossy(path).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    read_file_lossy(path)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `ffmpeg -v error -i URL -t SECS -map 0 -f framemd5 OUT` in the background.
@@ -966,10 +1079,26 @@ impl FramePlayer {
         let out_path = scratch_path("player", "framemd5");
         let err_path = scratch_path("player", "err");
         let mut cmd = Command::new(tool("ffmpeg"));
-        cmd.args(["-hide_banner", "-nostdin", "-v", "error", "-rw_timeout", "5000000"])
-            .args(["-i", url, "-t", &format!("{secs}"), "-map", "0", "-f", "framemd5"])
-            .arg(&out_path)
-            .stdout(Stdio::null());
+        cmd.args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-rw_timeout",
+            "5000000",
+        ])
+        .args([
+            "-i",
+            url,
+            "-t",
+            &format!("{secs}"),
+            "-map",
+            "0",
+            "-f",
+            "framemd5",
+        ])
+        .arg(&out_path)
+        .stdout(Stdio::null());
         let started = Instant::now();
         let child = spawn_logged(&mut cmd, "ffmpeg player", &err_path);
         FramePlayer {
@@ -999,7 +1128,11 @@ impl FramePlayer {
                 self.label,
                 self.url,
                 self.secs,
-                partial.streams.values().map(|s| (s.media_type.clone(), s.frames.len())).collect::<Vec<_>>(),
+                partial
+                    .streams
+                    .values()
+                    .map(|s| (s.media_type.clone(), s.frames.len()))
+                    .collect::<Vec<_>>(),
                 read_file_lossy(&self.err_path)
             );
         }
@@ -1037,10 +1170,17 @@ impl LivePlayer {
     pub fn start(label: &str, url: &str, secs: f64) -> LivePlayer {
         let err_path = scratch_path("liveplayer", "err");
         let mut cmd = Command::new(tool("ffmpeg"));
-        cmd.args(["-hide_banner", "-nostdin", "-v", "error", "-rw_timeout", "5000000"])
-            .args(["-i", url, "-t", &format!("{secs}"), "-map", "0"])
-            .args(["-f", "framemd5", "-flush_packets", "1", "-"])
-            .stdout(Stdio::piped());
+        cmd.args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-rw_timeout",
+            "5000000",
+        ])
+        .args(["-i", url, "-t", &format!("{secs}"), "-map", "0"])
+        .args(["-f", "framemd5", "-flush_packets", "1", "-"])
+        .stdout(Stdio::piped());
         let started = Instant::now();
         let mut child = spawn_logged(&mut cmd, "ffmpeg live player", &err_path);
         let stdout = child.stdout.take().expect("player stdout");
@@ -1070,7 +1210,14 @@ impl LivePlayer {
             }
             st.lock().unwrap().eof = true;
         });
-        LivePlayer { label: label.to_string(), started, guard: ChildGuard::new(label, child), err_path, state, reader: Some(reader) }
+        LivePlayer {
+            label: label.to_string(),
+            started,
+            guard: ChildGuard::new(label, child),
+            err_path,
+            state,
+            reader: Some(reader),
+        }
     }
 
     /// Wall-clock time since start minus media time received (video), in seconds.
@@ -1082,7 +1229,10 @@ impl LivePlayer {
 
     pub fn video_frames(&self) -> usize {
         let s = self.state.lock().unwrap();
-        s.parser.by_type("video").map(|v| v.frames.len()).unwrap_or(0)
+        s.parser
+            .by_type("video")
+            .map(|v| v.frames.len())
+            .unwrap_or(0)
     }
 
     pub fn ended(&self) -> bool {
@@ -1135,21 +1285,37 @@ impl Nginx {
         );
         fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
         let mut cmd = Command::new(nginx);
-        cmd.arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log"));
+        cmd.arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"));
         cmd.stdout(Stdio::null());
         let child = spawn_logged(&mut cmd, "nginx", &dir.join("stderr.log"));
-        let mut n = Nginx { guard: ChildGuard::new("nginx", child), port, dir };
+        let mut n = Nginx {
+            guard: ChildGuard::new("nginx", child),
+            port,
+            dir,
+        };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if !n.guard.is_running() {
-                panic!("nginx exited at startup:\n{}\n{}", read_file_lossy(&n.dir.join("stderr.log")), n.error_log());
+                panic!(
+                    "nginx exited at startup:\n{}\n{}",
+                    read_file_lossy(&n.dir.join("stderr.log")),
+                    n.error_log()
+                );
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
                 break;
             }
             if Instant::now() >= deadline {
-                panic!("nginx not listening on {port} after 10 s:\n{}", n.error_log());
+                panic!(
+                    "nginx not listening on {port} after 10 s:\n{}",
+                    n.error_log()
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -1189,7 +1355,12 @@ impl Amf {
         Amf::Str(s.to_string())
     }
     pub fn obj(props: &[(&str, Amf)]) -> Amf {
-        Amf::Object(props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Amf::Object(
+            props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
     pub fn get(&self, key: &str) -> Option<&Amf> {
         match self {
@@ -1296,10 +1467,12 @@ impl<'a> AmfReader<'a> {
         self.take(2).map(|s| u16::from_be_bytes([s[0], s[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        self.take(4)
+            .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
     fn f64(&mut self) -> Option<f64> {
-        self.take(8).map(|s| f64::from_be_bytes(s.try_into().unwrap()))
+        self.take(8)
+            .map(|s| f64::from_be_bytes(s.try_into().unwrap()))
     }
     fn short_str(&mut self) -> Option<String> {
         let n = self.u16()? as usize;
@@ -1405,7 +1578,13 @@ fn basic_header(out: &mut Vec<u8>, fmt: u8, csid: u32) {
 }
 
 /// A type-0 chunk header announcing a message of `len` bytes (len may lie).
-pub fn chunk_header_fmt0(csid: u32, timestamp: u32, len: u32, type_id: u8, stream_id: u32) -> Vec<u8> {
+pub fn chunk_header_fmt0(
+    csid: u32,
+    timestamp: u32,
+    len: u32,
+    type_id: u8,
+    stream_id: u32,
+) -> Vec<u8> {
     let mut out = Vec::new();
     basic_header(&mut out, 0, csid);
     let ts_field = timestamp.min(0xFF_FFFF);
@@ -1420,7 +1599,14 @@ pub fn chunk_header_fmt0(csid: u32, timestamp: u32, len: u32, type_id: u8, strea
 }
 
 /// One complete message split into chunks of `chunk_size`.
-pub fn chunk_message(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: &[u8], chunk_size: usize) -> Vec<u8> {
+pub fn chunk_message(
+    csid: u32,
+    timestamp: u32,
+    type_id: u8,
+    stream_id: u32,
+    payload: &[u8],
+    chunk_size: usize,
+) -> Vec<u8> {
     let mut out = chunk_header_fmt0(csid, timestamp, payload.len() as u32, type_id, stream_id);
     let mut chunks = payload.chunks(chunk_size.max(1));
     if let Some(first) = chunks.next() {
@@ -1465,7 +1651,11 @@ pub struct ChunkReader {
 
 impl Default for ChunkReader {
     fn default() -> Self {
-        ChunkReader { chunk_size: 128, bytes_read: 0, states: HashMap::new() }
+        ChunkReader {
+            chunk_size: 128,
+            bytes_read: 0,
+            states: HashMap::new(),
+        }
     }
 }
 
@@ -1531,7 +1721,8 @@ impl ChunkReader {
                     }
                 }
             }
-            let want = (st.length as usize - st.buf.len().min(st.length as usize)).min(self.chunk_size);
+            let want =
+                (st.length as usize - st.buf.len().min(st.length as usize)).min(self.chunk_size);
             let data = self.exact(r, want)?;
             st.buf.extend_from_slice(&data);
             if st.buf.len() >= st.length as usize {
@@ -1544,7 +1735,12 @@ impl ChunkReader {
                 };
                 self.states.insert(csid, st);
                 if msg.type_id == MSG_SET_CHUNK_SIZE && msg.payload.len() >= 4 {
-                    let n = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]) & 0x7fff_ffff;
+                    let n = u32::from_be_bytes([
+                        msg.payload[0],
+                        msg.payload[1],
+                        msg.payload[2],
+                        msg.payload[3],
+                    ]) & 0x7fff_ffff;
                     if n > 0 {
                         self.chunk_size = n as usize;
                     }
@@ -1576,7 +1772,10 @@ impl RawConn {
 
     /// "127.0.0.1:PORT" of our end: the peer address in the server's logs.
     pub fn local_addr(&self) -> String {
-        self.stream.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        self.stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     }
 
     /// Plain (unsigned) handshake: C0=3, C1 with a zero version field; reads
@@ -1598,7 +1797,10 @@ impl RawConn {
         let mut s0 = [0u8; 1];
         self.stream.read_exact(&mut s0)?;
         if s0[0] != 3 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("S0 version {}", s0[0])));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("S0 version {}", s0[0]),
+            ));
         }
         let mut s1 = vec![0u8; 1536];
         self.stream.read_exact(&mut s1)?;
@@ -1623,13 +1825,23 @@ impl RawConn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("connection still open after {timeout:?} ({got} bytes received)"));
+                return Err(format!(
+                    "connection still open after {timeout:?} ({got} bytes received)"
+                ));
             }
-            self.stream.set_read_timeout(Some(left.min(Duration::from_millis(200)))).ok();
+            self.stream
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .ok();
             match self.stream.read(&mut buf) {
                 Ok(0) => return Ok(format!("EOF after {got} bytes")),
                 Ok(n) => got += n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Ok(format!("{e} after {got} bytes")),
             }
         }
@@ -1639,12 +1851,30 @@ impl RawConn {
 #[derive(Clone, Debug)]
 pub enum Event {
     /// An AMF command (type 20, or 17 with its leading 0x00 skipped).
-    Command { name: String, txn: f64, args: Vec<Amf>, type_id: u8 },
+    Command {
+        name: String,
+        txn: f64,
+        args: Vec<Amf>,
+        type_id: u8,
+    },
     /// onStatus: the info object's code.
-    Status { code: String, info: Amf },
-    Media { type_id: u8, timestamp: u32, len: usize, head: [u8; 2] },
-    Data { name: String },
-    Control { type_id: u8, payload: Vec<u8> },
+    Status {
+        code: String,
+        info: Amf,
+    },
+    Media {
+        type_id: u8,
+        timestamp: u32,
+        len: usize,
+        head: [u8; 2],
+    },
+    Data {
+        name: String,
+    },
+    Control {
+        type_id: u8,
+        payload: Vec<u8>,
+    },
     Closed(String),
 }
 
@@ -1667,7 +1897,12 @@ impl Rec {
     /// For a video message: (is keyframe, is AVC sequence header).
     pub fn video_kind(&self) -> Option<(bool, bool)> {
         match &self.event {
-            Event::Media { type_id: MSG_VIDEO, head, len, .. } if *len >= 2 => {
+            Event::Media {
+                type_id: MSG_VIDEO,
+                head,
+                len,
+                ..
+            } if *len >= 2 => {
                 let key = head[0] >> 4 == 1;
                 let avc = head[0] & 0x0f == 7;
                 Some((key, avc && head[1] == 0))
@@ -1695,7 +1930,8 @@ impl RtmpClient {
     /// TCP connect + plain handshake, then starts the reader thread.
     pub fn connect(port: u16) -> RtmpClient {
         let mut raw = RawConn::connect(port);
-        raw.handshake().unwrap_or_else(|e| panic!("RTMP handshake with 127.0.0.1:{port} failed: {e}"));
+        raw.handshake()
+            .unwrap_or_else(|e| panic!("RTMP handshake with 127.0.0.1:{port} failed: {e}"));
         Self::from_raw(raw, port)
     }
 
@@ -1708,10 +1944,25 @@ impl RtmpClient {
         let events: Events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (w, ev) = (writer.clone(), events.clone());
         let reader = thread::spawn(move || reader_loop(read_half, w, ev));
-        RtmpClient { writer, events, reader: Some(reader), shutdown_handle, next_txn: 1.0, out_chunk_size: 128, local, port }
+        RtmpClient {
+            writer,
+            events,
+            reader: Some(reader),
+            shutdown_handle,
+            next_txn: 1.0,
+            out_chunk_size: 128,
+            local,
+            port,
+        }
     }
 
-    pub fn send_message(&self, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> io::Result<()> {
+    pub fn send_message(
+        &self,
+        csid: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> io::Result<()> {
         let bytes = chunk_message(csid, 0, type_id, stream_id, payload, self.out_chunk_size);
         self.writer.lock().unwrap().write_all(&bytes)
     }
@@ -1723,7 +1974,11 @@ impl RtmpClient {
             payload.push(0x00);
         }
         payload.extend(amf0_encode(values));
-        let (csid, t) = if stream_id == 0 { (3, MSG_COMMAND_AMF0) } else { (8, MSG_COMMAND_AMF0) };
+        let (csid, t) = if stream_id == 0 {
+            (3, MSG_COMMAND_AMF0)
+        } else {
+            (8, MSG_COMMAND_AMF0)
+        };
         let t = if amf3_type { MSG_COMMAND_AMF3 } else { t };
         self.send_message(csid, t, stream_id, &payload)
             .unwrap_or_else(|e| panic!("sending {:?} failed: {e}", values.first()));
@@ -1739,7 +1994,10 @@ impl RtmpClient {
         let mut props: Vec<(&str, Amf)> = vec![
             ("app", Amf::str(app)),
             ("flashVer", Amf::str("LNX 9,0,124,2")),
-            ("tcUrl", Amf::Str(format!("rtmp://127.0.0.1:{}/{}", self.port, app))),
+            (
+                "tcUrl",
+                Amf::Str(format!("rtmp://127.0.0.1:{}/{}", self.port, app)),
+            ),
             ("fpad", Amf::Bool(false)),
             ("capabilities", Amf::Number(15.0)),
             ("audioCodecs", Amf::Number(4071.0)),
@@ -1772,7 +2030,11 @@ impl RtmpClient {
     /// createStream; returns the stream id from its `_result`.
     pub fn create_stream(&mut self) -> u32 {
         let txn = self.txn();
-        self.send_command(0, false, &[Amf::str("createStream"), Amf::Number(txn), Amf::Null]);
+        self.send_command(
+            0,
+            false,
+            &[Amf::str("createStream"), Amf::Number(txn), Amf::Null],
+        );
         let args = self.wait_result(txn, Duration::from_secs(5), "createStream");
         let id = args
             .iter()
@@ -1788,11 +2050,31 @@ impl RtmpClient {
         uc.extend_from_slice(&stream_id.to_be_bytes());
         uc.extend_from_slice(&3000u32.to_be_bytes());
         let _ = self.send_message(2, MSG_USER_CONTROL, 0, &uc);
-        self.send_command(stream_id, false, &[Amf::str("play"), Amf::Number(0.0), Amf::Null, Amf::str(name), Amf::Number(-2000.0)]);
+        self.send_command(
+            stream_id,
+            false,
+            &[
+                Amf::str("play"),
+                Amf::Number(0.0),
+                Amf::Null,
+                Amf::str(name),
+                Amf::Number(-2000.0),
+            ],
+        );
     }
 
     pub fn publish(&mut self, stream_id: u32, name: &str) {
-        self.send_command(stream_id, false, &[Amf::str("publish"), Amf::Number(0.0), Amf::Null, Amf::str(name), Amf::str("live")]);
+        self.send_command(
+            stream_id,
+            false,
+            &[
+                Amf::str("publish"),
+                Amf::Number(0.0),
+                Amf::Null,
+                Amf::str(name),
+                Amf::str("live"),
+            ],
+        );
     }
 
     /// connect + createStream + play; returns the instant play was sent.
@@ -1813,7 +2095,12 @@ impl RtmpClient {
     }
 
     /// First event at index >= `from` matching `pred`, waiting at most `timeout`.
-    pub fn wait_event(&self, from: usize, timeout: Duration, pred: impl Fn(&Rec) -> bool) -> Option<(usize, Rec)> {
+    pub fn wait_event(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&Rec) -> bool,
+    ) -> Option<(usize, Rec)> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.events;
         let mut evs = lock.lock().unwrap();
@@ -1836,16 +2123,27 @@ impl RtmpClient {
     /// Waits for onStatus `code` at index >= `from`; panics listing what came instead.
     pub fn wait_status(&self, from: usize, code: &str, timeout: Duration) -> (usize, Rec) {
         self.wait_event(from, timeout, |e| e.status() == Some(code))
-            .unwrap_or_else(|| panic!("no onStatus {code} within {timeout:?}; received: {}", self.describe()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no onStatus {code} within {timeout:?}; received: {}",
+                    self.describe()
+                )
+            })
     }
 
     /// onStatus codes received so far, in order, with their index.
     pub fn statuses(&self) -> Vec<(usize, String)> {
-        self.events().iter().enumerate().filter_map(|(i, e)| e.status().map(|c| (i, c.to_string()))).collect()
+        self.events()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.status().map(|c| (i, c.to_string())))
+            .collect()
     }
 
     pub fn closed(&self) -> bool {
-        self.events().iter().any(|e| matches!(e.event, Event::Closed(_)))
+        self.events()
+            .iter()
+            .any(|e| matches!(e.event, Event::Closed(_)))
     }
 
     /// A compact summary of received events (media collapsed into counts).
@@ -1860,13 +2158,17 @@ impl RtmpClient {
         };
         for e in self.events() {
             match &e.event {
-                Event::Media { type_id: MSG_VIDEO, .. } => media.0 += 1,
+                Event::Media {
+                    type_id: MSG_VIDEO, ..
+                } => media.0 += 1,
                 Event::Media { .. } => media.1 += 1,
                 Event::Status { code, .. } => {
                     flush(&mut out, &mut media);
                     out.push(format!("onStatus {code}"));
                 }
-                Event::Command { name, txn, args, .. } => {
+                Event::Command {
+                    name, txn, args, ..
+                } => {
                     flush(&mut out, &mut media);
                     out.push(format!("{name}({txn}) {args:?}"));
                 }
@@ -1905,7 +2207,10 @@ fn reader_loop(stream: TcpStream, writer: Arc<Mutex<TcpStream>>, events: Events)
     let mut acked: u64 = 0;
     let push = |ev: Event| {
         let (lock, cv) = &*events;
-        lock.lock().unwrap().push(Rec { at: Instant::now(), event: ev });
+        lock.lock().unwrap().push(Rec {
+            at: Instant::now(),
+            event: ev,
+        });
         cv.notify_all();
     };
     loop {
@@ -1918,8 +2223,16 @@ fn reader_loop(stream: TcpStream, writer: Arc<Mutex<TcpStream>>, events: Events)
         };
         match msg.type_id {
             MSG_AUDIO | MSG_VIDEO => {
-                let head = [msg.payload.first().copied().unwrap_or(0), msg.payload.get(1).copied().unwrap_or(0)];
-                push(Event::Media { type_id: msg.type_id, timestamp: msg.timestamp, len: msg.payload.len(), head });
+                let head = [
+                    msg.payload.first().copied().unwrap_or(0),
+                    msg.payload.get(1).copied().unwrap_or(0),
+                ];
+                push(Event::Media {
+                    type_id: msg.type_id,
+                    timestamp: msg.timestamp,
+                    len: msg.payload.len(),
+                    head,
+                });
             }
             MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
                 let body = if msg.type_id == MSG_COMMAND_AMF3 && msg.payload.first() == Some(&0) {
@@ -1932,23 +2245,52 @@ fn reader_loop(stream: TcpStream, writer: Arc<Mutex<TcpStream>>, events: Events)
                 let txn = vals.get(1).and_then(Amf::as_f64).unwrap_or(-1.0);
                 let args: Vec<Amf> = vals.iter().skip(2).cloned().collect();
                 if name == "onStatus" {
-                    let info = args.iter().find(|a| a.get("code").is_some()).cloned().unwrap_or(Amf::Null);
-                    let code = info.get("code").and_then(Amf::as_str).unwrap_or("").to_string();
+                    let info = args
+                        .iter()
+                        .find(|a| a.get("code").is_some())
+                        .cloned()
+                        .unwrap_or(Amf::Null);
+                    let code = info
+                        .get("code")
+                        .and_then(Amf::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     push(Event::Status { code, info });
                 } else {
-                    push(Event::Command { name, txn, args, type_id: msg.type_id });
+                    push(Event::Command {
+                        name,
+                        txn,
+                        args,
+                        type_id: msg.type_id,
+                    });
                 }
             }
             MSG_DATA_AMF0 | MSG_DATA_AMF3 => {
-                let body = if msg.type_id == MSG_DATA_AMF3 && msg.payload.first() == Some(&0) { &msg.payload[1..] } else { &msg.payload[..] };
-                let name = amf0_decode_all(body).first().and_then(Amf::as_str).unwrap_or("").to_string();
+                let body = if msg.type_id == MSG_DATA_AMF3 && msg.payload.first() == Some(&0) {
+                    &msg.payload[1..]
+                } else {
+                    &msg.payload[..]
+                };
+                let name = amf0_decode_all(body)
+                    .first()
+                    .and_then(Amf::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 push(Event::Data { name });
             }
             MSG_WINDOW_ACK => {
                 if msg.payload.len() >= 4 {
-                    window = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]) as u64;
+                    window = u32::from_be_bytes([
+                        msg.payload[0],
+                        msg.payload[1],
+                        msg.payload[2],
+                        msg.payload[3],
+                    ]) as u64;
                 }
-                push(Event::Control { type_id: msg.type_id, payload: msg.payload });
+                push(Event::Control {
+                    type_id: msg.type_id,
+                    payload: msg.payload,
+                });
             }
             MSG_USER_CONTROL => {
                 // Ping request (event 6) -> ping response (event 7) with the same time.
@@ -1958,9 +2300,15 @@ fn reader_loop(stream: TcpStream, writer: Arc<Mutex<TcpStream>>, events: Events)
                     let bytes = chunk_message(2, 0, MSG_USER_CONTROL, 0, &resp, 128);
                     let _ = writer.lock().unwrap().write_all(&bytes);
                 }
-                push(Event::Control { type_id: msg.type_id, payload: msg.payload });
+                push(Event::Control {
+                    type_id: msg.type_id,
+                    payload: msg.payload,
+                });
             }
-            _ => push(Event::Control { type_id: msg.type_id, payload: msg.payload }),
+            _ => push(Event::Control {
+                type_id: msg.type_id,
+                payload: msg.payload,
+            }),
         }
         if window > 0 && cr.bytes_read - acked >= window {
             acked = cr.bytes_read;
@@ -1986,7 +2334,11 @@ pub fn rtmpdump_to_pipe(args: &[&str]) -> (ChildGuard, ChildStdout, PathBuf) {
 }
 
 /// Reads `r` at `bytes_per_sec` until `stop` is set or EOF; returns the byte count.
-pub fn slow_reader(mut r: impl Read + Send + 'static, bytes_per_sec: f64, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+pub fn slow_reader(
+    mut r: impl Read + Send + 'static,
+    bytes_per_sec: f64,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<u64> {
     thread::spawn(move || {
         let t0 = Instant::now();
         let mut total: u64 = 0;
