@@ -42,6 +42,11 @@ pub struct Config {
     #[arg(long = "public-ip", value_name = "IP")]
     pub public_ip: Vec<IpAddr>,
 
+    /// Announce this UDP port (plus the worker index) in ICE candidates instead of
+    /// --udp-port: for a port forward or NAT in front of the server.
+    #[arg(long, value_name = "PORT")]
+    pub candidate_port: Option<u16>,
+
     /// Number of worker event loops (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

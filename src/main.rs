@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         }
     };
     rtcbridge::info!("{summary}");
-    rtcbridge::info!("WebRTC ingest (signaling, WHIP, UDP media) is not built yet: only RTMP publish/play is served");
+    rtcbridge::info!("not built yet: Opus to AAC (RTMP players of WebRTC streams get video only), WebRTC playback");
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");
     if server.shutdown(Duration::from_millis(1800)) {

@@ -7,6 +7,7 @@ pub mod hub;
 pub mod player;
 pub mod registry;
 pub mod stats;
+pub mod webrtc;
 
 pub use hub::{Snapshot, StreamHub};
 pub use player::{Deliver, DropKind, PlayerPolicy, PlayerState};

@@ -44,12 +44,37 @@ pub struct StreamStats {
     pub height: AtomicU64,
     /// Players on every core.
     pub players: AtomicI64,
+    /// WebRTC ingest (zero for RTMP publishers).
+    pub rtp_packets: AtomicU64,
+    pub rtp_lost: AtomicU64,
+    pub rtp_recovered: AtomicU64,
+    pub nacks: AtomicU64,
+    pub plis: AtomicU64,
+    /// Video interarrival jitter, microseconds.
+    pub jitter_us: AtomicU64,
+    /// Units dropped because they had a hole (never emitted).
+    pub units_dropped: AtomicU64,
 }
 
 impl StreamStats {
     /// A new publisher took the name: its media counters start from zero.
     pub fn reset_media(&self) {
-        for c in [&self.video_frames, &self.keyframes, &self.audio_frames, &self.video_codec, &self.audio_codec, &self.width, &self.height] {
+        for c in [
+            &self.video_frames,
+            &self.keyframes,
+            &self.audio_frames,
+            &self.video_codec,
+            &self.audio_codec,
+            &self.width,
+            &self.height,
+            &self.rtp_packets,
+            &self.rtp_lost,
+            &self.rtp_recovered,
+            &self.nacks,
+            &self.plis,
+            &self.jitter_us,
+            &self.units_dropped,
+        ] {
             c.store(0, Relaxed);
         }
     }

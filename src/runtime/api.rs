@@ -1,5 +1,4 @@
-//! HTTP endpoints on `--http`: health, stream list, Prometheus metrics, and
-//! a clear answer for the WebRTC parts that are not built yet.
+//! HTTP endpoints on `--http`: the demo page, health, stream list, Prometheus metrics.
 
 use std::fmt::Write as _;
 
@@ -7,29 +6,20 @@ use super::Shared;
 use crate::proto::http::{response, Request};
 use crate::relay::StreamStats;
 
+/// Plain HTTP routes (WebSocket upgrades and WHIP are handled by the worker).
 pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
-    let upgrade = req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     match (req.method, req.path) {
-        _ if upgrade => not_built("WebSocket signaling (Flashphoner-compatible)"),
         ("GET" | "HEAD", "/healthz") => response(200, "OK", "text/plain", b"ok"),
         ("GET", "/api/streams") => response(200, "OK", "application/json", streams_json(shared).as_bytes()),
         ("GET", "/metrics") => response(200, "OK", "text/plain; version=0.0.4", metrics(shared).as_bytes()),
-        ("GET", "/") => response(
-            200,
-            "OK",
-            "text/plain; charset=utf-8",
-            b"rtcbridge\n\nRTMP: publish and play rtmp://HOST:PORT/live/NAME\nAPI: /api/streams, /metrics, /healthz\n\n\
-The WebRTC publisher page, WebSocket signaling and WHIP are not built yet.\n",
-        ),
-        (_, p) if p.starts_with("/whip") => not_built("WHIP ingest"),
+        ("GET", "/" | "/index.html") => response(200, "OK", "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
         ("GET" | "HEAD", _) => response(404, "Not Found", "text/plain", b"not found\n"),
         _ => response(405, "Method Not Allowed", "text/plain", b"method not allowed\n"),
     }
 }
 
-fn not_built(what: &str) -> Vec<u8> {
-    response(501, "Not Implemented", "text/plain", format!("{what} is not built yet in this rtcbridge.\n").as_bytes())
-}
+/// The publisher demo page (Flashphoner-compatible protocol), embedded in the binary.
+const DEMO_PAGE: &str = include_str!("../web/index.html");
 
 fn codec_name_video(id: u64) -> &'static str {
     match id {

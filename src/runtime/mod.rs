@@ -24,6 +24,8 @@ pub struct Shared {
     pub registry: Registry,
     pub workers: Vec<WorkerStats>,
     pub shutdown: AtomicBool,
+    /// DTLS certificate and fingerprint shared by every WebRTC session.
+    pub identity: crate::proto::dtls::DtlsIdentity,
 }
 
 /// Read the clock. The only place the process reads monotonic time.
@@ -55,6 +57,8 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         registry: Registry::default(),
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),
+        identity: crate::proto::dtls::DtlsIdentity::generate()
+            .map_err(|e| io::Error::other(e.to_string()))?,
         cfg,
     });
     let mut polls = Vec::with_capacity(n);

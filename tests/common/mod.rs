@@ -7,6 +7,8 @@
 //! its guard is dropped, pass or fail.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};

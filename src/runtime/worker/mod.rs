@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod rtc;
+
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -26,6 +28,7 @@ use crate::relay::{Deliver, DropKind, PlayLookup, PlayerPolicy, PlayerState, Sna
 pub const WAKER: Token = Token(0);
 const RTMP_LISTENER: Token = Token(1);
 const HTTP_LISTENER: Token = Token(2);
+const UDP: Token = Token(3);
 const CONN_BASE: usize = 16;
 
 /// How long a connection may take to finish the RTMP handshake and connect.
@@ -37,6 +40,8 @@ const MESH_BUDGET: usize = 1024;
 /// Bytes read per readable event before other connections get a turn.
 const READ_BUDGET: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// SO_SNDBUF for RTMP sockets (the kernel doubles it).
+const PLAYER_SNDBUF: usize = 256 * 1024;
 
 #[derive(Debug)]
 enum Timer {
@@ -44,6 +49,8 @@ enum Timer {
     ConnDeadline { idx: usize, gen: u32 },
     /// The grace window of a stream whose publisher left.
     Grace(Arc<str>),
+    /// Drive the WebRTC sessions' timers (ICE consent, DTLS retransmits, NACK, RTCP).
+    RtcTick,
 }
 
 enum Role {
@@ -60,6 +67,8 @@ struct RtmpConn {
 enum Kind {
     Rtmp(Box<RtmpConn>),
     Http,
+    /// An HTTP connection upgraded to WebSocket: Flashphoner-compatible signaling.
+    Ws(Box<rtc::WsConn>),
 }
 
 struct Conn {
@@ -90,6 +99,8 @@ pub struct Worker {
     seed: u64,
     /// Connections to close at the end of this turn, with the reason.
     doomed: Vec<(usize, String, bool)>,
+    /// WebRTC media: this worker's UDP socket and publisher sessions.
+    rtc: rtc::RtcState,
 }
 
 impl Worker {
@@ -103,6 +114,8 @@ impl Worker {
     ) -> io::Result<Self> {
         poll.registry().register(&mut rtmp_listener, RTMP_LISTENER, Interest::READABLE)?;
         poll.registry().register(&mut http_listener, HTTP_LISTENER, Interest::READABLE)?;
+        let mut udp = rtc::bind_udp(&shared.cfg, id)?;
+        poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
         let started = now();
         let policy = PlayerPolicy { queue_limit: shared.cfg.queue_limit(), evict_after: shared.cfg.evict() };
         let seed = std::time::SystemTime::now()
@@ -125,6 +138,7 @@ impl Worker {
             started,
             seed,
             doomed: Vec::new(),
+            rtc: rtc::RtcState::new(udp),
         })
     }
 
@@ -160,6 +174,7 @@ impl Worker {
                     WAKER => {}
                     RTMP_LISTENER => self.accept(now, true),
                     HTTP_LISTENER => self.accept(now, false),
+                    UDP => self.udp_readable(now),
                     Token(t) => {
                         let idx = t - CONN_BASE;
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -199,6 +214,11 @@ impl Worker {
                 }
             };
             let _ = sock.set_nodelay(true);
+            if rtmp {
+                // Keep the kernel's share of a slow player's backlog small so our own
+                // queue policy (drop inter frames, resume at a keyframe) takes over early.
+                let _ = socket2::SockRef::from(&sock).set_send_buffer_size(PLAYER_SNDBUF);
+            }
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let kind = if rtmp {
                 let epoch_ms = now.saturating_duration_since(self.started).as_millis() as u32;
@@ -311,7 +331,8 @@ impl Worker {
     fn process(&mut self, now: Instant, idx: usize) {
         let Some(c) = self.conns.get_mut(idx) else { return };
         match &mut c.kind {
-            Kind::Http => self.process_http(idx),
+            Kind::Http => self.process_http(now, idx),
+            Kind::Ws(_) => self.process_ws(now, idx),
             Kind::Rtmp(r) => {
                 let res = r.session.handle_input(&c.rx, &mut c.tx);
                 let dropped = std::mem::take(&mut r.session.stats.dropped_messages);
@@ -339,7 +360,7 @@ impl Worker {
         }
     }
 
-    fn process_http(&mut self, idx: usize) {
+    fn process_http(&mut self, now: Instant, idx: usize) {
         let Some(c) = self.conns.get_mut(idx) else { return };
         if c.close_after_flush {
             c.rx.clear();
@@ -351,6 +372,10 @@ impl Worker {
                 if req.content_length > 1 << 20 {
                     http::response(413, "Payload Too Large", "text/plain", b"request body too large\n")
                 } else if c.rx.len() < req.head_len + req.content_length {
+                    return;
+                } else if rtc::is_websocket(&req) || req.path.starts_with("/whip") {
+                    let owned = rtc::OwnedRequest::from(&req, &c.rx);
+                    self.rtc_http(now, idx, owned);
                     return;
                 } else {
                     super::api::handle(&req, &self.shared)
@@ -431,8 +456,13 @@ impl Worker {
         crate::info!("rtmp {}: publishing {name:?} on worker {}", c.peer, self.id);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
+        self.start_stream(now, &name, waiting);
+    }
+
+    /// A publisher on this core claimed `name`: own its hub, start subscriber cores.
+    fn start_stream(&mut self, now: Instant, name: &Arc<str>, waiting: u64) {
         let gop = !self.shared.cfg.no_gop_cache;
-        let hub = self.hubs.entry(Arc::clone(&name)).or_insert_with(|| StreamHub::new(Arc::clone(&name), gop));
+        let hub = self.hubs.entry(Arc::clone(name)).or_insert_with(|| StreamHub::new(Arc::clone(name), gop));
         hub.owned = true;
         hub.remote = waiting;
         hub.start(Snapshot::default());
@@ -440,9 +470,9 @@ impl Worker {
         while mask != 0 {
             let j = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            self.mesh.send(j, CoreMsg::Start { name: Arc::clone(&name), snapshot: Snapshot::default(), fresh: true });
+            self.mesh.send(j, CoreMsg::Start { name: Arc::clone(name), snapshot: Snapshot::default(), fresh: true });
         }
-        self.announce_start(now, &name, true);
+        self.announce_start(now, name, true);
     }
 
     fn media(&mut self, now: Instant, idx: usize, msid: u32, kind: MediaKind, ts: u32, payload: Vec<u8>) {
@@ -733,11 +763,13 @@ impl Worker {
                 let stuck = match &c.kind {
                     Kind::Rtmp(r) => r.session.is_handshaking(),
                     Kind::Http => !c.close_after_flush,
+                    Kind::Ws(_) => false,
                 };
                 if stuck {
                     self.doom(idx, "timed out before completing its handshake or request".into(), true);
                 }
             }
+            Timer::RtcTick => self.rtc_tick(now),
             Timer::Grace(name) => {
                 let Some(hub) = self.hubs.get_mut(&name) else { return };
                 match hub.grace_until {
@@ -802,16 +834,19 @@ impl Worker {
         let proto = match &c.kind {
             Kind::Rtmp(_) => "rtmp",
             Kind::Http => "http",
+            Kind::Ws(_) => "ws",
         };
         if proto_err {
             WorkerStats::add(&self.shared.workers[self.id].protocol_errors, 1);
             crate::warn!("{proto} {}: closing: {why}", c.peer);
-        } else if proto == "rtmp" {
+        } else if proto != "http" {
             crate::info!("{proto} {}: closed: {why}", c.peer);
         } else {
             crate::trace!("{proto} {}: closed: {why}", c.peer);
         }
-        if let Kind::Rtmp(r) = c.kind {
+        if let Kind::Ws(w) = c.kind {
+            self.ws_closed(now, idx, *w);
+        } else if let Kind::Rtmp(r) = c.kind {
             match r.role {
                 Role::Publisher { name, .. } => {
                     crate::info!("rtmp {}: publisher of {name:?} gone", c.peer);

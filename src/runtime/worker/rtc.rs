@@ -1,0 +1,549 @@
+//! The WebRTC half of a worker: WebSocket signaling (Flashphoner-compatible),
+//! WHIP, the worker's UDP socket, and the publisher sessions it owns. A
+//! session lives on the worker whose signaling connection created it; its SDP
+//! answer names this worker's UDP port, so all its datagrams arrive here.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+
+use super::{Kind, Timer, Worker};
+use crate::config::Config;
+use crate::proto::http::{self, Request};
+use crate::proto::signaling::{self as sig, ClientMsg, StreamMedia};
+use crate::proto::{stun, ws};
+use crate::relay::webrtc::{RtcError, RtcEvent, RtcSession};
+use crate::relay::{StreamStats, WorkerStats};
+
+/// How often the sessions' timers are driven.
+const RTC_TICK: Duration = Duration::from_millis(10);
+/// Flashphoner clients count a missing message per probe interval; a JSON
+/// ping keeps them (and NAT bindings) alive.
+const WS_PING_EVERY: Duration = Duration::from_secs(5);
+const MAX_SESSIONS_PER_WS: usize = 8;
+
+pub fn bind_udp(cfg: &Config, id: usize) -> io::Result<UdpSocket> {
+    let port = cfg.udp_port + id as u16;
+    let addr = SocketAddr::new(cfg.rtmp.ip(), port);
+    let sock = std::net::UdpSocket::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("--udp-port: cannot bind {addr}: {e}")))?;
+    sock.set_nonblocking(true)?;
+    let s = socket2::Socket::from(sock);
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(1 << 20);
+    Ok(UdpSocket::from_std(s.into()))
+}
+
+pub fn is_websocket(req: &Request<'_>) -> bool {
+    req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
+/// A request copied out of the receive buffer so the connection can be borrowed again.
+pub struct OwnedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub consumed: usize,
+}
+
+impl OwnedRequest {
+    pub fn from(req: &Request<'_>, rx: &[u8]) -> Self {
+        let end = req.head_len + req.content_length;
+        OwnedRequest {
+            method: req.method.to_owned(),
+            path: req.path.to_owned(),
+            headers: req.headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            body: rx.get(req.head_len..end).unwrap_or(&[]).to_vec(),
+            consumed: end,
+        }
+    }
+    fn header_refs(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+}
+
+/// Who asked for a session, and how to tell them about it.
+#[derive(Debug, Clone)]
+enum Owner {
+    Ws { idx: usize, gen: u32, media_session_id: String, media: StreamMedia },
+    Whip { resource: String },
+}
+
+struct Entry {
+    session: RtcSession,
+    owner: Owner,
+    name: Arc<str>,
+    stats: Arc<StreamStats>,
+    publishing: bool,
+    remote: Option<SocketAddr>,
+}
+
+pub struct WsConn {
+    decoder: ws::WsDecoder,
+    /// mediaSessionId → session slot.
+    sessions: Vec<(String, usize)>,
+    last_ping: Option<Instant>,
+}
+
+pub struct RtcState {
+    udp: UdpSocket,
+    sessions: super::Slab<Entry>,
+    by_ufrag: HashMap<String, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_resource: HashMap<String, usize>,
+    tick_armed: bool,
+    /// Open signaling connections (slot, generation), for the keep-alive ping.
+    ws_conns: Vec<(usize, u32)>,
+    buf: Vec<u8>,
+    next_resource: u64,
+}
+
+impl RtcState {
+    pub fn new(udp: UdpSocket) -> Self {
+        RtcState {
+            udp,
+            sessions: super::Slab::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_resource: HashMap::new(),
+            tick_armed: false,
+            ws_conns: Vec::new(),
+            buf: vec![0u8; 65536],
+            next_resource: 1,
+        }
+    }
+}
+
+impl Worker {
+    // ---- HTTP entry points ----------------------------------------------------------
+
+    pub(super) fn rtc_http(&mut self, now: Instant, idx: usize, req: OwnedRequest) {
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        c.rx.drain(..req.consumed.min(c.rx.len()));
+        let upgrade = req.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket"));
+        if upgrade {
+            match ws::upgrade_response(&req.header_refs(), &[]) {
+                Ok(resp) => {
+                    c.tx.push_vec(resp);
+                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), sessions: Vec::new(), last_ping: Some(now) }));
+                    crate::info!("ws {}: signaling connection opened on worker {}", c.peer, self.id);
+                    if let Some(gen) = self.conns.gen(idx) {
+                        self.rtc.ws_conns.push((idx, gen));
+                    }
+                    self.mark_dirty(idx);
+                    self.arm_rtc_tick(now);
+                    // Frames may have arrived with the upgrade request.
+                    self.process_ws(now, idx);
+                }
+                Err(e) => {
+                    crate::info!("ws {}: upgrade refused: {e}", c.peer);
+                    c.tx.push_vec(ws::reject_response(e));
+                    c.close_after_flush = true;
+                    self.mark_dirty(idx);
+                }
+            }
+            return;
+        }
+        let resp = self.whip(now, idx, &req);
+        if let Some(c) = self.conns.get_mut(idx) {
+            c.tx.push_vec(resp);
+            c.close_after_flush = true;
+        }
+        self.mark_dirty(idx);
+    }
+
+    /// WHIP (RFC 9725): POST /whip/NAME with an offer → 201 + Location + answer;
+    /// DELETE on the Location ends the publish.
+    fn whip(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
+        let rest = req.path.trim_start_matches("/whip").trim_start_matches('/');
+        match req.method.as_str() {
+            "POST" => {
+                let name = rest.trim_end_matches('/');
+                if name.is_empty() || name.contains('/') {
+                    return http::response(400, "Bad Request", "text/plain", b"POST /whip/NAME: missing stream name\n");
+                }
+                let ct_ok = req.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/sdp"));
+                if !ct_ok {
+                    return http::response(415, "Unsupported Media Type", "text/plain", b"WHIP offer must be application/sdp\n");
+                }
+                let Ok(offer) = std::str::from_utf8(&req.body) else {
+                    return http::response(400, "Bad Request", "text/plain", b"offer is not UTF-8\n");
+                };
+                let resource = format!("{}-{}", self.id, self.rtc.next_resource);
+                self.rtc.next_resource += 1;
+                let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
+                match self.rtc_start(now, name, offer, local_ip, Owner::Whip { resource: resource.clone() }) {
+                    Ok(answer) => {
+                        let location = format!("/whip/{name}/{resource}");
+                        let mut out = format!(
+                            "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: {location}\r\nContent-Length: {}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Location\r\n\r\n",
+                            answer.len()
+                        )
+                        .into_bytes();
+                        out.extend_from_slice(answer.as_bytes());
+                        out
+                    }
+                    Err((status, why)) => {
+                        let reason = match status {
+                            409 => "Conflict",
+                            406 => "Not Acceptable",
+                            _ => "Bad Request",
+                        };
+                        http::response(status, reason, "text/plain", format!("{why}\n").as_bytes())
+                    }
+                }
+            }
+            "DELETE" => {
+                let resource = rest.rsplit('/').next().unwrap_or("");
+                match self.rtc.by_resource.get(resource).copied() {
+                    Some(s) => {
+                        self.rtc_stop(now, s, None);
+                        http::response(200, "OK", "text/plain", b"")
+                    }
+                    None => http::response(404, "Not Found", "text/plain", b"no such WHIP session\n"),
+                }
+            }
+            "OPTIONS" => b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: POST, DELETE, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type, Authorization\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            _ => http::response(405, "Method Not Allowed", "text/plain", b"WHIP: POST or DELETE\n"),
+        }
+    }
+
+    // ---- WebSocket signaling --------------------------------------------------------
+
+    pub(super) fn process_ws(&mut self, now: Instant, idx: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(idx) else { return };
+            let Kind::Ws(w) = &mut c.kind else { return };
+            if c.rx.is_empty() {
+                return;
+            }
+            let (n, msg) = match w.decoder.decode(&c.rx) {
+                Ok(x) => x,
+                Err(e) => {
+                    let mut out = Vec::new();
+                    ws::write_close(e.close_code(), &e.to_string(), &mut out);
+                    c.tx.push_vec(out);
+                    c.close_after_flush = true;
+                    c.rx.clear();
+                    crate::warn!("ws {}: closing: {e}", c.peer);
+                    WorkerStats::add(&self.shared.workers[self.id].protocol_errors, 1);
+                    self.mark_dirty(idx);
+                    return;
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            c.rx.drain(..n.min(c.rx.len()));
+            let Some(msg) = msg else { continue };
+            match msg {
+                ws::WsMessage::Text(t) => self.ws_text(now, idx, &t),
+                ws::WsMessage::Binary(_) => {}
+                ws::WsMessage::Ping(p) => {
+                    let mut out = Vec::new();
+                    ws::write_pong(&p, &mut out);
+                    c.tx.push_vec(out);
+                    self.mark_dirty(idx);
+                }
+                ws::WsMessage::Pong(_) => {}
+                ws::WsMessage::Close(code, _) => {
+                    let mut out = Vec::new();
+                    ws::write_close(code.unwrap_or(1000), "", &mut out);
+                    c.tx.push_vec(out);
+                    c.close_after_flush = true;
+                    self.mark_dirty(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ws_send(&mut self, idx: usize, text: &str) {
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        let mut out = Vec::with_capacity(text.len() + 10);
+        ws::write_text(text, &mut out);
+        c.tx.push_vec(out);
+        self.mark_dirty(idx);
+    }
+
+    fn ws_text(&mut self, now: Instant, idx: usize, text: &str) {
+        let peer = self.conns.get_mut(idx).map(|c| c.peer);
+        let msg = match sig::parse_client_msg(text) {
+            Ok(m) => m,
+            Err(e) => {
+                crate::info!("ws {peer:?}: ignoring message: {e}");
+                self.ws_send(idx, &sig::fail("unknown", &e.to_string()));
+                return;
+            }
+        };
+        match msg {
+            ClientMsg::Connection(obj) => {
+                let token = format!("{:016x}", self.seed.rotate_left(17) ^ idx as u64);
+                self.ws_send(idx, &sig::get_user_data(&obj, &token));
+            }
+            ClientMsg::Ping => self.ws_send(idx, &sig::pong()),
+            ClientMsg::Pong => {}
+            ClientMsg::PublishStream(req) => {
+                let media = StreamMedia::from(&req);
+                let gen = self.conns.gen(idx).unwrap_or(0);
+                let count = match self.conns.get_mut(idx).map(|c| &c.kind) {
+                    Some(Kind::Ws(w)) => w.sessions.len(),
+                    _ => 0,
+                };
+                if count >= MAX_SESSIONS_PER_WS {
+                    self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some("Too many streams on one connection"), media));
+                    return;
+                }
+                let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
+                let owner = Owner::Ws { idx, gen, media_session_id: req.media_session_id.clone(), media };
+                match self.rtc_start(now, &req.name, &req.sdp, local_ip, owner) {
+                    Ok(answer) => {
+                        self.ws_send(idx, &sig::set_remote_sdp(&req.media_session_id, &answer));
+                    }
+                    Err((_, why)) => {
+                        crate::info!("ws {peer:?}: publish {:?} failed: {why}", req.name);
+                        self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(&why), media));
+                    }
+                }
+            }
+            ClientMsg::UnPublishStream { media_session_id, .. } => {
+                let slot = match self.conns.get_mut(idx).map(|c| &c.kind) {
+                    Some(Kind::Ws(w)) => w.sessions.iter().find(|(m, _)| *m == media_session_id).map(|(_, s)| *s),
+                    _ => None,
+                };
+                if let Some(s) = slot {
+                    self.rtc_stop(now, s, Some(sig::INFO_STOPPED_BY_PUBLISHER_STOP));
+                }
+            }
+            ClientMsg::PlayStream(v) => {
+                let id = v.get("mediaSessionId").and_then(|x| x.as_str()).unwrap_or("").to_owned();
+                let name = v.get("name").and_then(|x| x.as_str()).unwrap_or("").to_owned();
+                let media = StreamMedia { published: false, has_video: true, has_audio: true };
+                self.ws_send(idx, &sig::stream_status(&id, &name, sig::STATUS_FAILED, Some("WebRTC playback is not built yet: play this stream over RTMP"), media));
+            }
+            ClientMsg::StopStream(_) => {}
+            ClientMsg::AvailableStream { media_session_id, name } => {
+                let live = self.shared.registry.is_live(&name);
+                self.ws_send(idx, &sig::available_stream(&media_session_id, live, if live { None } else { Some(sig::INFO_STREAM_NOT_FOUND) }));
+            }
+            ClientMsg::Other { name, .. } => {
+                crate::debug!("ws {peer:?}: ignoring {name:?}");
+            }
+        }
+    }
+
+    /// The signaling connection is gone: its publishers end with it.
+    pub(super) fn ws_closed(&mut self, now: Instant, idx: usize, w: WsConn) {
+        self.rtc.ws_conns.retain(|(i, _)| *i != idx);
+        for (_, s) in w.sessions {
+            self.rtc_stop(now, s, None);
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------------------
+
+    /// Claim the name, build the session, return the SDP answer; or (HTTP status, info).
+    fn rtc_start(&mut self, now: Instant, name: &str, offer: &str, local_ip: Option<IpAddr>, owner: Owner) -> Result<String, (u16, String)> {
+        let name: Arc<str> = name.split('?').next().unwrap_or(name).into();
+        if name.is_empty() || name.len() > 256 {
+            return Err((400, "Bad stream name".into()));
+        }
+        let Some((stats, waiting)) = self.shared.registry.claim(&name, self.id, "webrtc") else {
+            return Err((409, sig::INFO_STREAM_NAME_IN_USE.into()));
+        };
+        let port = self.shared.cfg.udp_port + self.id as u16;
+        let cand_port = self.shared.cfg.candidate_port.map_or(port, |p| p.saturating_add(self.id as u16));
+        let cands: Vec<(IpAddr, u16)> = if self.shared.cfg.public_ip.is_empty() {
+            let ip = local_ip.filter(|ip| !ip.is_unspecified()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            vec![(ip, cand_port)]
+        } else {
+            self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
+        };
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, Arc::clone(&stats)) {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.registry.release(&name, self.id);
+                let status = if matches!(e, RtcError::NoCommonCodecs) { 406 } else { 400 };
+                return Err((status, e.info()));
+            }
+        };
+        let answer = session.answer().to_owned();
+        let ufrag = session.local_ufrag().to_owned();
+        let whip_resource = match &owner {
+            Owner::Whip { resource } => Some(resource.clone()),
+            Owner::Ws { .. } => None,
+        };
+        let ws_slot = match &owner {
+            Owner::Ws { idx, media_session_id, .. } => Some((*idx, media_session_id.clone())),
+            Owner::Whip { .. } => None,
+        };
+        let (slot, _) = self.rtc.sessions.insert(Entry { session, owner, name: Arc::clone(&name), stats, publishing: false, remote: None });
+        self.rtc.by_ufrag.insert(ufrag, slot);
+        if let Some(r) = whip_resource {
+            self.rtc.by_resource.insert(r, slot);
+        }
+        if let Some((idx, mid)) = ws_slot {
+            if let Some(Kind::Ws(w)) = self.conns.get_mut(idx).map(|c| &mut c.kind) {
+                w.sessions.push((mid, slot));
+            }
+        }
+        WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
+        crate::info!("webrtc: publishing {name:?} on worker {} (udp port {port})", self.id);
+        self.start_stream(now, &name, waiting);
+        self.arm_rtc_tick(now);
+        Ok(answer)
+    }
+
+    /// End a session: tell its owner (status + info), release the name.
+    fn rtc_stop(&mut self, now: Instant, slot: usize, failed: Option<&str>) {
+        let Some(e) = self.rtc.sessions.remove(slot) else { return };
+        self.rtc.by_ufrag.retain(|_, s| *s != slot);
+        self.rtc.by_addr.retain(|_, s| *s != slot);
+        self.rtc.by_resource.retain(|_, s| *s != slot);
+        WorkerStats::gauge(&self.shared.workers[self.id].publishers, -1);
+        let is_failure = failed.is_some_and(|f| f.starts_with("Failed"));
+        crate::info!("webrtc: {:?} ended{}", e.name, failed.map(|f| format!(": {f}")).unwrap_or_default());
+        if let Owner::Ws { idx, gen, media_session_id, media } = &e.owner {
+            if self.conns.get_gen_mut(*idx, *gen).is_some() {
+                let (status, info) = if is_failure { (sig::STATUS_FAILED, failed) } else { (sig::STATUS_UNPUBLISHED, failed) };
+                self.ws_send(*idx, &sig::stream_status(media_session_id, &e.name, status, info, *media));
+                if let Some(Kind::Ws(w)) = self.conns.get_mut(*idx).map(|c| &mut c.kind) {
+                    w.sessions.retain(|(_, s)| *s != slot);
+                }
+            }
+        }
+        self.unpublish(now, &e.name);
+    }
+
+    pub(super) fn udp_readable(&mut self, now: Instant) {
+        loop {
+            let (n, from) = match self.rtc.udp.recv_from(&mut self.rtc.buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::debug!("worker {}: udp recv: {e}", self.id);
+                    return;
+                }
+            };
+            WorkerStats::add(&self.shared.workers[self.id].bytes_in, n as u64);
+            let mut data = std::mem::take(&mut self.rtc.buf);
+            let slot = match data.get(..n) {
+                Some(d) if stun::is_stun(d) => stun::parse(d)
+                    .ok()
+                    .and_then(|m| crate::proto::ice::username_local_part(&m).map(str::to_owned))
+                    .and_then(|u| self.rtc.by_ufrag.get(&u).copied())
+                    .or_else(|| self.rtc.by_addr.get(&from).copied()),
+                Some(_) => self.rtc.by_addr.get(&from).copied(),
+                None => None,
+            };
+            match (slot, data.get_mut(..n)) {
+                (Some(s), Some(d)) => {
+                    if let Some(e) = self.rtc.sessions.get_mut(s) {
+                        e.session.handle_datagram(now, from, d);
+                    }
+                    self.rtc.buf = data;
+                    self.rtc_drain(now, s);
+                }
+                _ => {
+                    self.rtc.buf = data;
+                    WorkerStats::add(&self.shared.workers[self.id].ignored_messages, 1);
+                }
+            }
+        }
+    }
+
+    /// Send what a session queued, act on its events.
+    fn rtc_drain(&mut self, now: Instant, slot: usize) {
+        let mut stop: Option<String> = None;
+        let mut media = Vec::new();
+        let mut publishing_now = None;
+        let Some(e) = self.rtc.sessions.get_mut(slot) else { return };
+        while let Some((to, d)) = e.session.poll_transmit() {
+            match self.rtc.udp.send_to(&d, to) {
+                Ok(n) => WorkerStats::add(&self.shared.workers[self.id].bytes_out, n as u64),
+                Err(err) => crate::trace!("webrtc {to}: send: {err}"),
+            }
+        }
+        let remote = e.session.remote();
+        if remote != e.remote {
+            if let Some(old) = e.remote {
+                self.rtc.by_addr.remove(&old);
+            }
+            if let Some(new) = remote {
+                self.rtc.by_addr.insert(new, slot);
+            }
+            e.remote = remote;
+        }
+        while let Some(ev) = e.session.poll_event() {
+            match ev {
+                RtcEvent::Connected => {
+                    if !e.publishing {
+                        e.publishing = true;
+                        publishing_now = Some(e.owner.clone());
+                    }
+                }
+                RtcEvent::Failed(info) => {
+                    stop = Some(info.to_owned());
+                    break;
+                }
+                RtcEvent::Media(m) => media.push(m),
+            }
+        }
+        let name = Arc::clone(&e.name);
+        if let Some(Owner::Ws { idx, gen, media_session_id, media: sm }) = publishing_now {
+            if self.conns.get_gen_mut(idx, gen).is_some() {
+                self.ws_send(idx, &sig::stream_status(&media_session_id, &name, sig::STATUS_PUBLISHING, None, sm));
+            }
+            crate::info!("webrtc: {name:?} is PUBLISHING (ICE and DTLS up)");
+        }
+        for m in media {
+            self.deliver_stream(now, &name, &m, true);
+        }
+        if let Some(info) = stop {
+            self.rtc_stop(now, slot, Some(&info));
+        }
+    }
+
+    fn arm_rtc_tick(&mut self, now: Instant) {
+        if !self.rtc.tick_armed {
+            self.rtc.tick_armed = true;
+            self.timers.insert(now + RTC_TICK, Timer::RtcTick);
+        }
+    }
+
+    pub(super) fn rtc_tick(&mut self, now: Instant) {
+        self.rtc.tick_armed = false;
+        for slot in self.rtc.sessions.indices() {
+            if let Some(e) = self.rtc.sessions.get_mut(slot) {
+                e.session.handle_timeout(now);
+            }
+            self.rtc_drain(now, slot);
+        }
+        // Keep Flashphoner clients' probes satisfied.
+        let mut due = Vec::new();
+        for &(idx, gen) in &self.rtc.ws_conns {
+            if let Some(c) = self.conns.get_gen_mut(idx, gen) {
+                if let Kind::Ws(w) = &mut c.kind {
+                    if w.last_ping.is_none_or(|t| now.saturating_duration_since(t) >= WS_PING_EVERY) {
+                        w.last_ping = Some(now);
+                        due.push(idx);
+                    }
+                }
+            }
+        }
+        for idx in due {
+            self.ws_send(idx, &sig::ping());
+        }
+        let any_ws = !self.rtc.ws_conns.is_empty();
+        if !self.rtc.sessions.is_empty() || any_ws {
+            self.arm_rtc_tick(now);
+        }
+    }
+}
