@@ -62,7 +62,6 @@ try {
   }
   await page.goto(url);
   await page.fill("#urlServer", args.ws);
-  await page.fill("#publishStream", args.name);
   const ids = ["#connectStatus", "#publishStatus", "#publishInfo"];
   const last = {};
   const watch = async () => {
@@ -80,6 +79,10 @@ try {
   await page.click("#connectBtn");
   if (!await until("#connectStatus", "ESTABLISHED", 10000)) { out({ error: "not ESTABLISHED" }); }
   else {
+    // The SDK page enables the stream name field only once connected.
+    await page.waitForSelector("#publishStream:not([disabled])", { timeout: 10000 });
+    await page.fill("#publishStream", args.name);
+    await page.waitForSelector("#publishBtn:not([disabled])", { timeout: 10000 });
     await page.click("#publishBtn");
     await until("#publishStatus", "PUBLISHING", 10000);
     const end = Date.now() + seconds * 1000;
