@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{netns, tool, Server};
+use common::{netns, signal, tool, Server};
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("js")
@@ -121,9 +121,39 @@ fn chromium_stream_has_h264_and_opus_in_api() {
         }
         last
     });
-    let (evs, raw) = run_browser(&server, "demo", "cam2", 11, |_| {});
+    // While the browser publishes cam2: a second publish of cam2 (WebSocket and WHIP)
+    // and an offer without H.264 are refused with the SDK's info strings, and cam2
+    // keeps going.
+    let mut refusals_checked = false;
+    let (evs, raw) = run_browser(&server, "demo", "cam2", 11, |evs| {
+        if refusals_checked || first_at(evs, "#publishStatus", "PUBLISHING").is_none() {
+            return;
+        }
+        refusals_checked = true;
+        let before = server.video_frames("cam2");
+        let mut ws = signal::WsClient::connect(server.http_port);
+        ws.send("connection", serde_json::json!({"appKey": "defaultApp", "mediaProviders": ["WebRTC"]}));
+        ws.wait_for("getUserData", Duration::from_secs(5));
+        ws.send("publishStream", serde_json::json!({"mediaSessionId": "dup-1", "name": "cam2", "hasVideo": true, "hasAudio": true, "sdp": signal::offer(true)}));
+        let st = ws.wait_for("notifyStreamStatusEvent", Duration::from_secs(5));
+        assert_eq!(st["data"][0]["status"], "FAILED", "{st}");
+        assert_eq!(st["data"][0]["info"], "Stream name is already in use", "{st}");
+        ws.send("publishStream", serde_json::json!({"mediaSessionId": "vp8-1", "name": "other", "hasVideo": true, "hasAudio": true, "sdp": signal::offer(false)}));
+        let st = ws.wait_for("notifyStreamStatusEvent", Duration::from_secs(5));
+        assert_eq!(st["data"][0]["status"], "FAILED", "{st}");
+        assert_eq!(st["data"][0]["info"], "No common codecs", "{st}");
+        let (code, body, _) = signal::whip_post(server.http_port, "cam2", &signal::offer(true));
+        assert_eq!((code, body.trim()), (409, "Stream name is already in use"));
+        let (code, body, _) = signal::whip_post(server.http_port, "other2", &signal::offer(false));
+        assert_eq!((code, body.trim()), (406, "No common codecs"));
+        common::wait_for(Duration::from_secs(5), "cam2 keeps receiving frames", || server.video_frames("cam2") > before + 30);
+        assert!(server.stream("other").is_none() && server.stream("other2").is_none(), "refused names are not live");
+    });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     best = poller.join().expect("poller");
+    assert!(refusals_checked, "the refusal checks ran while cam2 was PUBLISHING");
+    let seq = status_seq(&evs, "#publishStatus");
+    assert!(!seq.contains(&"FAILED".to_string()), "the first stream was untouched: {seq:?}");
     let s = best.unwrap_or_else(|| panic!("stream cam2 never in /api/streams\n{raw}\n{}", server.log()));
     let _ = evs;
     assert_eq!(s["source"], "webrtc", "{s}");

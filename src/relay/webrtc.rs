@@ -117,7 +117,6 @@ pub struct RtcSession {
     events: VecDeque<RtcEvent>,
     stats: Arc<StreamStats>,
     chunk_size: usize,
-    scratch: Vec<u8>,
 }
 
 fn token(seed: &mut u64, len: usize) -> String {
@@ -207,7 +206,6 @@ impl RtcSession {
             events: VecDeque::new(),
             stats,
             chunk_size,
-            scratch: Vec::with_capacity(1500),
         })
     }
 

@@ -112,5 +112,26 @@ pub fn metrics(shared: &Shared) -> String {
             let _ = writeln!(o, "rtcbridge_drops_total{{worker=\"{i}\",reason=\"{reason}\"}} {}", c.load(Relaxed));
         }
     }
+    // Per stream (WebRTC ingest counters are zero for RTMP publishers).
+    type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
+    let per_stream: [StreamMetric; 9] = [
+        ("rtcbridge_stream_video_frames_total", "counter", "Video frames received.", |s| StreamStats::get(&s.video_frames)),
+        ("rtcbridge_stream_audio_frames_total", "counter", "Audio frames received.", |s| StreamStats::get(&s.audio_frames)),
+        ("rtcbridge_stream_rtp_packets_total", "counter", "RTP packets received (WebRTC).", |s| StreamStats::get(&s.rtp_packets)),
+        ("rtcbridge_stream_rtp_lost_total", "counter", "RTP packets given up as lost after NACKs.", |s| StreamStats::get(&s.rtp_lost)),
+        ("rtcbridge_stream_rtp_recovered_total", "counter", "RTP packets that arrived after a NACK.", |s| StreamStats::get(&s.rtp_recovered)),
+        ("rtcbridge_stream_nacks_total", "counter", "Sequence numbers requested with NACK.", |s| StreamStats::get(&s.nacks)),
+        ("rtcbridge_stream_plis_total", "counter", "Keyframe requests (PLI) sent.", |s| StreamStats::get(&s.plis)),
+        ("rtcbridge_stream_units_dropped_total", "counter", "Video frames discarded because they had a hole.", |s| StreamStats::get(&s.units_dropped)),
+        ("rtcbridge_stream_jitter_microseconds", "gauge", "Video interarrival jitter (RFC 3550 A.8).", |s| StreamStats::get(&s.jitter_us)),
+    ];
+    let rows = shared.registry.live();
+    for (name, kind, help, f) in per_stream {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for r in &rows {
+            let label: String = r.name.chars().map(|c| if c == '"' || c == '\\' || c == '\n' { '_' } else { c }).collect();
+            let _ = writeln!(o, "{name}{{stream=\"{label}\",source=\"{}\"}} {}", r.source, f(&r.stats));
+        }
+    }
     o
 }

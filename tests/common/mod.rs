@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod signal;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};

@@ -17,7 +17,7 @@ use crate::proto::http::{self, Request};
 use crate::proto::signaling::{self as sig, ClientMsg, StreamMedia};
 use crate::proto::{stun, ws};
 use crate::relay::webrtc::{RtcError, RtcEvent, RtcSession};
-use crate::relay::{StreamStats, WorkerStats};
+use crate::relay::WorkerStats;
 
 /// How often the sessions' timers are driven.
 const RTC_TICK: Duration = Duration::from_millis(10);
@@ -78,7 +78,6 @@ struct Entry {
     session: RtcSession,
     owner: Owner,
     name: Arc<str>,
-    stats: Arc<StreamStats>,
     publishing: bool,
     remote: Option<SocketAddr>,
 }
@@ -365,7 +364,7 @@ impl Worker {
             self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
         };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, Arc::clone(&stats)) {
+        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, stats) {
             Ok(s) => s,
             Err(e) => {
                 self.shared.registry.release(&name, self.id);
@@ -383,7 +382,7 @@ impl Worker {
             Owner::Ws { idx, media_session_id, .. } => Some((*idx, media_session_id.clone())),
             Owner::Whip { .. } => None,
         };
-        let (slot, _) = self.rtc.sessions.insert(Entry { session, owner, name: Arc::clone(&name), stats, publishing: false, remote: None });
+        let (slot, _) = self.rtc.sessions.insert(Entry { session, owner, name: Arc::clone(&name), publishing: false, remote: None });
         self.rtc.by_ufrag.insert(ufrag, slot);
         if let Some(r) = whip_resource {
             self.rtc.by_resource.insert(r, slot);
