@@ -181,3 +181,42 @@ fn flashphoner_sdk_two_way_streaming_page_publishes() {
     let i_unpub = seq.iter().position(|s| s == "UNPUBLISHED").unwrap_or_else(|| panic!("never UNPUBLISHED: {seq:?}\n{raw}"));
     assert!(i_pub < i_unpub, "PUBLISHING then UNPUBLISHED: {seq:?}");
 }
+
+#[test]
+fn aiortc_publishes_over_whip() {
+    if netns::reexec("aiortc_publishes_over_whip") {
+        return;
+    }
+    let server = Server::start(&[]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("py").join("whip_publish.py");
+    let url = format!("http://127.0.0.1:{}/whip/whip1", server.http_port);
+    let port = server.http_port;
+    let poller = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(25);
+        let mut best: Option<serde_json::Value> = None;
+        while Instant::now() < deadline {
+            if let Ok((200, body)) = common::http_get(port, "/api/streams") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                    match v["streams"].as_array().and_then(|a| a.iter().find(|s| s["name"] == "whip1")) {
+                        Some(s) => best = Some(s.clone()),
+                        None if best.is_some() => break, // published, then ended by DELETE
+                        None => {}
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        best
+    });
+    let out = Command::new(tool("python3")).arg(&script).arg(&url).arg("6").output().expect("run aiortc (pip install aiortc: tools/test-all)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "aiortc WHIP publish failed: {text}\n{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(text.contains("\"state\": \"connected\""), "{text}");
+    let s = poller.join().expect("poller").unwrap_or_else(|| panic!("whip1 never in /api/streams\n{}", server.log()));
+    assert_eq!(s["source"], "webrtc", "{s}");
+    assert_eq!(s["video"]["codec"], "H264", "{s}");
+    assert_eq!((s["video"]["width"].as_u64(), s["video"]["height"].as_u64()), (Some(640), Some(360)), "{s}");
+    assert!(s["video"]["frames"].as_u64().unwrap_or(0) >= 60, "{s}");
+    assert!(s["audio"]["frames"].as_u64().unwrap_or(0) >= 100, "{s}");
+    common::wait_for(Duration::from_secs(5), "DELETE ends the stream", || server.stream("whip1").is_none());
+}

@@ -28,6 +28,8 @@ pub fn reexec(test_name: &str) -> bool {
     let guard = NsGuard(ns.clone());
     let up = Command::new(&ip).args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]).status();
     assert!(up.map(|s| s.success()).unwrap_or(false), "cannot bring lo up in {ns}");
+    // A second loopback address: aiortc's ICE (aioice) skips 127.0.0.1 itself.
+    let _ = Command::new(&ip).args(["netns", "exec", &ns, "ip", "addr", "add", "127.0.0.2/8", "dev", "lo"]).status();
     let exe: PathBuf = std::env::current_exe().expect("current test binary");
     let status = Command::new(&ip)
         .args(["netns", "exec", &ns])

@@ -159,7 +159,7 @@ impl Worker {
     /// WHIP (RFC 9725): POST /whip/NAME with an offer → 201 + Location + answer;
     /// DELETE on the Location ends the publish.
     fn whip(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
-        let rest = req.path.trim_start_matches("/whip").trim_start_matches('/');
+        let rest = req.path.strip_prefix("/whip").unwrap_or("").trim_start_matches('/');
         match req.method.as_str() {
             "POST" => {
                 let name = rest.trim_end_matches('/');
@@ -496,11 +496,13 @@ impl Worker {
             }
         }
         let name = Arc::clone(&e.name);
-        if let Some(Owner::Ws { idx, gen, media_session_id, media: sm }) = publishing_now {
-            if self.conns.get_gen_mut(idx, gen).is_some() {
-                self.ws_send(idx, &sig::stream_status(&media_session_id, &name, sig::STATUS_PUBLISHING, None, sm));
-            }
+        if let Some(owner) = publishing_now {
             crate::info!("webrtc: {name:?} is PUBLISHING (ICE and DTLS up)");
+            if let Owner::Ws { idx, gen, media_session_id, media: sm } = owner {
+                if self.conns.get_gen_mut(idx, gen).is_some() {
+                    self.ws_send(idx, &sig::stream_status(&media_session_id, &name, sig::STATUS_PUBLISHING, None, sm));
+                }
+            }
         }
         for m in media {
             self.deliver_stream(now, &name, &m, true);

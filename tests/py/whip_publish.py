@@ -1,0 +1,99 @@
+"""Publish to a WHIP endpoint with aiortc (a WebRTC implementation we did not write).
+
+    python3 whip_publish.py http://127.0.0.1:PORT/whip/NAME SECONDS
+
+Sends H.264 (a moving test pattern, encoded by aiortc through PyAV/libx264) and
+Opus (aiortc's silence track). Prints JSON lines: {"event": ..., ...}; exit 0 when
+the session reached "connected", the publish ran SECONDS, and DELETE returned 2xx.
+"""
+import asyncio
+import fractions
+import json
+import sys
+import time
+import urllib.request
+
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc.contrib.media import MediaBlackhole  # noqa: F401  (import check)
+from aiortc.mediastreams import AudioStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+from av import VideoFrame
+
+
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+class Pattern(VideoStreamTrack):
+    """640x360 frames with a moving bar, 30 fps."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame(640, 360, "yuv420p")
+        x = (self.n * 8) % 600
+        row = bytearray([40 + (self.n % 64)] * 640)
+        row[x:x + 40] = b"\xeb" * 40
+        y = frame.planes[0]
+        y.update(bytes(row) * 360 if y.line_size == 640 else bytes(y.line_size * 360))
+        for p in frame.planes[1:]:
+            p.update(bytes([128]) * (p.line_size * 180))
+        self.n += 1
+        frame.pts = pts
+        frame.time_base = time_base
+        return frame
+
+
+def http(method, url, body=None, ctype=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    if ctype:
+        req.add_header("Content-Type", ctype)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+async def main(url, seconds):
+    pc = RTCPeerConnection()
+    state = {"connected": False}
+
+    @pc.on("connectionstatechange")
+    async def on_state():
+        out(event="state", state=pc.connectionState)
+        if pc.connectionState == "connected":
+            state["connected"] = True
+
+    video = pc.addTransceiver(Pattern(), direction="sendonly")
+    caps = RTCRtpSender.getCapabilities("video")
+    video.setCodecPreferences([c for c in caps.codecs if c.mimeType in ("video/H264", "video/rtx")])
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    status, headers, answer = await asyncio.get_event_loop().run_in_executor(
+        None, http, "POST", url, pc.localDescription.sdp.encode(), "application/sdp")
+    out(event="post", status=status, location=headers.get("Location"))
+    if status != 201:
+        out(event="error", body=answer)
+        return 2
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    t0 = time.time()
+    while time.time() - t0 < 10 and not state["connected"]:
+        await asyncio.sleep(0.05)
+    if not state["connected"]:
+        out(event="error", body="not connected within 10 s")
+        return 3
+    await asyncio.sleep(seconds)
+    base = url.split("/whip/")[0]
+    status, _, _ = await asyncio.get_event_loop().run_in_executor(
+        None, http, "DELETE", base + headers["Location"])
+    out(event="delete", status=status)
+    await pc.close()
+    return 0 if 200 <= status < 300 else 4
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]))))
