@@ -14,6 +14,17 @@ pub enum UnknownStream {
     NotFound,
 }
 
+/// Audio sent to RTMP players of WebRTC streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AudioMode {
+    /// Opus transcoded once per stream to AAC-LC 48 kHz: every RTMP player can decode it.
+    Aac,
+    /// Enhanced RTMP Opus to players whose connect lists "Opus" in fourCcList, AAC to the rest.
+    Opus,
+    /// No audio to RTMP players.
+    None,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "rtcbridge",
@@ -33,6 +44,19 @@ pub struct Config {
     /// RTMP listen address, for players and for RTMP encoders that publish.
     #[arg(long, default_value = "0.0.0.0:1935", value_name = "ADDR")]
     pub rtmp: SocketAddr,
+
+    /// HTTPS listen address (same routes as --http, and wss:// signaling): browsers grant the
+    /// camera only to https pages or localhost. Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+
+    /// PEM certificate chain for --https.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or SEC1) for --https.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// First UDP media port: worker i will own PORT+i (reserved for WebRTC ingest, which is not built yet).
     #[arg(long, default_value_t = 20000, value_name = "PORT")]
@@ -85,6 +109,16 @@ pub struct Config {
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     pub chunk_size: usize,
 
+    /// Audio for RTMP players of WebRTC publishers: aac, opus (Enhanced RTMP Opus where the
+    /// player supports it, AAC otherwise) or none.
+    #[arg(long, value_enum, default_value_t = AudioMode::Aac, value_name = "MODE")]
+    pub audio: AudioMode,
+
+    /// Ask WebRTC publishers for a keyframe this often (seconds), and whenever a player joins
+    /// while the cached GOP is older than this.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub keyframe_interval: f64,
+
     /// Do not cache the last GOP: joining players wait for the next keyframe.
     #[arg(long)]
     pub no_gop_cache: bool,
@@ -93,6 +127,11 @@ pub struct Config {
 impl Config {
     /// Check ranges clap cannot express; the message names the flag.
     pub fn validate(&mut self) -> Result<(), String> {
+        match (&self.https, &self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+            (Some(_), _, _) => return Err("--https needs both --tls-cert and --tls-key".into()),
+            (None, _, _) => return Err("--tls-cert/--tls-key are used by --https, which is not set".into()),
+        }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let workers = self.workers.unwrap_or(cores);
         if workers == 0 || workers > 64 {
@@ -104,6 +143,9 @@ impl Config {
         }
         if !(0.0..=3600.0).contains(&self.unpublish_grace) {
             return Err("--unpublish-grace: must be 0..=3600 seconds".into());
+        }
+        if !(0.2..=60.0).contains(&self.keyframe_interval) {
+            return Err("--keyframe-interval: must be 0.2..=60 seconds".into());
         }
         if !(0.1..=3600.0).contains(&self.evict_after) {
             return Err("--evict-after: must be 0.1..=3600 seconds".into());
@@ -125,6 +167,9 @@ impl Config {
     }
     pub fn grace(&self) -> Duration {
         Duration::from_secs_f64(self.unpublish_grace)
+    }
+    pub fn keyframe_every(&self) -> Duration {
+        Duration::from_secs_f64(self.keyframe_interval)
     }
     pub fn evict(&self) -> Duration {
         Duration::from_secs_f64(self.evict_after)

@@ -24,7 +24,21 @@ struct Ev {
 }
 
 /// Run the browser driver; returns status changes (element, text, ms) and the raw output.
-fn run_browser(server: &Server, page: &str, name: &str, seconds: u32, mut during: impl FnMut(&[Ev])) -> (Vec<Ev>, String) {
+fn run_browser(server: &Server, page: &str, name: &str, seconds: u32, during: impl FnMut(&[Ev])) -> (Vec<Ev>, String) {
+    let http = format!("http://127.0.0.1:{}", server.http_port);
+    let ws = format!("ws://127.0.0.1:{}/", server.http_port);
+    run_browser_at(&http, &ws, &[], page, name, seconds, during)
+}
+
+fn run_browser_at(
+    http: &str,
+    ws: &str,
+    extra: &[&str],
+    page: &str,
+    name: &str,
+    seconds: u32,
+    mut during: impl FnMut(&[Ev]),
+) -> (Vec<Ev>, String) {
     let node = tool("node");
     assert!(
         js_dir().join("node_modules").join("playwright-core").is_dir(),
@@ -38,14 +52,15 @@ fn run_browser(server: &Server, page: &str, name: &str, seconds: u32, mut during
             "--page",
             page,
             "--http",
-            &format!("http://127.0.0.1:{}", server.http_port),
+            http,
             "--ws",
-            &format!("ws://127.0.0.1:{}/", server.http_port),
+            ws,
             "--name",
             name,
             "--seconds",
             &seconds.to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -219,4 +234,51 @@ fn aiortc_publishes_over_whip() {
     assert!(s["video"]["frames"].as_u64().unwrap_or(0) >= 60, "{s}");
     assert!(s["audio"]["frames"].as_u64().unwrap_or(0) >= 100, "{s}");
     common::wait_for(Duration::from_secs(5), "DELETE ends the stream", || server.stream("whip1").is_none());
+}
+
+/// Write a self-signed certificate and key as PEM files (rcgen, base64: the crate's own deps).
+fn self_signed_pem(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-sign");
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let body: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", body.join("\n"))
+    };
+    let c = dir.join("cert.pem");
+    let k = dir.join("key.pem");
+    std::fs::write(&c, pem("CERTIFICATE", cert.der())).expect("write cert");
+    std::fs::write(&k, pem("PRIVATE KEY", &key.serialize_der())).expect("write key");
+    (c, k)
+}
+
+#[test]
+fn chromium_publishes_over_https_and_wss() {
+    if netns::reexec("chromium_publishes_over_https_and_wss") {
+        return;
+    }
+    let dir = common::scratch_dir();
+    let (cert, key) = self_signed_pem(&dir);
+    let https_port = common::free_port();
+    let https = format!("127.0.0.1:{https_port}");
+    let server = Server::start(&["--https", &https, "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    common::wait_for(Duration::from_secs(5), "https port open", || std::net::TcpStream::connect(("127.0.0.1", https_port)).is_ok());
+    let (evs, raw) = run_browser_at(
+        &format!("https://127.0.0.1:{https_port}"),
+        &format!("wss://127.0.0.1:{https_port}/"),
+        &["--ignore-cert"],
+        "demo",
+        "tls1",
+        3,
+        |_| {},
+    );
+    let conn = status_seq(&evs, "#connectStatus");
+    assert!(conn.contains(&"ESTABLISHED".to_string()), "wss never ESTABLISHED: {conn:?}\n{raw}\n{}", server.log());
+    let seq = status_seq(&evs, "#publishStatus");
+    assert!(seq.contains(&"PUBLISHING".to_string()), "never PUBLISHING over wss: {seq:?}\n{raw}\n{}", server.log());
+    assert!(server.log().contains("wss 127.0.0.1:"), "the signaling connection was TLS: {}", server.log());
 }

@@ -38,6 +38,18 @@ impl MediaKind {
     }
 }
 
+/// Which players a message is for. With `--audio opus` a WebRTC stream carries
+/// its audio twice: Enhanced RTMP Opus for players whose `connect` listed
+/// "Opus" in `fourCcList`, AAC for everyone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    All,
+    /// Players that did not announce Enhanced RTMP Opus.
+    NotOpus,
+    /// Players that did.
+    Opus,
+}
+
 /// One FLV/RTMP media message, built once per stream and shared by every
 /// player on every core (`Arc<MediaMsg>`). Never mutated after creation.
 #[derive(Debug)]
@@ -51,6 +63,7 @@ pub struct MediaMsg {
     pub config: bool,
     /// Length of the message payload (without chunk headers).
     pub len: usize,
+    pub audience: Audience,
     /// Chunk size the body was split at.
     pub chunk_size: usize,
     /// The payload split into chunks: payload[0..cs] then, per further chunk,
@@ -61,6 +74,10 @@ pub struct MediaMsg {
 impl MediaMsg {
     /// Copy `payload` once into a shared, pre-chunked message.
     pub fn new(kind: MediaKind, ts: u32, payload: &[u8], chunk_size: usize) -> Arc<MediaMsg> {
+        Self::for_audience(kind, ts, payload, chunk_size, Audience::All)
+    }
+
+    pub fn for_audience(kind: MediaKind, ts: u32, payload: &[u8], chunk_size: usize, audience: Audience) -> Arc<MediaMsg> {
         let (keyframe, config) = classify(kind, payload);
         let mut chunked = Vec::with_capacity(crate::proto::rtmp::chunk::prechunked_len(
             payload.len(),
@@ -68,7 +85,7 @@ impl MediaMsg {
             kind.csid(),
         ));
         crate::proto::rtmp::chunk::prechunk(payload, chunk_size, kind.csid(), &mut chunked);
-        Arc::new(MediaMsg { kind, ts, keyframe, config, len: payload.len(), chunk_size, chunked })
+        Arc::new(MediaMsg { kind, ts, keyframe, config, len: payload.len(), audience, chunk_size, chunked })
     }
 
     /// Bytes of the separator between chunks in `chunked` (the fmt-3 basic header).
@@ -122,7 +139,9 @@ pub fn classify(kind: MediaKind, payload: &[u8]) -> (bool, bool) {
         MediaKind::Audio => {
             let b0 = payload.first().copied().unwrap_or(0);
             let aac_seq = (b0 >> 4) == 10 && payload.get(1) == Some(&0);
-            (false, aac_seq)
+            // Enhanced RTMP v2: SoundFormat 9 = ExAudioTagHeader, AudioPacketType 0 = SequenceStart.
+            let ex_seq = (b0 >> 4) == 9 && (b0 & 0x0f) == 0;
+            (false, aac_seq || ex_seq)
         }
         MediaKind::Data => (false, true),
     }

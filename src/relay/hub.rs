@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub meta: Option<Arc<MediaMsg>>,
     pub video_cfg: Option<Arc<MediaMsg>>,
     pub audio_cfg: Option<Arc<MediaMsg>>,
+    /// The Enhanced RTMP Opus sequence header when the stream carries audio twice.
+    pub audio_cfg_opus: Option<Arc<MediaMsg>>,
     pub gop: Vec<Arc<MediaMsg>>,
 }
 
@@ -36,6 +38,8 @@ pub struct StreamHub {
     pub owned: bool,
     /// Owner only: bit i = core i gets every message.
     pub remote: u64,
+    /// Subscriber only: the core that owns the stream.
+    pub owner_core: Option<usize>,
     pub players: Vec<PlayerRef>,
     /// When the publisher vanished; players get UnpublishNotify if it has not
     /// come back by `grace_until`.
@@ -48,6 +52,8 @@ pub struct StreamHub {
     pub has_video: bool,
     snap: Snapshot,
     gop_bytes: usize,
+    /// When the cached GOP's keyframe arrived on this core.
+    gop_since: Option<Instant>,
     gop_cache: bool,
 }
 
@@ -58,6 +64,7 @@ impl StreamHub {
             live: false,
             owned: false,
             remote: 0,
+            owner_core: None,
             players: Vec::new(),
             grace_until: None,
             announced_gone: true,
@@ -65,6 +72,7 @@ impl StreamHub {
             has_video: false,
             snap: Snapshot::default(),
             gop_bytes: 0,
+            gop_since: None,
             gop_cache,
         }
     }
@@ -82,9 +90,15 @@ impl StreamHub {
     /// The publisher is gone; keep players, start the grace window.
     pub fn stop(&mut self, grace_until: Instant) {
         self.live = false;
+        self.gop_since = None;
         self.grace_until = Some(grace_until);
         self.snap.gop.clear();
         self.gop_bytes = 0;
+    }
+
+    /// Age of the cached GOP (time since its keyframe was ingested), if any.
+    pub fn gop_started(&self) -> Option<Instant> {
+        self.gop_since
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -97,12 +111,18 @@ impl StreamHub {
 
     /// Record one message in the caches. Returns true when it is a config
     /// message (metadata or a sequence header) that replaced a cached one.
-    pub fn ingest(&mut self, msg: &Arc<MediaMsg>) {
+    pub fn ingest(&mut self, msg: &Arc<MediaMsg>, now: Instant) {
+        if msg.kind == MediaKind::Video && msg.keyframe && !msg.config {
+            self.gop_since = Some(now);
+        }
         match (msg.kind, msg.config) {
             (MediaKind::Data, _) => self.snap.meta = Some(Arc::clone(msg)),
             (MediaKind::Video, true) => {
                 self.has_video = true;
                 self.snap.video_cfg = Some(Arc::clone(msg));
+            }
+            (MediaKind::Audio, true) if msg.audience == crate::buf::Audience::Opus => {
+                self.snap.audio_cfg_opus = Some(Arc::clone(msg))
             }
             (MediaKind::Audio, true) => self.snap.audio_cfg = Some(Arc::clone(msg)),
             (MediaKind::Video, false) => {
@@ -168,13 +188,13 @@ mod tests {
     #[test]
     fn gop_starts_at_the_last_keyframe() {
         let mut h = StreamHub::new("s".into(), true);
-        h.start(Snapshot::default());
-        h.ingest(&MediaMsg::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1], 4096));
-        h.ingest(&MediaMsg::new(MediaKind::Audio, 0, &[0xaf, 1, 5], 4096));
-        h.ingest(&video(10, false));
-        h.ingest(&video(20, true));
-        h.ingest(&MediaMsg::new(MediaKind::Audio, 21, &[0xaf, 1, 5], 4096));
-        h.ingest(&video(30, false));
+        h.start(Snapshot::default(), t);
+        h.ingest(&MediaMsg::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1], 4096), t);
+        h.ingest(&MediaMsg::new(MediaKind::Audio, 0, &[0xaf, 1, 5], 4096), t);
+        h.ingest(&video(10, false), t);
+        h.ingest(&video(20, true), t);
+        h.ingest(&MediaMsg::new(MediaKind::Audio, 21, &[0xaf, 1, 5], 4096), t);
+        h.ingest(&video(30, false), t);
         let s = h.snapshot();
         assert!(s.video_cfg.is_some());
         let ts: Vec<u32> = s.gop.iter().map(|m| m.ts).collect();
@@ -185,8 +205,8 @@ mod tests {
     #[test]
     fn no_gop_cache_keeps_only_config() {
         let mut h = StreamHub::new("s".into(), false);
-        h.start(Snapshot::default());
-        h.ingest(&video(20, true));
+        h.start(Snapshot::default(), t);
+        h.ingest(&video(20, true), std::time::Instant::now());
         assert!(h.snapshot().gop.is_empty());
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::buf::{MediaKind, MediaMsg};
+use crate::buf::{Audience, MediaKind, MediaMsg};
 
 /// Limits for every player of a server (from the flags).
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,8 @@ pub struct PlayerState {
     pub audio_on: bool,
     pub video_on: bool,
     pub paused: bool,
+    /// The client listed "Opus" in `connect.fourCcList` (Enhanced RTMP v2).
+    pub wants_opus: bool,
 }
 
 impl PlayerState {
@@ -70,6 +72,7 @@ impl PlayerState {
             audio_on: true,
             video_on: true,
             paused: false,
+            wants_opus: false,
         }
     }
 
@@ -95,6 +98,12 @@ impl PlayerState {
 
     /// Decide what to do with `msg` given this player's queued bytes.
     pub fn deliver(&mut self, msg: &MediaMsg, queued: usize, has_video: bool, now: Instant, p: &PlayerPolicy) -> Deliver {
+        match msg.audience {
+            Audience::All => {}
+            Audience::Opus if self.wants_opus => {}
+            Audience::NotOpus if !self.wants_opus => {}
+            _ => return Deliver::Skip,
+        }
         if msg.config {
             // Metadata and sequence headers are small and needed to decode: always sent
             // unless the player is hopelessly behind.

@@ -19,7 +19,9 @@ pub enum CoreMsg {
     Unsubscribe { name: Arc<str>, from: usize },
     /// The stream is live: `fresh` for a new or returning publisher (players
     /// get PublishNotify), false in reply to Subscribe.
-    Start { name: Arc<str>, snapshot: Snapshot, fresh: bool },
+    Start { name: Arc<str>, snapshot: Snapshot, fresh: bool, from: usize },
+    /// A player joined on `from` and the cached GOP is stale: ask the publisher for a keyframe.
+    KeyframeRequest { name: Arc<str> },
     Media { name: Arc<str>, msg: Arc<MediaMsg> },
     /// The publisher left; start the grace window.
     Stop { name: Arc<str> },

@@ -3,9 +3,11 @@
 //! a timer wheel per worker and a mesh of SPSC rings between workers.
 
 pub mod api;
+pub mod conn_io;
 pub mod mesh;
 pub mod slab;
 pub mod timer;
+pub mod tls;
 mod worker;
 
 use std::io;
@@ -24,6 +26,8 @@ pub struct Shared {
     pub registry: Registry,
     pub workers: Vec<WorkerStats>,
     pub shutdown: AtomicBool,
+    /// TLS server config for `--https`, when given.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// DTLS certificate and fingerprint shared by every WebRTC session.
     pub identity: crate::proto::dtls::DtlsIdentity,
 }
@@ -57,6 +61,12 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         registry: Registry::default(),
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),
+        tls: match (&cfg.https, &cfg.tls_cert, &cfg.tls_key) {
+            (Some(_), Some(c), Some(k)) => {
+                Some(tls::load_server_config(c, k).map_err(|e| io::Error::other(format!("--tls-cert/--tls-key: {e}")))?)
+            }
+            _ => None,
+        },
         identity: crate::proto::dtls::DtlsIdentity::generate()
             .map_err(|e| io::Error::other(e.to_string()))?,
         cfg,
@@ -71,14 +81,18 @@ pub fn start(cfg: Config) -> io::Result<Server> {
             .map_err(|e| io::Error::new(e.kind(), format!("--rtmp {}: {e}", shared.cfg.rtmp)))?;
         let http = listener(shared.cfg.http)
             .map_err(|e| io::Error::new(e.kind(), format!("--http {}: {e}", shared.cfg.http)))?;
-        listeners.push((rtmp, http));
+        let https = match shared.cfg.https {
+            Some(a) => Some(listener(a).map_err(|e| io::Error::new(e.kind(), format!("--https {a}: {e}")))?),
+            None => None,
+        };
+        listeners.push((rtmp, http, https));
         polls.push(poll);
     }
     let wakers = Arc::new(wakers);
     let meshes = mesh::build(n, Arc::clone(&wakers));
     let cores = if shared.cfg.no_pin { None } else { core_affinity::get_core_ids() };
     let mut threads = Vec::with_capacity(n);
-    for (id, ((poll, (rtmp, http)), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
+    for (id, ((poll, (rtmp, http, https)), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
         let shared = Arc::clone(&shared);
         let core = cores.as_ref().and_then(|c| c.get(id % c.len().max(1)).copied());
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
@@ -87,7 +101,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let w = worker::Worker::new(id, shared, poll, rtmp, http, mesh);
+            let w = worker::Worker::new(id, shared, poll, rtmp, http, https, mesh);
             if let Err(e) = w.and_then(|w| w.run()) {
                 crate::error!("worker {id} stopped: {e}");
             }

@@ -47,6 +47,7 @@ const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "rtcb-chrome-"));
 let srv = null;
 const browser = await chromium.launchPersistentContext(userDir, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: chromiumArgs,
+  ignoreHTTPSErrors: !!args["ignore-cert"],
 });
 try {
   const page = browser.pages()[0] || await browser.newPage();

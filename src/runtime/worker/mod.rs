@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 mod rtc;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
+
+use super::conn_io::Io;
 use mio::{Events, Interest, Poll, Token};
 
 use super::mesh::{CoreMsg, Mesh};
@@ -29,6 +31,7 @@ pub const WAKER: Token = Token(0);
 const RTMP_LISTENER: Token = Token(1);
 const HTTP_LISTENER: Token = Token(2);
 const UDP: Token = Token(3);
+const HTTPS_LISTENER: Token = Token(4);
 const CONN_BASE: usize = 16;
 
 /// How long a connection may take to finish the RTMP handshake and connect.
@@ -72,7 +75,7 @@ enum Kind {
 }
 
 struct Conn {
-    sock: TcpStream,
+    sock: Io,
     peer: SocketAddr,
     rx: Vec<u8>,
     tx: SendQueue,
@@ -83,12 +86,20 @@ struct Conn {
     close_after_flush: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Rtmp,
+    Http,
+    Https,
+}
+
 pub struct Worker {
     id: usize,
     shared: Arc<Shared>,
     poll: Poll,
     rtmp_listener: TcpListener,
     http_listener: TcpListener,
+    https_listener: Option<TcpListener>,
     conns: Slab<Conn>,
     hubs: HashMap<Arc<str>, StreamHub>,
     mesh: Mesh,
@@ -110,8 +121,12 @@ impl Worker {
         poll: Poll,
         mut rtmp_listener: TcpListener,
         mut http_listener: TcpListener,
+        mut https_listener: Option<TcpListener>,
         mesh: Mesh,
     ) -> io::Result<Self> {
+        if let Some(l) = https_listener.as_mut() {
+            poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
+        }
         poll.registry().register(&mut rtmp_listener, RTMP_LISTENER, Interest::READABLE)?;
         poll.registry().register(&mut http_listener, HTTP_LISTENER, Interest::READABLE)?;
         let mut udp = rtc::bind_udp(&shared.cfg, id)?;
@@ -129,6 +144,7 @@ impl Worker {
             poll,
             rtmp_listener,
             http_listener,
+            https_listener,
             conns: Slab::new(),
             hubs: HashMap::new(),
             mesh,
@@ -172,8 +188,9 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    RTMP_LISTENER => self.accept(now, true),
-                    HTTP_LISTENER => self.accept(now, false),
+                    RTMP_LISTENER => self.accept(now, Listener::Rtmp),
+                    HTTP_LISTENER => self.accept(now, Listener::Http),
+                    HTTPS_LISTENER => self.accept(now, Listener::Https),
                     UDP => self.udp_readable(now),
                     Token(t) => {
                         let idx = t - CONN_BASE;
@@ -181,6 +198,11 @@ impl Worker {
                             self.readable(now, idx);
                         }
                         if ev.is_writable() {
+                            if let Some(c) = self.conns.get_mut(idx) {
+                                if let Err(e) = c.sock.flush_pending() {
+                                    self.doom(idx, format!("write error: {e}"), false);
+                                }
+                            }
                             self.mark_dirty(idx);
                         }
                     }
@@ -202,9 +224,17 @@ impl Worker {
 
     // ---- connections -------------------------------------------------------------
 
-    fn accept(&mut self, now: Instant, rtmp: bool) {
+    fn accept(&mut self, now: Instant, which: Listener) {
+        let rtmp = which == Listener::Rtmp;
         loop {
-            let l = if rtmp { &self.rtmp_listener } else { &self.http_listener };
+            let l = match which {
+                Listener::Rtmp => &self.rtmp_listener,
+                Listener::Http => &self.http_listener,
+                Listener::Https => match &self.https_listener {
+                    Some(l) => l,
+                    None => return,
+                },
+            };
             let (sock, peer) = match l.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -233,6 +263,16 @@ impl Worker {
                 }))
             } else {
                 Kind::Http
+            };
+            let sock = match (which, &self.shared.tls) {
+                (Listener::Https, Some(cfg)) => match super::tls::TlsStream::new(sock, Arc::clone(cfg)) {
+                    Ok(t) => Io::Tls(Box::new(t)),
+                    Err(e) => {
+                        crate::warn!("https {peer}: TLS setup failed: {e}");
+                        continue;
+                    }
+                },
+                _ => Io::Plain(sock),
             };
             let conn = Conn {
                 sock,
@@ -281,9 +321,12 @@ impl Worker {
                 Ok(n) => {
                     c.rx.truncate(len + n);
                     total += n;
+                    // TLS: rustls may hold decrypted bytes after the socket is drained, and
+                    // no readiness event would bring us back for them: read TLS to the end.
+                    let tls = c.sock.is_tls();
                     WorkerStats::add(&self.shared.workers[self.id].bytes_in, n as u64);
                     self.process(now, idx);
-                    if total >= READ_BUDGET {
+                    if total >= READ_BUDGET && !tls {
                         // Edge-triggered: we must come back for the rest. Re-register
                         // to get a fresh readiness event next turn.
                         if let Some(c) = self.conns.get_mut(idx) {
@@ -470,7 +513,7 @@ impl Worker {
         while mask != 0 {
             let j = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            self.mesh.send(j, CoreMsg::Start { name: Arc::clone(name), snapshot: Snapshot::default(), fresh: true });
+            self.mesh.send(j, CoreMsg::Start { name: Arc::clone(name), snapshot: Snapshot::default(), fresh: true, from: self.id });
         }
         self.announce_start(now, name, true);
     }
@@ -496,7 +539,7 @@ impl Worker {
     /// A message of stream `name` on this core: cache, forward (owner), fan out.
     fn deliver_stream(&mut self, now: Instant, name: &Arc<str>, msg: &Arc<MediaMsg>, owner: bool) {
         let Some(hub) = self.hubs.get_mut(name) else { return };
-        hub.ingest(msg);
+        hub.ingest(msg, now);
         if owner {
             let mut mask = hub.remote;
             while mask != 0 {
@@ -645,7 +688,9 @@ impl Worker {
         let gop = !self.shared.cfg.no_gop_cache;
         let hub = self.hubs.entry(Arc::clone(&name)).or_insert_with(|| StreamHub::new(Arc::clone(&name), gop));
         r.session.play_start(msid, &name, &mut c.tx);
-        r.role = Role::Player(PlayerState::new(msid, Arc::clone(&name), hub.epoch));
+        let mut ps = PlayerState::new(msid, Arc::clone(&name), hub.epoch);
+        ps.wants_opus = r.session.four_cc_list().iter().any(|c| c == "Opus");
+        r.role = Role::Player(ps);
         hub.add_player(PlayerRef { idx, gen });
         WorkerStats::gauge(&self.shared.workers[self.id].players, 1);
         let live = hub.live;
@@ -658,6 +703,21 @@ impl Worker {
         self.mark_dirty(idx);
         if live {
             self.join(now, &name, PlayerRef { idx, gen });
+            // A stale GOP (WebRTC publishers send keyframes only when asked) means a long
+            // wait or a long catch-up for this player: ask for a fresh one.
+            let stale = self.hubs.get(&name).is_some_and(|h| {
+                h.gop_started().is_none_or(|t| now.saturating_duration_since(t) > self.shared.cfg.keyframe_every())
+            });
+            if stale {
+                let owner = self.hubs.get(&name).and_then(|h| if h.owned { Some(self.id) } else { h.owner_core });
+                match owner {
+                    Some(o) if o == self.id => self.request_keyframe(now, &name),
+                    Some(o) => {
+                        self.mesh.send(o, CoreMsg::KeyframeRequest { name: Arc::clone(&name) });
+                    }
+                    None => {}
+                }
+            }
         }
     }
 
@@ -666,7 +726,7 @@ impl Worker {
         let Some(hub) = self.hubs.get(name) else { return };
         let snap = hub.cached().clone();
         let has_video = hub.has_video;
-        for m in snap.meta.iter().chain(snap.video_cfg.iter()).chain(snap.audio_cfg.iter()) {
+        for m in snap.meta.iter().chain(snap.video_cfg.iter()).chain(snap.audio_cfg.iter()).chain(snap.audio_cfg_opus.iter()) {
             self.send_to_player(now, p, m, has_video);
         }
         for m in &snap.gop {
@@ -730,7 +790,7 @@ impl Worker {
                 }
                 hub.remote |= 1u64 << from;
                 let snapshot = hub.snapshot();
-                self.mesh.send(from, CoreMsg::Start { name, snapshot, fresh: false });
+                self.mesh.send(from, CoreMsg::Start { name, snapshot, fresh: false, from: self.id });
             }
             CoreMsg::Unsubscribe { name, from } => {
                 if let Some(hub) = self.hubs.get_mut(&name) {
@@ -740,15 +800,17 @@ impl Worker {
                     }
                 }
             }
-            CoreMsg::Start { name, snapshot, fresh } => {
+            CoreMsg::Start { name, snapshot, fresh, from } => {
                 let Some(hub) = self.hubs.get_mut(&name) else { return };
                 if hub.players.is_empty() {
                     return;
                 }
+                hub.owner_core = Some(from);
                 hub.start(snapshot);
                 self.announce_start(now, &name, fresh);
             }
             CoreMsg::Media { name, msg } => self.deliver_stream(now, &name, &msg, false),
+            CoreMsg::KeyframeRequest { name } => self.request_keyframe(now, &name),
             CoreMsg::Stop { name } => {
                 let grace = self.shared.cfg.grace();
                 self.stop_hub(now, &name, grace);
@@ -806,7 +868,8 @@ impl Worker {
         for idx in &dirty {
             let Some(c) = self.conns.get_mut(*idx) else { continue };
             c.dirty = false;
-            match c.tx.write_to(&mut c.sock) {
+            let res = c.tx.write_to(&mut c.sock).and_then(|n| c.sock.flush_pending().map(|()| n));
+            match res {
                 Ok(n) => {
                     out_bytes += n as u64;
                     if c.tx.is_empty() && c.close_after_flush {
@@ -831,10 +894,12 @@ impl Worker {
         let Some(mut c) = self.conns.remove(idx) else { return };
         let _ = self.poll.registry().deregister(&mut c.sock);
         WorkerStats::gauge(&self.shared.workers[self.id].connections, -1);
-        let proto = match &c.kind {
-            Kind::Rtmp(_) => "rtmp",
-            Kind::Http => "http",
-            Kind::Ws(_) => "ws",
+        let proto = match (&c.kind, c.sock.is_tls()) {
+            (Kind::Rtmp(_), _) => "rtmp",
+            (Kind::Http, false) => "http",
+            (Kind::Http, true) => "https",
+            (Kind::Ws(_), false) => "ws",
+            (Kind::Ws(_), true) => "wss",
         };
         if proto_err {
             WorkerStats::add(&self.shared.workers[self.id].protocol_errors, 1);

@@ -519,6 +519,20 @@ impl Worker {
         }
     }
 
+    /// A player wants a keyframe of `name`: PLI to its WebRTC publisher on this core
+    /// (rate limited by the session). RTMP publishers cannot be asked.
+    pub(super) fn request_keyframe(&mut self, now: Instant, name: &Arc<str>) {
+        for slot in self.rtc.sessions.indices() {
+            if let Some(e) = self.rtc.sessions.get_mut(slot) {
+                if &e.name == name {
+                    e.session.request_keyframe(now, false);
+                    self.rtc_drain(now, slot);
+                    return;
+                }
+            }
+        }
+    }
+
     pub(super) fn rtc_tick(&mut self, now: Instant) {
         self.rtc.tick_armed = false;
         for slot in self.rtc.sessions.indices() {
