@@ -7,6 +7,7 @@
 //! its guard is dropped, pass or fail.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod netns;
 pub mod signal;
 
