@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         }
     };
     rtcbridge::info!("{summary}");
-    rtcbridge::info!("not built yet: Opus to AAC (RTMP players of WebRTC streams get video only), WebRTC playback");
+    rtcbridge::info!("not built yet: WebRTC playback (playStream), RTMPS, RTMP push to other servers");
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");
     if server.shutdown(Duration::from_millis(1800)) {

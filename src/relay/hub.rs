@@ -187,8 +187,9 @@ mod tests {
 
     #[test]
     fn gop_starts_at_the_last_keyframe() {
+        let t = std::time::Instant::now();
         let mut h = StreamHub::new("s".into(), true);
-        h.start(Snapshot::default(), t);
+        h.start(Snapshot::default());
         h.ingest(&MediaMsg::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1], 4096), t);
         h.ingest(&MediaMsg::new(MediaKind::Audio, 0, &[0xaf, 1, 5], 4096), t);
         h.ingest(&video(10, false), t);
@@ -205,7 +206,7 @@ mod tests {
     #[test]
     fn no_gop_cache_keeps_only_config() {
         let mut h = StreamHub::new("s".into(), false);
-        h.start(Snapshot::default(), t);
+        h.start(Snapshot::default());
         h.ingest(&video(20, true), std::time::Instant::now());
         assert!(h.snapshot().gop.is_empty());
     }

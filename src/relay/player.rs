@@ -41,7 +41,13 @@ pub struct PlayerState {
     pub name: Arc<str>,
     /// Publisher ts minus player ts, once the first media message fixed it.
     base: Option<u32>,
+    /// Latest timestamp sent, over all kinds (the next publisher continues after it).
     last_out: u32,
+    /// Latest timestamp sent per kind: audio and video are each monotonic. Across
+    /// kinds a little interleaving skew is normal (an AAC encoder's delay) and is
+    /// left as the publisher's timeline says, not flattened.
+    last_audio: Option<u32>,
+    last_video: Option<u32>,
     sent_any: bool,
     /// Hub epoch this player's timeline is based on.
     epoch: u32,
@@ -64,6 +70,8 @@ impl PlayerState {
             name,
             base: None,
             last_out: 0,
+            last_audio: None,
+            last_video: None,
             sent_any: false,
             epoch,
             started: false,
@@ -135,7 +143,7 @@ impl PlayerState {
                     }
                     self.started = true;
                     self.awaiting_key = false;
-                    return Deliver::Send(self.map_ts(msg.ts));
+                    return Deliver::Send(self.map_ts(msg.ts, MediaKind::Video));
                 }
                 if msg.keyframe {
                     if queued > 2 * p.queue_limit {
@@ -146,7 +154,7 @@ impl PlayerState {
                     self.awaiting_key = true;
                     return Deliver::Dropped(DropKind::Inter);
                 }
-                Deliver::Send(self.map_ts(msg.ts))
+                Deliver::Send(self.map_ts(msg.ts, MediaKind::Video))
             }
             MediaKind::Audio => {
                 if !self.audio_on {
@@ -159,27 +167,61 @@ impl PlayerState {
                 if queued > 3 * p.queue_limit {
                     return Deliver::Dropped(DropKind::Audio);
                 }
-                self.started = true;
-                Deliver::Send(self.map_ts(msg.ts))
+                // Audio that would land before zero or behind audio already sent (an
+                // encoder's delay against the keyframe the player started on) is left
+                // out: a decoder given repeated timestamps plays it wrong.
+                match self.map_audio_ts(msg.ts) {
+                    Some(ts) => {
+                        self.started = true;
+                        Deliver::Send(ts)
+                    }
+                    None => Deliver::Skip,
+                }
             }
             MediaKind::Data => Deliver::Send(self.last_out),
         }
     }
 
+    fn map_audio_ts(&mut self, ts: u32) -> Option<u32> {
+        if let Some(base) = self.base {
+            let out = ts.wrapping_sub(base);
+            let delta = i64::from(out.wrapping_sub(self.last_out) as i32);
+            if i64::from(self.last_out) + delta < 0 {
+                return None;
+            }
+            if self.last_audio.is_some_and(|l| (out.wrapping_sub(l) as i32) <= 0) {
+                return None;
+            }
+        }
+        Some(self.map_ts(ts, MediaKind::Audio))
+    }
+
     /// Publisher time → player time: starts at 0 (or just after what the player
-    /// already has), never goes backwards.
-    fn map_ts(&mut self, ts: u32) -> u32 {
+    /// already has), never goes backwards within a kind.
+    fn map_ts(&mut self, ts: u32, kind: MediaKind) -> u32 {
         let base = *self.base.get_or_insert_with(|| {
             let target = if self.sent_any { self.last_out.wrapping_add(1) } else { 0 };
             ts.wrapping_sub(target)
         });
         let mut out = ts.wrapping_sub(base);
-        // Interleaving jitter between audio and video (or a source that steps back):
-        // clamp rather than go backwards (RTMP players need monotonic time).
-        if self.sent_any && (out.wrapping_sub(self.last_out) as i32) < 0 {
-            out = self.last_out;
+        // Before zero (a message that predates the first one sent): clamp to 0.
+        let delta = i64::from(out.wrapping_sub(self.last_out) as i32);
+        if i64::from(self.last_out) + delta < 0 {
+            out = 0;
         }
-        self.last_out = out;
+        let last = match kind {
+            MediaKind::Audio => &mut self.last_audio,
+            _ => &mut self.last_video,
+        };
+        if let Some(l) = *last {
+            if (out.wrapping_sub(l) as i32) < 0 {
+                out = l;
+            }
+        }
+        *last = Some(out);
+        if !self.sent_any || (out.wrapping_sub(self.last_out) as i32) > 0 {
+            self.last_out = out;
+        }
         self.sent_any = true;
         out
     }
@@ -206,8 +248,10 @@ mod tests {
         assert_eq!(p.deliver(&a(5000), 0, true, t, &pol()), Deliver::Skip);
         assert_eq!(p.deliver(&v(5000, false), 0, true, t, &pol()), Deliver::Skip);
         assert_eq!(p.deliver(&v(5040, true), 0, true, t, &pol()), Deliver::Send(0));
-        assert_eq!(p.deliver(&a(5030), 0, true, t, &pol()), Deliver::Send(0), "clamped, not backwards");
+        assert_eq!(p.deliver(&a(5030), 0, true, t, &pol()), Deliver::Skip, "audio before the start is left out");
+        assert_eq!(p.deliver(&a(5050), 0, true, t, &pol()), Deliver::Send(10));
         assert_eq!(p.deliver(&v(5073, false), 0, true, t, &pol()), Deliver::Send(33));
+        assert_eq!(p.deliver(&a(5060), 0, true, t, &pol()), Deliver::Send(20), "audio behind video is kept, not flattened");
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::buf::{MediaKind, MediaMsg};
+use crate::buf::{Audience, MediaKind, MediaMsg};
+use crate::config::AudioMode;
+use crate::proto::codec::aac::OpusToAac;
 use crate::proto::depack::h264::H264Depacketizer;
 use crate::proto::depack::opus::OpusDepacketizer;
 use crate::proto::depack::{Pushed, RtpView};
@@ -91,6 +93,33 @@ struct AudioTrack {
     clock: u32,
     recv: Option<RtpReceiver>,
     depack: OpusDepacketizer,
+    /// Opus → AAC-LC, once per stream (absent with `--audio none`).
+    aac: Option<OpusToAac>,
+    /// Also send Enhanced RTMP Opus to players that asked for it (`--audio opus`).
+    opus_out: bool,
+    /// Timeline anchor: (first extended RTP ts, its timeline ms).
+    first: Option<(u64, u32)>,
+    sent_config: bool,
+    last_ms: u32,
+}
+
+/// Enhanced RTMP v2 audio (SoundFormat 9, ExAudioTagHeader): packet type in
+/// the low nibble, then the FourCC.
+const EX_AUDIO_SEQUENCE_START: u8 = 0x90;
+const EX_AUDIO_CODED_FRAMES: u8 = 0x91;
+const FOURCC_OPUS: &[u8; 4] = b"Opus";
+
+/// OpusHead identification header (RFC 7845 §5.1), the Enhanced RTMP Opus sequence start.
+fn opus_head(channels: u8) -> Vec<u8> {
+    let mut h = Vec::with_capacity(19);
+    h.extend_from_slice(b"OpusHead");
+    h.push(1); // version
+    h.push(channels);
+    h.extend_from_slice(&0u16.to_le_bytes()); // pre-skip: RTP Opus carries none
+    h.extend_from_slice(&48_000u32.to_le_bytes());
+    h.extend_from_slice(&0i16.to_le_bytes()); // output gain
+    h.push(0); // channel mapping family 0: mono/stereo
+    h
 }
 
 pub struct RtcSession {
@@ -142,6 +171,7 @@ impl RtcSession {
         now: Instant,
         chunk_size: usize,
         stats: Arc<StreamStats>,
+        audio_mode: AudioMode,
     ) -> Result<Self, RtcError> {
         let offer = sdp::parse_offer(offer_text).map_err(|e| RtcError::BadOffer(e.to_string()))?;
         let prefs = CodecPrefs { allow_g711: false, require_video_codec: true };
@@ -173,14 +203,31 @@ impl RtcSession {
             last_ms: 0,
             sent_meta: false,
         });
-        let audio = neg.audio.as_ref().map(|a| AudioTrack {
-            pt: a.pt,
-            ssrc: a.ssrc,
-            clock: a.clock_rate.max(1),
-            recv: None,
-            depack: OpusDepacketizer::new(),
-        });
+        let audio = match neg.audio.as_ref() {
+            Some(a) => {
+                let aac = match audio_mode {
+                    AudioMode::None => None,
+                    AudioMode::Aac | AudioMode::Opus => {
+                        Some(OpusToAac::new(2, 128_000).map_err(|e| RtcError::BadOffer(format!("AAC encoder: {e}")))?)
+                    }
+                };
+                Some(AudioTrack {
+                    pt: a.pt,
+                    ssrc: a.ssrc,
+                    clock: a.clock_rate.max(1),
+                    recv: None,
+                    depack: OpusDepacketizer::new(),
+                    aac,
+                    opus_out: audio_mode == AudioMode::Opus,
+                    first: None,
+                    sent_config: false,
+                    last_ms: 0,
+                })
+            }
+            None => None,
+        };
         stats.video_codec.store(if video.is_some() { 7 } else { 0 }, Relaxed);
+        // The API reports what the publisher sends.
         stats.audio_codec.store(if audio.is_some() { 13 } else { 0 }, Relaxed);
         Ok(RtcSession {
             name,
@@ -407,19 +454,21 @@ impl RtcSession {
                     let ms = v.last_ms;
                     if !v.sent_meta {
                         v.sent_meta = true;
+                        let mut props = vec![
+                            ("width".to_owned(), Value::Number(f64::from(cfg.width))),
+                            ("height".to_owned(), Value::Number(f64::from(cfg.height))),
+                            ("videocodecid".to_owned(), Value::Number(7.0)),
+                        ];
+                        // Only tracks that exist: players wait forever for an announced one.
+                        if self.audio.as_ref().is_some_and(|a| a.aac.is_some()) {
+                            props.push(("audiocodecid".into(), Value::Number(10.0)));
+                            props.push(("audiosamplerate".into(), Value::Number(48_000.0)));
+                            props.push(("audiosamplesize".into(), Value::Number(16.0)));
+                            props.push(("stereo".into(), Value::Boolean(true)));
+                        }
+                        props.push(("encoder".into(), Value::String("rtcbridge".into())));
                         let mut body = Vec::new();
-                        amf0::encode_all(
-                            &[
-                                Value::String("onMetaData".into()),
-                                Value::EcmaArray(vec![
-                                    ("width".into(), Value::Number(f64::from(cfg.width))),
-                                    ("height".into(), Value::Number(f64::from(cfg.height))),
-                                    ("videocodecid".into(), Value::Number(7.0)),
-                                    ("encoder".into(), Value::String("rtcbridge".into())),
-                                ]),
-                            ],
-                            &mut body,
-                        );
+                        amf0::encode_all(&[Value::String("onMetaData".into()), Value::EcmaArray(props)], &mut body);
                         out.push(MediaMsg::new(MediaKind::Data, ms, &body, self.chunk_size));
                     }
                     out.push(MediaMsg::new(MediaKind::Video, ms, &cfg.flv_sequence_header, self.chunk_size));
@@ -450,16 +499,55 @@ impl RtcSession {
         }
     }
 
-    fn pump_audio(&mut self, _now: Instant) {
+    fn pump_audio(&mut self, now: Instant) {
+        let start = self.first_media;
+        let cs = self.chunk_size;
+        let mut out = Vec::new();
         let Some(a) = self.audio.as_mut() else { return };
         let Some(recv) = a.recv.as_mut() else { return };
+        let aac_audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
         while let Some(p) = recv.poll_packet() {
             let view = RtpView { seq: p.seq, ts: p.ts, marker: p.marker, payload: &p.payload, after_loss: p.after_loss };
             let _ = a.depack.push(view);
-            while a.depack.take_unit().is_some() {
-                // Opus → AAC for RTMP players is not built yet: counted, not delivered.
+            while let Some(unit) = a.depack.take_unit() {
                 self.stats.audio_frames.fetch_add(1, Relaxed);
+                let ms = RtcSession::timeline_ms(&mut a.first, start, now, unit.ts, a.clock);
+                if !a.sent_config {
+                    a.sent_config = true;
+                    if let Some(t) = a.aac.as_ref() {
+                        out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &t.flv_sequence_header(), cs, aac_audience));
+                    }
+                    if a.opus_out {
+                        let mut b = vec![EX_AUDIO_SEQUENCE_START];
+                        b.extend_from_slice(FOURCC_OPUS);
+                        b.extend_from_slice(&opus_head(2));
+                        out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &b, cs, Audience::Opus));
+                    }
+                }
+                if a.opus_out {
+                    let mut b = Vec::with_capacity(unit.data.len() + 5);
+                    b.push(EX_AUDIO_CODED_FRAMES);
+                    b.extend_from_slice(FOURCC_OPUS);
+                    b.extend_from_slice(&unit.data);
+                    out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &b, cs, Audience::Opus));
+                }
+                if let Some(t) = a.aac.as_mut() {
+                    let t0 = now;
+                    let _ = t.push_opus(unit.ts, &unit.data);
+                    let _ = t0;
+                    while let Some(f) = t.poll_frame() {
+                        // AAC frames sit on a sample-count timeline anchored at the first
+                        // Opus packet: it cannot drift from the RTP clock.
+                        let base = a.first.map(|(_, m)| m).unwrap_or(0);
+                        let fms = base.wrapping_add((f.sample_pos * 1000 / 48_000) as u32);
+                        a.last_ms = fms;
+                        out.push(MediaMsg::for_audience(MediaKind::Audio, fms, &f.flv_body, cs, aac_audience));
+                    }
+                }
             }
+        }
+        for m in out {
+            self.events.push_back(RtcEvent::Media(m));
         }
     }
 

@@ -4,4 +4,5 @@
 //! AVCDecoderConfigurationRecord and FLV VIDEODATA bodies ([`h264`]).
 //! Not here: anything that decodes or transcodes media samples.
 
+pub mod aac;
 pub mod h264;

@@ -364,7 +364,7 @@ impl Worker {
             self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
         };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, stats) {
+        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, stats, self.shared.cfg.audio) {
             Ok(s) => s,
             Err(e) => {
                 self.shared.registry.release(&name, self.id);
