@@ -20,9 +20,10 @@ fn chromium_publishes_through_demo_page() {
     let (evs, raw) = run_browser(&server, "demo", "cam1", 3, |_| {});
     let seq = status_seq(&evs, "#publishStatus");
     assert!(seq.contains(&"PUBLISHING".to_string()), "never PUBLISHING: {seq:?}\n{raw}\n{}", server.log());
-    let pending = first_at(&evs, "#publishStatus", "PENDING").expect("PENDING seen");
+    let clicked = first_at(&evs, "action", "publish").expect("publish clicked");
     let publishing = first_at(&evs, "#publishStatus", "PUBLISHING").expect("PUBLISHING seen");
-    assert!(publishing - pending <= 5000, "PUBLISHING took {} ms", publishing - pending);
+    assert!(publishing - clicked <= 5000, "PUBLISHING took {} ms after the click", publishing - clicked);
+    eprintln!("PUBLISHING {} ms after clicking Publish", publishing - clicked);
     assert_eq!(seq.last().map(String::as_str), Some("UNPUBLISHED"), "stop gives UNPUBLISHED: {seq:?}");
 }
 

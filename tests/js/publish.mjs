@@ -84,6 +84,7 @@ try {
     await page.waitForSelector("#publishStream:not([disabled])", { timeout: 10000 });
     await page.fill("#publishStream", args.name);
     await page.waitForSelector("#publishBtn:not([disabled])", { timeout: 10000 });
+    out({ el: "action", text: "publish" });
     await page.click("#publishBtn");
     await until("#publishStatus", "PUBLISHING", 10000);
     const end = Date.now() + seconds * 1000;
