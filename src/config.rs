@@ -30,14 +30,16 @@ pub enum AudioMode {
     name = "rtcbridge",
     version,
     about = "WebRTC-to-RTMP relay: browsers (and RTMP encoders) publish, RTMP players play.",
-    long_about = "rtcbridge relays live streams to RTMP players (ffmpeg, VLC, OBS, nginx-rtmp/SRS edges, \
-Flash). Publish with an RTMP encoder to rtmp://HOST:1935/live/NAME and play the same URL. \
+    long_about = "rtcbridge takes live video published from a web browser over WebRTC (the Flashphoner \
+Web SDK's WebSocket protocol, or WHIP) or from an RTMP encoder, and serves it to RTMP players \
+(ffmpeg, VLC, OBS, nginx-rtmp/SRS edges, Flash) at rtmp://HOST:1935/live/NAME.\n\n\
+Open http://HOST:8080/ to publish from this browser (https with --https for other hosts). \
 One event loop per core; see README.md for the architecture and the benchmarks.\n\n\
-Not built yet: WebRTC ingest (WebSocket signaling, WHIP, ICE/DTLS-SRTP) and the Opus to AAC \
-bridge; --udp-port and --public-ip are accepted and validated for it but no UDP media is served yet."
+Not built yet: WebRTC playback (playStream answers FAILED), RTMPS, RTMP push to other servers."
 )]
 pub struct Config {
-    /// HTTP listen address: /healthz, /api/streams, /metrics (later: demo page, WebSocket signaling, WHIP).
+    /// HTTP listen address: the demo page (/), Flashphoner-compatible WebSocket signaling (any
+    /// path), WHIP (/whip/NAME), /api/streams, /metrics, /healthz.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     pub http: SocketAddr,
 
@@ -58,11 +60,12 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<std::path::PathBuf>,
 
-    /// First UDP media port: worker i will own PORT+i (reserved for WebRTC ingest, which is not built yet).
+    /// First UDP media port for WebRTC: worker i owns PORT+i (ICE, DTLS, SRTP on one port).
     #[arg(long, default_value_t = 20000, value_name = "PORT")]
     pub udp_port: u16,
 
-    /// ICE host candidate address to announce (repeatable; reserved for WebRTC ingest, not built yet).
+    /// ICE host candidate address to announce (repeatable). Default: the local address the
+    /// publisher's signaling connection arrived on.
     #[arg(long = "public-ip", value_name = "IP")]
     pub public_ip: Vec<IpAddr>,
 
