@@ -64,6 +64,9 @@ pub struct MediaMsg {
     /// Length of the message payload (without chunk headers).
     pub len: usize,
     pub audience: Audience,
+    /// When the input that completed this message arrived (the last RTP packet of a
+    /// frame), for the server-added latency histogram. None for RTMP-published media.
+    pub born: Option<std::time::Instant>,
     /// Chunk size the body was split at.
     pub chunk_size: usize,
     /// The payload split into chunks: payload[0..cs] then, per further chunk,
@@ -78,6 +81,17 @@ impl MediaMsg {
     }
 
     pub fn for_audience(kind: MediaKind, ts: u32, payload: &[u8], chunk_size: usize, audience: Audience) -> Arc<MediaMsg> {
+        Self::build(kind, ts, payload, chunk_size, audience, None)
+    }
+
+    pub fn build(
+        kind: MediaKind,
+        ts: u32,
+        payload: &[u8],
+        chunk_size: usize,
+        audience: Audience,
+        born: Option<std::time::Instant>,
+    ) -> Arc<MediaMsg> {
         let (keyframe, config) = classify(kind, payload);
         let mut chunked = Vec::with_capacity(crate::proto::rtmp::chunk::prechunked_len(
             payload.len(),
@@ -85,7 +99,7 @@ impl MediaMsg {
             kind.csid(),
         ));
         crate::proto::rtmp::chunk::prechunk(payload, chunk_size, kind.csid(), &mut chunked);
-        Arc::new(MediaMsg { kind, ts, keyframe, config, len: payload.len(), audience, chunk_size, chunked })
+        Arc::new(MediaMsg { kind, ts, keyframe, config, len: payload.len(), audience, born, chunk_size, chunked })
     }
 
     /// Bytes of the separator between chunks in `chunked` (the fmt-3 basic header).

@@ -20,6 +20,25 @@ pub struct WorkerStats {
     pub ignored_messages: AtomicU64,
     /// Media hand-offs to other cores dropped because the mesh queue was full.
     pub mesh_full: AtomicU64,
+    /// Server-added latency of WebRTC media: last RTP packet of a frame in → its FLV
+    /// message written to player sockets (cumulative-style buckets of `LATENCY_BUCKETS_MS`).
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    pub latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds (ms) of the latency histogram buckets; the last bucket is +Inf.
+pub const LATENCY_BUCKETS_MS: [f64; 14] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+impl WorkerStats {
+    /// Count one latency sample.
+    pub fn record_latency(&self, d: std::time::Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len());
+        if let Some(c) = self.latency_buckets.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
 }
 
 impl WorkerStats {

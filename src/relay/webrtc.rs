@@ -480,7 +480,7 @@ impl RtcSession {
                 if unit.keyframe {
                     self.stats.keyframes.fetch_add(1, Relaxed);
                 }
-                out.push(MediaMsg::new(MediaKind::Video, ms, &unit.flv_body, self.chunk_size));
+                out.push(MediaMsg::build(MediaKind::Video, ms, &unit.flv_body, self.chunk_size, Audience::All, Some(now)));
             }
         }
         if recv.take_keyframe_request() {
@@ -541,7 +541,7 @@ impl RtcSession {
                         let base = a.first.map(|(_, m)| m).unwrap_or(0);
                         let fms = base.wrapping_add((f.sample_pos * 1000 / 48_000) as u32);
                         a.last_ms = fms;
-                        out.push(MediaMsg::for_audience(MediaKind::Audio, fms, &f.flv_body, cs, aac_audience));
+                        out.push(MediaMsg::build(MediaKind::Audio, fms, &f.flv_body, cs, aac_audience, Some(now)));
                     }
                 }
             }

@@ -112,6 +112,20 @@ pub fn metrics(shared: &Shared) -> String {
             let _ = writeln!(o, "rtcbridge_drops_total{{worker=\"{i}\",reason=\"{reason}\"}} {}", c.load(Relaxed));
         }
     }
+    let _ = writeln!(
+        o,
+        "# HELP rtcbridge_server_latency_seconds WebRTC media: last RTP packet of a frame in to its FLV message written to players.\n# TYPE rtcbridge_server_latency_seconds histogram"
+    );
+    for (i, w) in shared.workers.iter().enumerate() {
+        let mut cum = 0u64;
+        for (j, c) in w.latency_buckets.iter().enumerate() {
+            cum += c.load(Relaxed);
+            let le = crate::relay::stats::LATENCY_BUCKETS_MS.get(j).map(|ms| format!("{}", ms / 1000.0)).unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(o, "rtcbridge_server_latency_seconds_bucket{{worker=\"{i}\",le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(o, "rtcbridge_server_latency_seconds_sum{{worker=\"{i}\"}} {}", w.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(o, "rtcbridge_server_latency_seconds_count{{worker=\"{i}\"}} {cum}");
+    }
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
     let per_stream: [StreamMetric; 9] = [

@@ -24,7 +24,7 @@ const out = (o) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, ...
 const PAGE = `<!doctype html><meta charset="utf-8"><title>record</title>
 <script>
 window.record = async (ms) => {
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
   const types = ["video/webm;codecs=vp8,opus", "video/webm"];
   const mimeType = types.find((t) => MediaRecorder.isTypeSupported(t));
   const rec = new MediaRecorder(stream, { mimeType });

@@ -112,6 +112,10 @@ pub struct Worker {
     doomed: Vec<(usize, String, bool)>,
     /// WebRTC media: this worker's UDP socket and publisher sessions.
     rtc: rtc::RtcState,
+    /// Arrival times of the media messages queued to players this turn (one entry per
+    /// message, not per player), for the latency histogram after the writes.
+    queued_born: Vec<Instant>,
+    last_born_msg: *const MediaMsg,
 }
 
 impl Worker {
@@ -155,6 +159,8 @@ impl Worker {
             seed,
             doomed: Vec::new(),
             rtc: rtc::RtcState::new(udp),
+            queued_born: Vec::new(),
+            last_born_msg: std::ptr::null(),
         })
     }
 
@@ -570,6 +576,12 @@ impl Worker {
         match ps.deliver(msg, c.tx.len(), has_video, now, &self.policy) {
             Deliver::Send(ts) => {
                 r.session.queue_media(ps.msid, ts, msg, &mut c.tx);
+                if let Some(b) = msg.born {
+                    if !std::ptr::eq(self.last_born_msg, Arc::as_ptr(msg)) {
+                        self.last_born_msg = Arc::as_ptr(msg);
+                        self.queued_born.push(b);
+                    }
+                }
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push(p.idx);
@@ -882,6 +894,16 @@ impl Worker {
         self.dirty = dirty;
         self.dirty.clear();
         WorkerStats::add(&self.shared.workers[self.id].bytes_out, out_bytes);
+        if !self.queued_born.is_empty() {
+            // A second clock read, only in turns that wrote WebRTC media: the end of the
+            // writes is what server-added latency is measured to.
+            let written = now();
+            let w = &self.shared.workers[self.id];
+            for b in self.queued_born.drain(..) {
+                w.record_latency(written.saturating_duration_since(b));
+            }
+            self.last_born_msg = std::ptr::null();
+        }
     }
 
     fn reap(&mut self, now: Instant) {
