@@ -198,3 +198,33 @@ fn chromium_publishes_over_https_and_wss() {
     assert!(seq.contains(&"PUBLISHING".to_string()), "never PUBLISHING over wss: {seq:?}\n{raw}\n{}", server.log());
     assert!(server.log().contains("wss 127.0.0.1:"), "the signaling connection was TLS: {}", server.log());
 }
+
+#[test]
+fn aiortc_g711_audio_passes_through_to_rtmp() {
+    if netns::reexec("aiortc_g711_audio_passes_through_to_rtmp") {
+        return;
+    }
+    let server = Server::start(&[]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("py").join("whip_publish.py");
+    let url = format!("http://127.0.0.1:{}/whip/g711", server.http_port);
+    let mut publisher = Command::new(tool("python3"))
+        .arg(&script)
+        .arg(&url)
+        .arg("8")
+        .arg("PCMU")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run aiortc");
+    common::wait_for(Duration::from_secs(15), "g711 stream live", || server.stream("g711").is_some_and(|s| s["audio"]["frames"].as_u64().unwrap_or(0) > 20));
+    let s = server.stream("g711").expect("live");
+    assert_eq!(s["audio"]["codec"], "pcmu", "{s}");
+    let probe = Command::new(tool("ffprobe"))
+        .args(["-v", "error", "-show_entries", "stream=codec_name,sample_rate,channels", "-of", "compact", &server.rtmp_url("g711")])
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(text.contains("codec_name=pcm_mulaw") && text.contains("sample_rate=8000"), "G.711 µ-law passed through: {text}");
+    assert!(text.contains("codec_name=h264"), "{text}");
+    let status = publisher.wait().expect("aiortc exit");
+    assert!(status.success(), "aiortc WHIP publish with PCMU failed\n{}", server.log());
+}

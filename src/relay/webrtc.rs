@@ -30,7 +30,7 @@ use crate::proto::dtls::{DtlsEvent, DtlsIdentity, DtlsServer, SrtpKeys, SrtpSuit
 use crate::proto::ice::{IceEvent, IceLite};
 use crate::proto::rtmp::{amf::Value, amf0};
 use crate::proto::rtp_recv::{RtpReceiver, TwccRecorder};
-use crate::proto::sdp::{self, CodecPrefs, LocalParams, SdpError};
+use crate::proto::sdp::{self, CodecPrefs, LocalParams, SdpAudioCodec, SdpError};
 use crate::proto::srtp::{SrtpContext, SrtpProfile};
 use crate::proto::{rtcp, rtp, stun};
 use crate::relay::StreamStats;
@@ -97,6 +97,9 @@ struct AudioTrack {
     aac: Option<OpusToAac>,
     /// Also send Enhanced RTMP Opus to players that asked for it (`--audio opus`).
     opus_out: bool,
+    /// G.711 from the browser: passed through as FLV SoundFormat 7 (A-law) or 8 (µ-law),
+    /// 8 kHz mono (FLV spec E.4.2.1); the value is the FLV tag's first byte.
+    g711: Option<u8>,
     /// Timeline anchor: (first extended RTP ts, its timeline ms).
     first: Option<(u64, u32)>,
     sent_config: bool,
@@ -174,7 +177,7 @@ impl RtcSession {
         audio_mode: AudioMode,
     ) -> Result<Self, RtcError> {
         let offer = sdp::parse_offer(offer_text).map_err(|e| RtcError::BadOffer(e.to_string()))?;
-        let prefs = CodecPrefs { allow_g711: false, require_video_codec: true };
+        let prefs = CodecPrefs { allow_g711: true, require_video_codec: true };
         let neg = sdp::negotiate(&offer, &prefs).map_err(|e| match e {
             SdpError::NoCommonCodecs => RtcError::NoCommonCodecs,
             other => RtcError::BadOffer(other.to_string()),
@@ -205,7 +208,13 @@ impl RtcSession {
         });
         let audio = match neg.audio.as_ref() {
             Some(a) => {
+                let g711 = match (a.codec, audio_mode) {
+                    (_, AudioMode::None) | (SdpAudioCodec::Opus, _) => None,
+                    (SdpAudioCodec::Pcma, _) => Some(0x72), // 7 << 4 | 16-bit, mono
+                    (SdpAudioCodec::Pcmu, _) => Some(0x82),
+                };
                 let aac = match audio_mode {
+                    _ if a.codec != SdpAudioCodec::Opus => None,
                     AudioMode::None => None,
                     AudioMode::Aac | AudioMode::Opus => {
                         Some(OpusToAac::new(2, 128_000).map_err(|e| RtcError::BadOffer(format!("AAC encoder: {e}")))?)
@@ -218,7 +227,8 @@ impl RtcSession {
                     recv: None,
                     depack: OpusDepacketizer::new(),
                     aac,
-                    opus_out: audio_mode == AudioMode::Opus,
+                    opus_out: audio_mode == AudioMode::Opus && a.codec == SdpAudioCodec::Opus,
+                    g711,
                     first: None,
                     sent_config: false,
                     last_ms: 0,
@@ -228,7 +238,13 @@ impl RtcSession {
         };
         stats.video_codec.store(if video.is_some() { 7 } else { 0 }, Relaxed);
         // The API reports what the publisher sends.
-        stats.audio_codec.store(if audio.is_some() { 13 } else { 0 }, Relaxed);
+        let audio_id = match neg.audio.as_ref().map(|a| a.codec) {
+            Some(SdpAudioCodec::Opus) => 13,
+            Some(SdpAudioCodec::Pcma) => 7,
+            Some(SdpAudioCodec::Pcmu) => 8,
+            None => 0,
+        };
+        stats.audio_codec.store(audio_id, Relaxed);
         Ok(RtcSession {
             name,
             answer,
@@ -465,6 +481,11 @@ impl RtcSession {
                             props.push(("audiosamplerate".into(), Value::Number(48_000.0)));
                             props.push(("audiosamplesize".into(), Value::Number(16.0)));
                             props.push(("stereo".into(), Value::Boolean(true)));
+                        } else if let Some(tag) = self.audio.as_ref().and_then(|a| a.g711) {
+                            props.push(("audiocodecid".into(), Value::Number(f64::from(tag >> 4))));
+                            props.push(("audiosamplerate".into(), Value::Number(8_000.0)));
+                            props.push(("audiosamplesize".into(), Value::Number(16.0)));
+                            props.push(("stereo".into(), Value::Boolean(false)));
                         }
                         props.push(("encoder".into(), Value::String("rtcbridge".into())));
                         let mut body = Vec::new();
@@ -508,6 +529,19 @@ impl RtcSession {
         let aac_audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
         while let Some(p) = recv.poll_packet() {
             let view = RtpView { seq: p.seq, ts: p.ts, marker: p.marker, payload: &p.payload, after_loss: p.after_loss };
+            if let Some(tag) = a.g711 {
+                // G.711: each RTP payload is a run of 8-bit samples; pass it through.
+                if p.payload.is_empty() {
+                    continue;
+                }
+                self.stats.audio_frames.fetch_add(1, Relaxed);
+                let ms = RtcSession::timeline_ms(&mut a.first, start, now, p.ts, a.clock);
+                let mut b = Vec::with_capacity(p.payload.len() + 1);
+                b.push(tag);
+                b.extend_from_slice(&p.payload);
+                out.push(MediaMsg::build(MediaKind::Audio, ms, &b, cs, Audience::All, Some(now)));
+                continue;
+            }
             let _ = a.depack.push(view);
             while let Some(unit) = a.depack.take_unit() {
                 self.stats.audio_frames.fetch_add(1, Relaxed);

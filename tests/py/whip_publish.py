@@ -1,6 +1,8 @@
 """Publish to a WHIP endpoint with aiortc (a WebRTC implementation we did not write).
 
-    python3 whip_publish.py http://127.0.0.1:PORT/whip/NAME SECONDS
+    python3 whip_publish.py http://127.0.0.1:PORT/whip/NAME SECONDS [AUDIO_CODEC]
+
+AUDIO_CODEC: opus (default), PCMU or PCMA (offered alone, to check G.711 pass-through).
 
 Sends H.264 (a moving test pattern, encoded by aiortc through PyAV/libx264) and
 Opus (aiortc's silence track). Prints JSON lines: {"event": ..., ...}; exit 0 when
@@ -58,7 +60,7 @@ def http(method, url, body=None, ctype=None):
         return e.code, dict(e.headers), e.read().decode()
 
 
-async def main(url, seconds):
+async def main(url, seconds, audio_codec):
     pc = RTCPeerConnection()
     state = {"connected": False}
 
@@ -71,7 +73,10 @@ async def main(url, seconds):
     video = pc.addTransceiver(Pattern(), direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video")
     video.setCodecPreferences([c for c in caps.codecs if c.mimeType in ("video/H264", "video/rtx")])
-    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    audio = pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    if audio_codec.lower() != "opus":
+        acaps = RTCRtpSender.getCapabilities("audio")
+        audio.setCodecPreferences([c for c in acaps.codecs if c.mimeType == "audio/" + audio_codec])
     await pc.setLocalDescription(await pc.createOffer())
     status, headers, answer = await asyncio.get_event_loop().run_in_executor(
         None, http, "POST", url, pc.localDescription.sdp.encode(), "application/sdp")
@@ -96,4 +101,4 @@ async def main(url, seconds):
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]))))
+    sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "opus")))

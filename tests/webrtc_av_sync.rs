@@ -1,0 +1,228 @@
+//! A/V sync measured, not assumed: headless Chromium publishes a clip with a
+//! flash (one white frame) and a beep (40 ms of 1 kHz) at the same instant
+//! every second (a few seconds left out, so that a whole-second offset cannot
+//! hide: see avsync::marker_at), through its fake camera and microphone
+//! (`--use-file-for-fake-video-capture` / `--use-file-for-fake-audio-capture`),
+//! and ffmpeg finds both in the RTMP output.
+//!
+//! Chromium puts a fixed offset of its own between its fake audio and video,
+//! so the reference is not zero but a local MediaRecorder recording of the
+//! same clip in the same run (tests/js/record.mjs: no server, no peer
+//! connection). What must hold for the RTMP output, over a minute:
+//! - the median flash-to-beep offset is within 40 ms of the local recording's;
+//! - it drifts by less than 20 ms (median of the last 10 s against the first 10 s).
+//!
+//! The clip is long enough that Chromium never loops it during the test (see
+//! tests/common/avsync.rs: its y4m reader repeats the first frame on every
+//! wrap, which alone would drift 16.7 ms/s against the audio). Runs inside a
+//! loopback-only network namespace like every WebRTC test.
+
+mod common;
+// Self-contained (std only); equally usable as `common::avsync` once
+// tests/common/mod.rs declares `pub mod avsync;`.
+#[path = "common/avsync.rs"]
+mod avsync;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use avsync::{Clip, Onsets, Pair};
+use common::browser::{first_at, js_dir, run_browser_at};
+use common::{netns, scratch_path, tool, wait_child, ChildGuard, Server};
+
+const NAME: &str = "avsync1";
+/// Seconds of the local MediaRecorder baseline.
+const BASELINE_SECS: u32 = 10;
+/// Seconds of RTMP output recorded and analysed.
+const RECORD_SECS: u32 = 62;
+/// Seconds the browser keeps publishing after PUBLISHING (the recorder starts
+/// then and needs a moment to connect).
+const PUBLISH_SECS: u32 = RECORD_SECS + 6;
+/// Clip length: more than Chromium's capture runs (connect + publish + margin).
+const CLIP_SECS: u32 = PUBLISH_SECS + 20;
+/// Allowed difference between the relay's median offset and Chromium's own.
+const MAX_OFFSET_ERR_MS: f64 = 40.0;
+/// Allowed change of the relay's offset from the first to the last 10 s.
+const MAX_DRIFT_MS: f64 = 20.0;
+const EDGE_SECS: f64 = 10.0;
+
+/// Share of the clip's seconds that carry a flash and a beep (avsync::marker_at).
+fn marker_share() -> f64 {
+    (0..77).filter(|s| avsync::marker_at(*s)).count() as f64 / 77.0
+}
+
+fn measure(what: &str, media: &Path) -> (Onsets, Vec<Pair>) {
+    let ffmpeg = tool("ffmpeg");
+    let o = avsync::measure(&ffmpeg, media).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let pairs = avsync::pair(&o);
+    eprintln!(
+        "{what}: {} video frames (luma dark {:.0} / flash {:.0}), {} audio windows of {} samples \
+         (level quiet {:.0} dB / beep {:.0} dB); {} flashes, {} beeps, {} pairs",
+        o.video_frames,
+        o.luma.0,
+        o.luma.1,
+        o.audio_windows,
+        avsync::WINDOW,
+        o.level.0,
+        o.level.1,
+        o.flashes.len(),
+        o.beeps.len(),
+        pairs.len()
+    );
+    eprintln!("{what}: flash time:beep-flash ms: {}", avsync::describe(&pairs));
+    let (lone_flashes, lone_beeps) = avsync::unpaired(&o);
+    eprintln!("{what}: flashes without a beep {lone_flashes:.2?}, beeps without a flash {lone_beeps:.2?}");
+    // A cut at each end of the recording may leave one of each; more flashes
+    // without a beep mean audio missing or whole seconds off the video (the
+    // clip's gaps then fall on different seconds in audio and video).
+    assert!(
+        lone_flashes.len() <= 2,
+        "{what}: {} flashes without a beep within 0.5 s ({lone_flashes:.2?}; beeps {:.2?}): audio missing, or whole seconds away from the video",
+        lone_flashes.len(),
+        o.beeps
+    );
+    (o, pairs)
+}
+
+/// tests/js/record.mjs: Chromium records its own fake devices locally.
+fn record_baseline(clip: &Clip) -> PathBuf {
+    let out = scratch_path("avsync-local", "webm");
+    let mut child = Command::new(tool("node"))
+        .current_dir(js_dir())
+        .arg("record.mjs")
+        .arg("--video")
+        .arg(&clip.y4m)
+        .arg("--audio")
+        .arg(&clip.wav)
+        .args(["--seconds", &BASELINE_SECS.to_string(), "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node record.mjs");
+    let stdout = child.stdout.take().expect("record.mjs stdout");
+    let reader = std::thread::spawn(move || {
+        let mut raw = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            raw.push_str(&line);
+            raw.push('\n');
+        }
+        raw
+    });
+    let mut guard = ChildGuard::new("record.mjs", child);
+    let status = wait_child(&mut guard.child, Duration::from_secs(u64::from(BASELINE_SECS) + 60));
+    drop(guard);
+    let raw = reader.join().unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()) && out.is_file(),
+        "record.mjs (local MediaRecorder baseline) failed ({status:?}):\n{raw}"
+    );
+    out
+}
+
+#[test]
+fn rtmp_output_keeps_chromiums_own_av_offset() {
+    if netns::reexec("rtmp_output_keeps_chromiums_own_av_offset") {
+        return;
+    }
+    let t0 = Instant::now();
+    assert!(
+        js_dir().join("node_modules").join("playwright-core").is_dir(),
+        "tests/js/node_modules missing: run tools/test-all (npm install in tests/js)"
+    );
+    assert!(PathBuf::from("/usr/bin/chromium").is_file(), "chromium not found: run tools/test-all");
+    let ffmpeg = tool("ffmpeg");
+    let clip = Clip::generate(&ffmpeg, &common::scratch_dir(), CLIP_SECS);
+    eprintln!("clip: {} s, {} + {} ({:.1} s)", clip.secs, clip.y4m.display(), clip.wav.display(), t0.elapsed().as_secs_f64());
+
+    // 1. Chromium's own offset: a local recording, no server.
+    let local = record_baseline(&clip);
+    let (_, base_pairs) = measure("local MediaRecorder", &local);
+    assert!(base_pairs.len() as f64 >= marker_share() * f64::from(BASELINE_SECS) - 3.0, "too few flash/beep pairs in the local recording {}", local.display());
+    let base_offsets: Vec<f64> = base_pairs.iter().map(|p| p.offset_ms).collect();
+    let baseline = avsync::median(&base_offsets);
+    let spread = base_offsets.iter().map(|o| (o - baseline).abs()).fold(0.0, f64::max);
+    eprintln!("baseline (Chromium's own beep - flash): median {baseline:+.1} ms, max deviation {spread:.1} ms ({:.1} s)", t0.elapsed().as_secs_f64());
+
+    // 2. Through the server: publish the same clip, record the RTMP output.
+    let server = Server::start(&["--workers", "1"]);
+    let url = server.rtmp_url(NAME);
+    let flv = scratch_path("avsync-rtmp", "flv");
+    let rec_err = scratch_path("avsync-rtmp", "err");
+    let http = format!("http://127.0.0.1:{}", server.http_port);
+    let ws = format!("ws://127.0.0.1:{}/", server.http_port);
+    let video_arg = clip.y4m.to_string_lossy().into_owned();
+    let audio_arg = clip.wav.to_string_lossy().into_owned();
+    let extra = ["--video", video_arg.as_str(), "--audio", audio_arg.as_str()];
+    let mut recorder: Option<(ChildGuard, Instant)> = None;
+    let (evs, raw) = run_browser_at(&http, &ws, &extra, "demo", NAME, PUBLISH_SECS, |evs| {
+        if recorder.is_none() && first_at(evs, "#publishStatus", "PUBLISHING").is_some() {
+            let err = std::fs::File::create(&rec_err).expect("recorder stderr file");
+            let child = Command::new(&ffmpeg)
+                .args(["-hide_banner", "-nostdin", "-v", "error", "-rw_timeout", "5000000", "-i", &url])
+                .args(["-t", &RECORD_SECS.to_string(), "-map", "0", "-c", "copy", "-y"])
+                .arg(&flv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(err))
+                .spawn()
+                .expect("start the ffmpeg RTMP recorder");
+            recorder = Some((ChildGuard::new("ffmpeg recorder", child), Instant::now()));
+        }
+    });
+    let (mut rec, started) = recorder.unwrap_or_else(|| panic!("the page never reached PUBLISHING\n{raw}\n{}", common::tail(&server.log(), 40)));
+    let status = wait_child(&mut rec.child, Duration::from_secs(30));
+    let rec_stderr = common::read_file_lossy(&rec_err);
+    eprintln!(
+        "RTMP recorder: {status:?} after {:.1} s, {} bytes; stderr: {:?}; browser statuses: {:?}",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&flv).map(|m| m.len()).unwrap_or(0),
+        rec_stderr.trim(),
+        evs.iter().filter(|e| e.el == "#publishStatus").map(|e| (e.t, e.text.as_str())).collect::<Vec<_>>()
+    );
+    assert!(status.is_some_and(|s| s.success()) && flv.is_file(), "the RTMP recorder failed ({status:?}): {rec_stderr}\n{}", common::tail(&server.log(), 40));
+    drop(rec);
+
+    let (_, pairs) = measure("RTMP output", &flv);
+    let expected = marker_share() * f64::from(RECORD_SECS);
+    assert!(
+        pairs.len() as f64 >= 0.75 * expected,
+        "only {} flash/beep pairs in {RECORD_SECS} s of RTMP output {} (~{expected:.0} expected)",
+        pairs.len(),
+        flv.display()
+    );
+    let offsets: Vec<f64> = pairs.iter().map(|p| p.offset_ms).collect();
+    let relay = avsync::median(&offsets);
+    let first_t = pairs.first().map(|p| p.flash).unwrap_or(0.0);
+    let last_t = pairs.last().map(|p| p.flash).unwrap_or(0.0);
+    let (head, nh) = avsync::median_in(&pairs, first_t, first_t + EDGE_SECS).expect("pairs in the first 10 s");
+    let (tail, nt) = avsync::median_in(&pairs, last_t - EDGE_SECS + 1e-6, last_t + 1.0).expect("pairs in the last 10 s");
+    let drift = tail - head;
+    let err = relay - baseline;
+    eprintln!(
+        "A/V sync: Chromium's own {baseline:+.1} ms; RTMP output {relay:+.1} ms over {:.0} s ({} pairs), \
+         difference {err:+.1} ms (limit ±{MAX_OFFSET_ERR_MS}); first 10 s {head:+.1} ms ({nh}), last 10 s {tail:+.1} ms ({nt}), \
+         drift {drift:+.1} ms (limit ±{MAX_DRIFT_MS}); test ran {:.1} s",
+        last_t - first_t,
+        pairs.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        err.abs() <= MAX_OFFSET_ERR_MS,
+        "RTMP output's beep-flash offset {relay:+.1} ms is {err:+.1} ms from Chromium's own {baseline:+.1} ms (limit ±{MAX_OFFSET_ERR_MS} ms); \
+         per second: {}",
+        avsync::describe(&pairs)
+    );
+    assert!(
+        drift.abs() < MAX_DRIFT_MS,
+        "RTMP output's beep-flash offset drifts {drift:+.1} ms in {:.0} s (first 10 s {head:+.1} ms, last 10 s {tail:+.1} ms; limit ±{MAX_DRIFT_MS} ms); \
+         per second: {}",
+        last_t - first_t,
+        avsync::describe(&pairs)
+    );
+    let _ = std::fs::remove_file(&flv);
+    let _ = std::fs::remove_file(&local);
+}
