@@ -96,6 +96,10 @@ fn chromium_stream_has_h264_and_opus_in_api() {
     let a = &s["audio"];
     assert_eq!(a["codec"], "opus", "{s}");
     assert!(a["frames"].as_u64().unwrap_or(0) >= 250, "at least 250 Opus frames: {s}");
+    // Bridge numbers: keyframes requested (periodic PLI keeps the GOP young), A/V offset sane.
+    assert!(s["webrtc"]["keyframe_requests"].as_u64().unwrap_or(0) >= 2, "keyframe requests: {s}");
+    assert!(s["gop_age_ms"].as_u64().is_some_and(|g| g <= 4000), "GOP age within ~2 keyframe intervals: {s}");
+    assert!(s["webrtc"]["av_offset_ms"].as_i64().is_some_and(|o| o.abs() < 500), "A/V offset: {s}");
 }
 
 #[test]

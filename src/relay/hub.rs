@@ -40,6 +40,8 @@ pub struct StreamHub {
     pub remote: u64,
     /// Subscriber only: the core that owns the stream.
     pub owner_core: Option<usize>,
+    /// Owner only: the stream's shared counters.
+    pub stats: Option<std::sync::Arc<crate::relay::StreamStats>>,
     pub players: Vec<PlayerRef>,
     /// When the publisher vanished; players get UnpublishNotify if it has not
     /// come back by `grace_until`.
@@ -65,6 +67,7 @@ impl StreamHub {
             owned: false,
             remote: 0,
             owner_core: None,
+            stats: None,
             players: Vec::new(),
             grace_until: None,
             announced_gone: true,

@@ -73,6 +73,10 @@ pub struct StreamStats {
     pub jitter_us: AtomicU64,
     /// Units dropped because they had a hole (never emitted).
     pub units_dropped: AtomicU64,
+    /// Latest audio minus latest video time on the stream's timeline, ms (WebRTC).
+    pub av_offset_ms: AtomicI64,
+    /// When the latest keyframe arrived, µs since the server started (0 = none yet).
+    pub keyframe_at_us: AtomicU64,
 }
 
 impl StreamStats {

@@ -546,6 +546,9 @@ impl RtcSession {
             while let Some(unit) = a.depack.take_unit() {
                 self.stats.audio_frames.fetch_add(1, Relaxed);
                 let ms = RtcSession::timeline_ms(&mut a.first, start, now, unit.ts, a.clock);
+                if a.aac.is_none() {
+                    a.last_ms = ms;
+                }
                 if !a.sent_config {
                     a.sent_config = true;
                     if let Some(t) = a.aac.as_ref() {
@@ -578,6 +581,11 @@ impl RtcSession {
                         out.push(MediaMsg::build(MediaKind::Audio, fms, &f.flv_body, cs, aac_audience, Some(now)));
                     }
                 }
+            }
+        }
+        if let (Some(a), Some(v)) = (self.audio.as_ref(), self.video.as_ref()) {
+            if a.first.is_some() && v.first.is_some() {
+                self.stats.av_offset_ms.store(i64::from(a.last_ms) - i64::from(v.last_ms), Relaxed);
             }
         }
         for m in out {

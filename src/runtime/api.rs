@@ -64,12 +64,32 @@ pub fn streams_json(shared: &Shared) -> String {
             } else {
                 serde_json::Value::Null
             };
+            let kf = StreamStats::get(&s.keyframe_at_us);
+            let gop_age_ms = if kf == 0 {
+                serde_json::Value::Null
+            } else {
+                let now_us = super::now().saturating_duration_since(shared.started).as_micros() as u64;
+                serde_json::json!(now_us.saturating_sub(kf) / 1000)
+            };
+            let webrtc = if r.source == "webrtc" {
+                serde_json::json!({
+                    "av_offset_ms": s.av_offset_ms.load(std::sync::atomic::Ordering::Relaxed),
+                    "keyframe_requests": StreamStats::get(&s.plis),
+                    "rtp_packets": StreamStats::get(&s.rtp_packets),
+                    "rtp_lost": StreamStats::get(&s.rtp_lost),
+                    "nacks": StreamStats::get(&s.nacks),
+                })
+            } else {
+                serde_json::Value::Null
+            };
             serde_json::json!({
                 "name": &*r.name,
                 "source": r.source,
                 "video": video,
                 "audio": audio,
                 "players": s.players.load(std::sync::atomic::Ordering::Relaxed).max(0),
+                "gop_age_ms": gop_age_ms,
+                "webrtc": webrtc,
             })
         })
         .collect();
@@ -128,7 +148,8 @@ pub fn metrics(shared: &Shared) -> String {
     }
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
-    let per_stream: [StreamMetric; 9] = [
+    let per_stream: [StreamMetric; 10] = [
+        ("rtcbridge_stream_keyframe_at_microseconds", "gauge", "When the latest keyframe arrived, since server start (GOP age = uptime - this).", |s| StreamStats::get(&s.keyframe_at_us)),
         ("rtcbridge_stream_video_frames_total", "counter", "Video frames received.", |s| StreamStats::get(&s.video_frames)),
         ("rtcbridge_stream_audio_frames_total", "counter", "Audio frames received.", |s| StreamStats::get(&s.audio_frames)),
         ("rtcbridge_stream_rtp_packets_total", "counter", "RTP packets received (WebRTC).", |s| StreamStats::get(&s.rtp_packets)),
@@ -140,6 +161,11 @@ pub fn metrics(shared: &Shared) -> String {
         ("rtcbridge_stream_jitter_microseconds", "gauge", "Video interarrival jitter (RFC 3550 A.8).", |s| StreamStats::get(&s.jitter_us)),
     ];
     let rows = shared.registry.live();
+    let _ = writeln!(o, "# HELP rtcbridge_stream_av_offset_ms Latest audio minus latest video time on the stream timeline (WebRTC).\n# TYPE rtcbridge_stream_av_offset_ms gauge");
+    for r in &rows {
+        let label: String = r.name.chars().map(|c| if c == '"' || c == '\\' || c == '\n' { '_' } else { c }).collect();
+        let _ = writeln!(o, "rtcbridge_stream_av_offset_ms{{stream=\"{label}\",source=\"{}\"}} {}", r.source, r.stats.av_offset_ms.load(Relaxed));
+    }
     for (name, kind, help, f) in per_stream {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for r in &rows {

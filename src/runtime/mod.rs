@@ -26,6 +26,8 @@ pub struct Shared {
     pub registry: Registry,
     pub workers: Vec<WorkerStats>,
     pub shutdown: AtomicBool,
+    /// When the server started (GOP age in the API is measured from it).
+    pub started: Instant,
     /// TLS server config for `--https`, when given.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// DTLS certificate and fingerprint shared by every WebRTC session.
@@ -61,6 +63,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         registry: Registry::default(),
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),
+        started: now(),
         tls: match (&cfg.https, &cfg.tls_cert, &cfg.tls_key) {
             (Some(_), Some(c), Some(k)) => {
                 Some(tls::load_server_config(c, k).map_err(|e| io::Error::other(format!("--tls-cert/--tls-key: {e}")))?)

@@ -81,6 +81,8 @@ fn run(ffmpeg: &Path, args: &[&str], out: &Path) {
 /// What ffmpeg saw in a recording: onsets in seconds of the file's own timeline.
 #[derive(Debug, Default)]
 pub struct Onsets {
+    /// Every decoded video frame's time.
+    pub video_times: Vec<f64>,
     pub flashes: Vec<f64>,
     pub beeps: Vec<f64>,
     pub video_frames: usize,
@@ -135,7 +137,7 @@ pub fn measure(ffmpeg: &Path, media: &Path) -> Result<Onsets, String> {
     let level = parse_metadata(&fs::read_to_string(&atxt).map_err(|e| format!("{}: {e}", atxt.display()))?);
     let (flashes, lum) = flash_onsets(&luma);
     let (beeps, lev) = beep_onsets(&level);
-    Ok(Onsets { flashes, beeps, video_frames: luma.len(), audio_windows: level.len(), luma: lum, level: lev })
+    Ok(Onsets { video_times: luma.iter().map(|f| f.0).collect(), flashes, beeps, video_frames: luma.len(), audio_windows: level.len(), luma: lum, level: lev })
 }
 
 /// (pts_time, value) from `metadata=print` / `ametadata=print` output.
@@ -255,7 +257,258 @@ pub fn median_in(pairs: &[Pair], from: f64, to: f64) -> Option<(f64, usize)> {
     (!v.is_empty()).then(|| (median(&v), v.len()))
 }
 
+/// How far each onset (flash or beep) sits from the whole-second grid of the
+/// clip's content, in ms, against the median of those in the first `ref_secs`:
+/// 0 while that track's timeline keeps pace with the content; a step where
+/// its timestamps jumped (or stalled) against the content.
+pub fn slips(times: &[f64], ref_secs: f64) -> Vec<f64> {
+    let Some(&t0) = times.first() else { return Vec::new() };
+    let r: Vec<f64> = times.iter().map(|t| (t - t0) - (t - t0).round()).collect();
+    let head: Vec<f64> = times.iter().zip(&r).filter(|(t, _)| **t - t0 < ref_secs).map(|(_, r)| *r).collect();
+    let base = median(&head);
+    r.iter().map(|x| (x - base) * 1000.0).collect()
+}
+
+/// Transit of one SSRC's packets: arrival at the tap minus RTP time, in ms,
+/// relative to the first packet (positive: later than its RTP clock says).
+pub fn transit(seen: &[RtpSeen], ssrc: u32, clock: f64) -> Vec<(Instant, f64)> {
+    let mut out = Vec::new();
+    let mut first: Option<(Instant, i64)> = None;
+    let mut prev: Option<(u32, i64)> = None;
+    for p in seen.iter().filter(|p| p.ssrc == ssrc) {
+        let ext = match prev {
+            None => i64::from(p.ts),
+            Some((pt, pe)) => pe + i64::from(p.ts.wrapping_sub(pt) as i32),
+        };
+        prev = Some((p.ts, ext));
+        let (a0, t0) = *first.get_or_insert((p.at, ext));
+        let d = p.at.saturating_duration_since(a0).as_secs_f64() * 1000.0 - (ext - t0) as f64 * 1000.0 / clock;
+        out.push((p.at, d));
+    }
+    out
+}
+
+/// The audio SSRC: one packet per timestamp, stepping by multiples of 960.
+pub fn audio_ssrc(seen: &[RtpSeen]) -> Option<u32> {
+    let mut by: HashMap<u32, (usize, usize)> = HashMap::new();
+    let mut last: HashMap<u32, u32> = HashMap::new();
+    for p in seen {
+        let e = by.entry(p.ssrc).or_default();
+        e.0 += 1;
+        if let Some(prev) = last.insert(p.ssrc, p.ts) {
+            let d = p.ts.wrapping_sub(prev);
+            if d != 0 && d % 960 == 0 && d < 48_000 {
+                e.1 += 1;
+            }
+        }
+    }
+    by.into_iter().filter(|(_, (n, ok))| *n > 50 && *ok * 10 >= *n * 9).max_by_key(|(_, (n, _))| *n).map(|(s, _)| s)
+}
+
 /// "t:offset" for every pair, for the log.
 pub fn describe(pairs: &[Pair]) -> String {
     pairs.iter().map(|p| format!("{:.2}s:{:+.0}", p.flash, p.offset_ms)).collect::<Vec<_>>().join(" ")
+}
+
+// ---------------------------------------------------------------------------
+// What the browser sent: an RTP header tap
+// ---------------------------------------------------------------------------
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The clear-text header of one RTP packet from the browser (SRTP encrypts
+/// only the payload).
+#[derive(Clone, Copy, Debug)]
+pub struct RtpSeen {
+    pub at: Instant,
+    pub ssrc: u32,
+    pub pt: u8,
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+}
+
+fn rtp_header(p: &[u8], at: Instant) -> Option<RtpSeen> {
+    // RFC 7983: 128..=191 is RTP/RTCP; RFC 5761: 192..=223 in byte 1 is RTCP.
+    if p.len() < 12 || !(128..=191).contains(&p[0]) || (192..=223).contains(&p[1]) {
+        return None;
+    }
+    Some(RtpSeen {
+        at,
+        ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        pt: p[1] & 0x7f,
+        seq: u16::from_be_bytes([p[2], p[3]]),
+        ts: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        marker: p[1] & 0x80 != 0,
+    })
+}
+
+/// A UDP relay between the browser and the server that forwards everything
+/// unchanged and keeps the RTP headers the browser sent. The server announces
+/// the tap as its ICE candidate (`--public-ip 127.0.0.1 --candidate-port PORT`).
+pub struct RtpTap {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<RtpSeen>>>,
+    stop: Arc<AtomicBool>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl RtpTap {
+    /// The browser-facing socket, bound before the server starts so that its
+    /// port can be announced.
+    pub fn bind() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").expect("bind tap socket")
+    }
+
+    pub fn start(down: UdpSocket, server: SocketAddr) -> RtpTap {
+        let port = down.local_addr().expect("tap addr").port();
+        let down = Arc::new(down);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
+        let t = {
+            let (seen, stop, threads) = (seen.clone(), stop.clone(), threads.clone());
+            thread::Builder::new()
+                .name("tap-up".into())
+                .spawn(move || tap_up(down, server, seen, stop, threads))
+                .expect("spawn tap thread")
+        };
+        threads.lock().unwrap().push(t);
+        RtpTap { port, seen, stop, threads }
+    }
+
+    pub fn packets(&self) -> Vec<RtpSeen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RtpTap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        while let Some(t) = self.threads.lock().unwrap().pop() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tap_up(
+    down: Arc<UdpSocket>,
+    server: SocketAddr,
+    seen: Arc<Mutex<Vec<RtpSeen>>>,
+    stop: Arc<AtomicBool>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let _ = down.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut ups: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        let Ok((n, from)) = down.recv_from(&mut buf) else { continue };
+        let at = Instant::now();
+        let up = ups
+            .entry(from)
+            .or_insert_with(|| {
+                // One upstream socket per browser address, so replies map back.
+                let up = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind tap upstream socket"));
+                let (u, d, s) = (up.clone(), down.clone(), stop.clone());
+                let t = thread::Builder::new()
+                    .name("tap-down".into())
+                    .spawn(move || {
+                        let _ = u.set_read_timeout(Some(Duration::from_millis(50)));
+                        let mut b = vec![0u8; 65536];
+                        while !s.load(Ordering::SeqCst) {
+                            if let Ok((n, _)) = u.recv_from(&mut b) {
+                                let _ = d.send_to(&b[..n], from);
+                            }
+                        }
+                    })
+                    .expect("spawn tap reply thread");
+                threads.lock().unwrap().push(t);
+                up
+            })
+            .clone();
+        if let Some(h) = rtp_header(&buf[..n], at) {
+            seen.lock().unwrap().push(h);
+        }
+        let _ = up.send_to(&buf[..n], server);
+    }
+}
+
+/// The browser's video frames as RTP timestamps (extended, ascending, one per
+/// frame) with their first packet's arrival: the SSRC with the most packets
+/// among those that do not step by whole 20 ms Opus packets (960 at 48 kHz).
+pub fn video_frames(seen: &[RtpSeen]) -> Option<(u32, Vec<(i64, Instant)>)> {
+    let mut by_ssrc: HashMap<u32, Vec<&RtpSeen>> = HashMap::new();
+    for p in seen {
+        by_ssrc.entry(p.ssrc).or_default().push(p);
+    }
+    let mut best: Option<(u32, usize)> = None;
+    for (ssrc, ps) in &by_ssrc {
+        let mut steps: Vec<u32> = ps.windows(2).map(|w| w[1].ts.wrapping_sub(w[0].ts)).filter(|d| *d != 0 && *d < 1 << 31).collect();
+        steps.sort_unstable();
+        let audio_like = !steps.is_empty() && steps.iter().filter(|d| *d % 960 == 0).count() * 10 >= steps.len() * 9;
+        if !audio_like && best.map_or(true, |(_, n)| ps.len() > n) {
+            best = Some((*ssrc, ps.len()));
+        }
+    }
+    let (ssrc, _) = best?;
+    let mut frames: Vec<(i64, Instant)> = Vec::new();
+    let mut prev: Option<(u32, i64)> = None;
+    let mut firsts: HashMap<i64, Instant> = HashMap::new();
+    for p in &by_ssrc[&ssrc] {
+        let ext = match prev {
+            None => i64::from(p.ts),
+            Some((pt, pe)) => pe + i64::from(p.ts.wrapping_sub(pt) as i32),
+        };
+        prev = Some((p.ts, ext));
+        let e = firsts.entry(ext).or_insert(p.at);
+        if p.at < *e {
+            *e = p.at;
+        }
+    }
+    frames.extend(firsts);
+    frames.sort_by_key(|f| f.0);
+    Some((ssrc, frames))
+}
+
+/// How the RTMP output's video timestamps (seconds) line up with the RTP
+/// timestamps the browser sent (90 kHz): the constant that maps the most
+/// output frames onto a sent frame within `tol_ms`, and how many it maps.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoMapping {
+    /// output ms = (rtp − first rtp) / 90 + offset_ms
+    pub offset_ms: f64,
+    pub matched: usize,
+    pub total: usize,
+    pub max_err_ms: f64,
+}
+
+pub fn map_video(out_times: &[f64], rtp_frames: &[i64], tol_ms: f64) -> Option<VideoMapping> {
+    let first = *rtp_frames.first()?;
+    let sent: Vec<f64> = rtp_frames.iter().map(|t| (t - first) as f64 / 90.0).collect();
+    let out: Vec<f64> = out_times.iter().map(|t| t * 1000.0).collect();
+    let near = |x: f64| -> f64 {
+        let i = sent.partition_point(|s| *s < x);
+        let a = if i < sent.len() { (sent[i] - x).abs() } else { f64::INFINITY };
+        let b = if i > 0 { (sent[i - 1] - x).abs() } else { f64::INFINITY };
+        a.min(b)
+    };
+    let mut best: Option<VideoMapping> = None;
+    // Candidates: the first few output frames against every sent frame.
+    for o0 in out.iter().take(5) {
+        for s in &sent {
+            let off = o0 - s;
+            let errs: Vec<f64> = out.iter().map(|o| near(o - off)).collect();
+            let matched = errs.iter().filter(|e| **e <= tol_ms).count();
+            if best.map_or(true, |b| matched > b.matched) {
+                let max_err_ms = errs.iter().cloned().filter(|e| *e <= tol_ms).fold(0.0, f64::max);
+                best = Some(VideoMapping { offset_ms: off, matched, total: out.len(), max_err_ms });
+            }
+        }
+    }
+    best
 }

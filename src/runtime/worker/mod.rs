@@ -501,18 +501,19 @@ impl Worker {
             return;
         };
         r.session.publish_ok(msid, &name, &mut c.tx);
-        r.role = Role::Publisher { msid, name: Arc::clone(&name), stats };
+        r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(&stats) };
         crate::info!("rtmp {}: publishing {name:?} on worker {}", c.peer, self.id);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
-        self.start_stream(now, &name, waiting);
+        self.start_stream(now, &name, waiting, stats);
     }
 
     /// A publisher on this core claimed `name`: own its hub, start subscriber cores.
-    fn start_stream(&mut self, now: Instant, name: &Arc<str>, waiting: u64) {
+    fn start_stream(&mut self, now: Instant, name: &Arc<str>, waiting: u64, stats: Arc<StreamStats>) {
         let gop = !self.shared.cfg.no_gop_cache;
         let hub = self.hubs.entry(Arc::clone(name)).or_insert_with(|| StreamHub::new(Arc::clone(name), gop));
         hub.owned = true;
+        hub.stats = Some(stats);
         hub.remote = waiting;
         hub.start(Snapshot::default());
         let mut mask = waiting;
@@ -546,6 +547,12 @@ impl Worker {
     fn deliver_stream(&mut self, now: Instant, name: &Arc<str>, msg: &Arc<MediaMsg>, owner: bool) {
         let Some(hub) = self.hubs.get_mut(name) else { return };
         hub.ingest(msg, now);
+        if owner && msg.keyframe && !msg.config && msg.kind == MediaKind::Video {
+            if let Some(st) = &hub.stats {
+                let us = now.saturating_duration_since(self.shared.started).as_micros() as u64;
+                st.keyframe_at_us.store(us.max(1), Ordering::Relaxed);
+            }
+        }
         if owner {
             let mut mask = hub.remote;
             while mask != 0 {

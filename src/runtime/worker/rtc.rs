@@ -364,7 +364,7 @@ impl Worker {
             self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
         };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, stats, self.shared.cfg.audio) {
+        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, Arc::clone(&stats), self.shared.cfg.audio) {
             Ok(s) => s,
             Err(e) => {
                 self.shared.registry.release(&name, self.id);
@@ -394,7 +394,7 @@ impl Worker {
         }
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         crate::info!("webrtc: publishing {name:?} on worker {} (udp port {port})", self.id);
-        self.start_stream(now, &name, waiting);
+        self.start_stream(now, &name, waiting, stats);
         self.arm_rtc_tick(now);
         Ok(answer)
     }
