@@ -12,10 +12,21 @@
 //! - the median flash-to-beep offset is within 40 ms of the local recording's;
 //! - it drifts by less than 20 ms (median of the last 10 s against the first 10 s).
 //!
+//! Chromium's own offset is not quite fixed: when its fake camera's thread
+//! stalls (a busy machine), the clip's frames go out late, the video RTP
+//! timestamps (capture times) say so, and the offset steps down by the stall
+//! for the rest of the session (seen: +101 ms and +77 ms steps during a
+//! parallel cargo build). So the browser's packets pass through a tap that
+//! keeps their RTP headers (the server announces it as its ICE candidate):
+//! the test asserts that every output video timestamp is the RTP timestamp
+//! Chromium sent (/90, one constant), and only then takes the video's steps
+//! against the clip's content out of the offsets as Chromium's. The audio
+//! is held to the clip's content with nothing taken out.
+//!
 //! The clip is long enough that Chromium never loops it during the test (see
 //! tests/common/avsync.rs: its y4m reader repeats the first frame on every
 //! wrap, which alone would drift 16.7 ms/s against the audio). Runs inside a
-//! loopback-only network namespace like every WebRTC test.
+//! loopback-only network namespace like every WebRTC test. About 95 s.
 
 mod common;
 // Self-contained (std only); equally usable as `common::avsync` once
@@ -24,11 +35,12 @@ mod common;
 mod avsync;
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use avsync::{Clip, Onsets, Pair};
+use avsync::{Clip, Onsets, Pair, RtpTap};
 use common::browser::{first_at, js_dir, run_browser_at};
 use common::{netns, scratch_path, tool, wait_child, ChildGuard, Server};
 
@@ -147,8 +159,12 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
     let spread = base_offsets.iter().map(|o| (o - baseline).abs()).fold(0.0, f64::max);
     eprintln!("baseline (Chromium's own beep - flash): median {baseline:+.1} ms, max deviation {spread:.1} ms ({:.1} s)", t0.elapsed().as_secs_f64());
 
-    // 2. Through the server: publish the same clip, record the RTMP output.
-    let server = Server::start(&["--workers", "1"]);
+    // 2. Through the server, with a tap in the path that keeps the RTP
+    // headers Chromium sends: publish the same clip, record the RTMP output.
+    let tap_sock = RtpTap::bind();
+    let tap_port = tap_sock.local_addr().expect("tap addr").port().to_string();
+    let server = Server::start(&["--workers", "1", "--public-ip", "127.0.0.1", "--candidate-port", &tap_port]);
+    let tap = RtpTap::start(tap_sock, SocketAddr::from(([127, 0, 0, 1], server.udp_port)));
     let url = server.rtmp_url(NAME);
     let flv = scratch_path("avsync-rtmp", "flv");
     let rec_err = scratch_path("avsync-rtmp", "err");
@@ -185,8 +201,10 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
     );
     assert!(status.is_some_and(|s| s.success()) && flv.is_file(), "the RTMP recorder failed ({status:?}): {rec_stderr}\n{}", common::tail(&server.log(), 40));
     drop(rec);
+    let seen = tap.packets();
+    drop(tap);
 
-    let (_, pairs) = measure("RTMP output", &flv);
+    let (out, pairs) = measure("RTMP output", &flv);
     let expected = marker_share() * f64::from(RECORD_SECS);
     assert!(
         pairs.len() as f64 >= 0.75 * expected,
@@ -194,16 +212,96 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
         pairs.len(),
         flv.display()
     );
+
+    // 3. What Chromium sent. Its video RTP timestamps are capture times; when
+    // its fake camera's thread stalls (a busy machine), the clip's frames go
+    // out late and the timestamps say so: Chromium's own A/V offset moves.
+    // The server must carry the timestamps over as they are; then a step in
+    // the output's video timeline against the clip's content is Chromium's.
+    let (vssrc, rtp_frames) = avsync::video_frames(&seen).unwrap_or_else(|| panic!("the tap saw no video RTP ({} packets)", seen.len()));
+    let map = avsync::map_video(&out.video_times, &rtp_frames.iter().map(|f| f.0).collect::<Vec<_>>(), 1.5).expect("map video");
+    eprintln!(
+        "tap: {} RTP packets; video SSRC {vssrc:#x}: {} frames sent; RTMP video timestamps = RTP/90 {:+.1} ms for {} of {} frames \
+         (max error {:.2} ms)",
+        seen.len(),
+        rtp_frames.len(),
+        map.offset_ms,
+        map.matched,
+        map.total,
+        map.max_err_ms
+    );
+    let gaps: Vec<String> = rtp_frames
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 > 90 * 50)
+        .map(|w| format!("{:.2}s:{:.0}ms", (w[0].0 - rtp_frames[0].0) as f64 / 90_000.0 + map.offset_ms / 1000.0, (w[1].0 - w[0].0) as f64 / 90.0))
+        .collect();
+    eprintln!("tap: gaps over 50 ms between video frames Chromium sent (RTMP time:gap): {gaps:?}");
+    for (what, ssrc, clock) in [("video", Some(vssrc), 90_000.0), ("audio", avsync::audio_ssrc(&seen), 48_000.0)] {
+        let Some(ssrc) = ssrc else {
+            eprintln!("tap: no {what} SSRC found");
+            continue;
+        };
+        let tr = avsync::transit(&seen, ssrc, clock);
+        let Some(&(a0, _)) = tr.first() else { continue };
+        let Some(&(a1, _)) = tr.last() else { continue };
+        let min_in = |from: f64, to: f64| {
+            tr.iter()
+                .filter(|(a, _)| (from..to).contains(&a.saturating_duration_since(a0).as_secs_f64()))
+                .map(|t| t.1)
+                .fold(f64::INFINITY, f64::min)
+        };
+        let span = a1.saturating_duration_since(a0).as_secs_f64();
+        let head = min_in(0.0, 10.0);
+        let tail = min_in(span - 10.0, span + 1.0);
+        eprintln!(
+            "tap: {what} SSRC {ssrc:#x}: {} packets over {span:.1} s; its first packet arrived {:.1} ms later (against its RTP clock) \
+             than the fastest of the first 10 s; that floor moved {:+.1} ms by the last 10 s",
+            tr.len(),
+            -head,
+            tail - head
+        );
+    }
+    assert!(
+        map.matched as f64 >= 0.95 * map.total as f64,
+        "the RTMP output's video timestamps do not follow the RTP timestamps Chromium sent: {} of {} frames match RTP/90 {:+.1} ms within 1.5 ms",
+        map.matched,
+        map.total,
+        map.offset_ms
+    );
+
+    // 4. Offsets: as measured, and with the video steps that Chromium's own
+    // timestamps carry taken out (each track against the clip's content).
     let offsets: Vec<f64> = pairs.iter().map(|p| p.offset_ms).collect();
-    let relay = avsync::median(&offsets);
+    let flash_times: Vec<f64> = pairs.iter().map(|p| p.flash).collect();
+    let beep_times: Vec<f64> = pairs.iter().map(|p| p.flash + p.offset_ms / 1000.0).collect();
+    let vslip = avsync::slips(&flash_times, EDGE_SECS);
+    let aslip = avsync::slips(&beep_times, EDGE_SECS);
+    let steps: Vec<String> = pairs
+        .iter()
+        .zip(vslip.windows(2))
+        .filter(|(_, w)| (w[1] - w[0]).abs() > 10.0)
+        .map(|(p, w)| format!("after {:.2}s: {:+.0} ms", p.flash, w[1] - w[0]))
+        .collect();
+    eprintln!("RTMP output: video against the clip's content (ms): {}", fmt_list(&flash_times, &vslip));
+    eprintln!("RTMP output: audio against the clip's content (ms): {}", fmt_list(&flash_times, &aslip));
+    eprintln!("RTMP output: steps in the video timeline (Chromium's camera late, as its RTP timestamps say): {steps:?}");
+    let corrected: Vec<Pair> = pairs.iter().zip(&vslip).map(|(p, v)| Pair { flash: p.flash, offset_ms: p.offset_ms + v }).collect();
+    let raw_relay = avsync::median(&offsets);
+    let relay = avsync::median(&corrected.iter().map(|p| p.offset_ms).collect::<Vec<_>>());
     let first_t = pairs.first().map(|p| p.flash).unwrap_or(0.0);
     let last_t = pairs.last().map(|p| p.flash).unwrap_or(0.0);
-    let (head, nh) = avsync::median_in(&pairs, first_t, first_t + EDGE_SECS).expect("pairs in the first 10 s");
-    let (tail, nt) = avsync::median_in(&pairs, last_t - EDGE_SECS + 1e-6, last_t + 1.0).expect("pairs in the last 10 s");
+    let edges = |ps: &[Pair]| {
+        let (h, nh) = avsync::median_in(ps, first_t, first_t + EDGE_SECS).expect("pairs in the first 10 s");
+        let (t, nt) = avsync::median_in(ps, last_t - EDGE_SECS + 1e-6, last_t + 1.0).expect("pairs in the last 10 s");
+        (h, nh, t, nt)
+    };
+    let (raw_head, _, raw_tail, _) = edges(&pairs);
+    let (head, nh, tail, nt) = edges(&corrected);
     let drift = tail - head;
     let err = relay - baseline;
     eprintln!(
-        "A/V sync: Chromium's own {baseline:+.1} ms; RTMP output {relay:+.1} ms over {:.0} s ({} pairs), \
+        "A/V sync (beep - flash): Chromium's own (local recording) {baseline:+.1} ms; RTMP output as measured {raw_relay:+.1} ms \
+         (first 10 s {raw_head:+.1}, last 10 s {raw_tail:+.1}); without Chromium's camera steps {relay:+.1} ms over {:.0} s ({} pairs): \
          difference {err:+.1} ms (limit ±{MAX_OFFSET_ERR_MS}); first 10 s {head:+.1} ms ({nh}), last 10 s {tail:+.1} ms ({nt}), \
          drift {drift:+.1} ms (limit ±{MAX_DRIFT_MS}); test ran {:.1} s",
         last_t - first_t,
@@ -214,15 +312,17 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
         err.abs() <= MAX_OFFSET_ERR_MS,
         "RTMP output's beep-flash offset {relay:+.1} ms is {err:+.1} ms from Chromium's own {baseline:+.1} ms (limit ±{MAX_OFFSET_ERR_MS} ms); \
          per second: {}",
-        avsync::describe(&pairs)
+        avsync::describe(&corrected)
     );
     assert!(
         drift.abs() < MAX_DRIFT_MS,
         "RTMP output's beep-flash offset drifts {drift:+.1} ms in {:.0} s (first 10 s {head:+.1} ms, last 10 s {tail:+.1} ms; limit ±{MAX_DRIFT_MS} ms); \
          per second: {}",
         last_t - first_t,
-        avsync::describe(&pairs)
+        avsync::describe(&corrected)
     );
-    let _ = std::fs::remove_file(&flv);
-    let _ = std::fs::remove_file(&local);
+}
+
+fn fmt_list(ts: &[f64], vs: &[f64]) -> String {
+    ts.iter().zip(vs).map(|(t, v)| format!("{t:.0}s:{v:+.0}")).collect::<Vec<_>>().join(" ")
 }

@@ -11,11 +11,21 @@
 //! which is 1 s of drift over a minute that has nothing to do with the server.
 //! Without a wrap, a local MediaRecorder recording keeps the same offset to the
 //! millisecond over a minute.
+//!
+//! [`RtpTap`] is a UDP relay for the browser's side of a WebRTC session that
+//! keeps the clear-text RTP headers: what Chromium actually sent, to tell its
+//! own timing steps from the server's.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fs;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// A flash (one white frame in a dark 30 fps video) and a beep (40 ms of
 /// 1 kHz) at the same instant, at every whole second of the clip except the
@@ -314,13 +324,6 @@ pub fn describe(pairs: &[Pair]) -> String {
 // What the browser sent: an RTP header tap
 // ---------------------------------------------------------------------------
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
-
 /// The clear-text header of one RTP packet from the browser (SRTP encrypts
 /// only the payload).
 #[derive(Clone, Copy, Debug)]
@@ -498,8 +501,12 @@ pub fn map_video(out_times: &[f64], rtp_frames: &[i64], tol_ms: f64) -> Option<V
         a.min(b)
     };
     let mut best: Option<VideoMapping> = None;
-    // Candidates: the first few output frames against every sent frame.
-    for o0 in out.iter().take(5) {
+    // Candidates: a few output frames from the start, middle and end against every sent
+    // frame (the server may move the video timeline once, later only, when RTCP sender
+    // reports refine A/V alignment; the mapping that holds for most of the run wins).
+    let n = out.len();
+    let picks: Vec<f64> = [0, 1, 2, n / 2, n / 2 + 1, n.saturating_sub(2)].iter().filter_map(|i| out.get(*i).copied()).collect();
+    for o0 in picks.iter() {
         for s in &sent {
             let off = o0 - s;
             let errs: Vec<f64> = out.iter().map(|o| near(o - off)).collect();
