@@ -116,6 +116,8 @@ pub struct Worker {
     /// message, not per player), for the latency histogram after the writes.
     queued_born: Vec<Instant>,
     last_born_msg: *const MediaMsg,
+    /// Scratch for socket reads, shared by every connection of this worker.
+    read_buf: Vec<u8>,
 }
 
 impl Worker {
@@ -161,6 +163,7 @@ impl Worker {
             rtc: rtc::RtcState::new(udp),
             queued_born: Vec::new(),
             last_born_msg: std::ptr::null(),
+            read_buf: vec![0u8; READ_CHUNK],
         })
     }
 
@@ -315,23 +318,29 @@ impl Worker {
                 self.doom(idx, "receive buffer over limit".into(), true);
                 return;
             }
-            c.rx.resize(len + READ_CHUNK, 0);
-            let r = c.sock.read(c.rx.get_mut(len..).unwrap_or(&mut []));
+            // Read into the worker's one scratch buffer and keep per connection only
+            // what the protocol has not consumed yet: an idle player holds no receive
+            // buffer at all.
+            let r = c.sock.read(&mut self.read_buf);
             match r {
                 Ok(0) => {
-                    c.rx.truncate(len);
                     self.process(now, idx);
                     self.doom(idx, "peer closed".into(), false);
                     return;
                 }
                 Ok(n) => {
-                    c.rx.truncate(len + n);
+                    c.rx.extend_from_slice(self.read_buf.get(..n).unwrap_or(&[]));
                     total += n;
                     // TLS: rustls may hold decrypted bytes after the socket is drained, and
                     // no readiness event would bring us back for them: read TLS to the end.
                     let tls = c.sock.is_tls();
                     WorkerStats::add(&self.shared.workers[self.id].bytes_in, n as u64);
                     self.process(now, idx);
+                    if let Some(c) = self.conns.get_mut(idx) {
+                        if c.rx.is_empty() && c.rx.capacity() > 0 {
+                            c.rx = Vec::new();
+                        }
+                    }
                     if total >= READ_BUDGET && !tls {
                         // Edge-triggered: we must come back for the rest. Re-register
                         // to get a fresh readiness event next turn.
@@ -345,15 +354,9 @@ impl Worker {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.rx.truncate(len);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    c.rx.truncate(len);
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    c.rx.truncate(len);
                     self.doom(idx, format!("read error: {e}"), false);
                     return;
                 }
