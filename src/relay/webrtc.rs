@@ -153,6 +153,10 @@ pub struct RtcSession {
     events: VecDeque<RtcEvent>,
     stats: Arc<StreamStats>,
     chunk_size: usize,
+    /// Video size, once the SPS is known (for metadata).
+    dims: Option<(u32, u32)>,
+    /// The metadata sent so far lists audio.
+    meta_has_audio: bool,
 }
 
 fn token(seed: &mut u64, len: usize) -> String {
@@ -275,6 +279,8 @@ impl RtcSession {
             events: VecDeque::new(),
             stats,
             chunk_size,
+            dims: None,
+            meta_has_audio: false,
         })
     }
 
@@ -497,27 +503,10 @@ impl RtcSession {
                     let ms = v.last_ms;
                     if !v.sent_meta {
                         v.sent_meta = true;
-                        let mut props = vec![
-                            ("width".to_owned(), Value::Number(f64::from(cfg.width))),
-                            ("height".to_owned(), Value::Number(f64::from(cfg.height))),
-                            ("videocodecid".to_owned(), Value::Number(7.0)),
-                        ];
-                        // Only tracks that exist: players wait forever for an announced one.
-                        if self.audio.as_ref().is_some_and(|a| a.aac.is_some()) {
-                            props.push(("audiocodecid".into(), Value::Number(10.0)));
-                            props.push(("audiosamplerate".into(), Value::Number(48_000.0)));
-                            props.push(("audiosamplesize".into(), Value::Number(16.0)));
-                            props.push(("stereo".into(), Value::Boolean(true)));
-                        } else if let Some(tag) = self.audio.as_ref().and_then(|a| a.g711) {
-                            props.push(("audiocodecid".into(), Value::Number(f64::from(tag >> 4))));
-                            props.push(("audiosamplerate".into(), Value::Number(8_000.0)));
-                            props.push(("audiosamplesize".into(), Value::Number(16.0)));
-                            props.push(("stereo".into(), Value::Boolean(false)));
-                        }
-                        props.push(("encoder".into(), Value::String("rtcbridge".into())));
-                        let mut body = Vec::new();
-                        amf0::encode_all(&[Value::String("onMetaData".into()), Value::EcmaArray(props)], &mut body);
-                        out.push(MediaMsg::new(MediaKind::Data, ms, &body, self.chunk_size));
+                        self.dims = Some((cfg.width, cfg.height));
+                        let audio = self.audio.as_ref().filter(|a| a.sent_config).map(|a| (a.aac.is_some(), a.g711));
+                        self.meta_has_audio = audio.is_some();
+                        out.push(metadata_msg(ms, self.dims, audio, self.chunk_size));
                     }
                     out.push(MediaMsg::new(MediaKind::Video, ms, &cfg.flv_sequence_header, self.chunk_size));
                 }
@@ -561,6 +550,7 @@ impl RtcSession {
                 if p.payload.is_empty() {
                     continue;
                 }
+                a.sent_config = true;
                 self.stats.audio_frames.fetch_add(1, Relaxed);
                 let ms = RtcSession::timeline_ms(&mut a.first, start, now, p.ts, a.clock);
                 let mut b = Vec::with_capacity(p.payload.len() + 1);
@@ -610,6 +600,12 @@ impl RtcSession {
                 }
             }
         }
+        let audio_ready = self.audio.as_ref().is_some_and(|a| a.sent_config && (a.aac.is_some() || a.g711.is_some()));
+        if audio_ready && !self.meta_has_audio && self.video.as_ref().is_some_and(|v| v.sent_meta) {
+            self.meta_has_audio = true;
+            let ms = self.video.as_ref().map(|v| v.last_ms).unwrap_or(0);
+            out.insert(0, self.metadata(ms, true));
+        }
         if let (Some(a), Some(v)) = (self.audio.as_ref(), self.video.as_ref()) {
             if a.first.is_some() && v.first.is_some() {
                 self.stats.av_offset_ms.store(i64::from(a.last_ms) - i64::from(v.last_ms), Relaxed);
@@ -619,6 +615,47 @@ impl RtcSession {
             self.events.push_back(RtcEvent::Media(m));
         }
     }
+
+    /// `onMetaData` listing only the tracks players will get now: announcing audio before
+    /// its sequence header exists makes ffmpeg open an audio stream with no codec and
+    /// give up (PROTOCOL-NOTES: players wait for announced tracks). When audio starts
+    /// after the video's metadata went out, the metadata is sent again with it.
+    fn metadata(&self, ms: u32, with_audio: bool) -> Arc<MediaMsg> {
+        let audio = self.audio.as_ref().map(|a| (a.aac.is_some(), a.g711));
+        metadata_msg(ms, self.dims, if with_audio { audio } else { None }, self.chunk_size)
+    }
+}
+
+/// The `onMetaData` body for the tracks given (see `RtcSession::metadata`).
+fn metadata_msg(ms: u32, dims: Option<(u32, u32)>, audio: Option<(bool, Option<u8>)>, chunk_size: usize) -> Arc<MediaMsg> {
+    {
+        let (w, h) = dims.unwrap_or((0, 0));
+        let mut props = vec![
+            ("width".to_owned(), Value::Number(f64::from(w))),
+            ("height".to_owned(), Value::Number(f64::from(h))),
+            ("videocodecid".to_owned(), Value::Number(7.0)),
+        ];
+        if let Some((aac, g711)) = audio {
+            if aac {
+                props.push(("audiocodecid".into(), Value::Number(10.0)));
+                props.push(("audiosamplerate".into(), Value::Number(48_000.0)));
+                props.push(("audiosamplesize".into(), Value::Number(16.0)));
+                props.push(("stereo".into(), Value::Boolean(true)));
+            } else if let Some(tag) = g711 {
+                props.push(("audiocodecid".into(), Value::Number(f64::from(tag >> 4))));
+                props.push(("audiosamplerate".into(), Value::Number(8_000.0)));
+                props.push(("audiosamplesize".into(), Value::Number(16.0)));
+                props.push(("stereo".into(), Value::Boolean(false)));
+            }
+        }
+        props.push(("encoder".into(), Value::String("rtcbridge".into())));
+        let mut body = Vec::new();
+        amf0::encode_all(&[Value::String("onMetaData".into()), Value::EcmaArray(props)], &mut body);
+        MediaMsg::new(MediaKind::Data, ms, &body, chunk_size)
+    }
+}
+
+impl RtcSession {
 
     /// Ask the publisher for a keyframe (PLI, RFC 4585 §6.3.1), rate limited.
     pub fn request_keyframe(&mut self, now: Instant, force: bool) {
