@@ -710,19 +710,8 @@ pub fn dlsr_units(delay: Duration) -> u32 {
     u32::try_from(delay.as_micros().saturating_mul(65_536) / 1_000_000).unwrap_or(u32::MAX)
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(&[x, y]) => u16::from_be_bytes([x, y]),
-        _ => 0,
-    }
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-        _ => 0,
-    }
-}
+// Big-endian field readers shared with the RTP header parser.
+use super::rtp::{be16, be32};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

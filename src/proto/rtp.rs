@@ -312,14 +312,16 @@ pub fn write_header(h: &RtpHeader, exts: &[(u8, &[u8])], out: &mut Vec<u8>) -> R
     Ok(())
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
+/// Big-endian u16 at `at`, or 0 past the end (callers check lengths first).
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     match b.get(at..at + 2) {
         Some(&[x, y]) => u16::from_be_bytes([x, y]),
         _ => 0,
     }
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
+/// Big-endian u32 at `at`, or 0 past the end.
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     match b.get(at..at + 4) {
         Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
         _ => 0,
