@@ -75,6 +75,8 @@ pub const URI_TRANSPORT_CC: &str =
 pub const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 /// MID header extension (RFC 8843 BUNDLE demultiplexing).
 pub const URI_SDES_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// RFC 5450 transmission time offset: send time minus capture time, in RTP clock units.
+pub const URI_TOFFSET: &str = "urn:ietf:params:rtp-hdrext:toffset";
 
 /// RFC 6184 §8.1: RTP clock rate of H.264.
 const H264_CLOCK: u32 = 90_000;
@@ -956,6 +958,8 @@ pub struct SdpExtIds {
     pub transport_cc: Option<u8>,
     pub abs_send_time: Option<u8>,
     pub sdes_mid: Option<u8>,
+    /// RFC 5450 (video): how long each packet waited between capture and send.
+    pub toffset: Option<u8>,
 }
 
 /// Accepted video: H.264 with packetization-mode=1.
@@ -1296,6 +1300,7 @@ fn ext_ids(m: &SdpMedia<'_>) -> SdpExtIds {
             URI_TRANSPORT_CC => &mut ids.transport_cc,
             URI_ABS_SEND_TIME => &mut ids.abs_send_time,
             URI_SDES_MID => &mut ids.sdes_mid,
+            URI_TOFFSET => &mut ids.toffset,
             _ => continue,
         };
         *slot = slot.or(Some(e.id));
@@ -1444,6 +1449,7 @@ fn write_accepted(
         (ext.abs_send_time, URI_ABS_SEND_TIME),
         (ext.transport_cc, URI_TRANSPORT_CC),
         (ext.sdes_mid, URI_SDES_MID),
+        (ext.toffset, URI_TOFFSET),
     ];
     exts.sort_by_key(|(id, _)| *id);
     for (id, uri) in exts {
@@ -2135,7 +2141,8 @@ a=extmap:4096 urn:neg-only\na=extmap:0 urn:zero\na=extmap:200 urn:two-byte attr\
             SdpExtIds {
                 transport_cc: Some(3),
                 abs_send_time: Some(2),
-                sdes_mid: Some(4)
+                sdes_mid: Some(4),
+                toffset: Some(14)
             }
         );
         assert_eq!((v.ssrc, v.rtx_ssrc), (Some(1995785231), Some(3536254376)));
@@ -2580,6 +2587,7 @@ a=rtpmap:9 G722/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
             .map(String::from),
         );
         expected.extend(transport.iter().cloned());
+        expected.push("a=extmap:14 urn:ietf:params:rtp-hdrext:toffset".to_owned());
         expected.extend(
             [
                 "a=rtpmap:106 H264/90000",

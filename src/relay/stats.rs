@@ -77,6 +77,9 @@ pub struct StreamStats {
     pub av_offset_ms: AtomicI64,
     /// When the latest keyframe arrived, µs since the server started (0 = none yet).
     pub keyframe_at_us: AtomicU64,
+    /// Opus packets decoded and re-encoded as AAC, and the wall time it took (ns).
+    pub transcoded_packets: AtomicU64,
+    pub transcode_ns: AtomicU64,
 }
 
 impl StreamStats {
@@ -97,6 +100,8 @@ impl StreamStats {
             &self.plis,
             &self.jitter_us,
             &self.units_dropped,
+            &self.transcoded_packets,
+            &self.transcode_ns,
         ] {
             c.store(0, Relaxed);
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::buf::{Audience, MediaKind, MediaMsg};
 use crate::config::AudioMode;
-use crate::proto::codec::aac::OpusToAac;
+use crate::proto::codec::aac::{opus_packet_samples, OpusToAac};
 use crate::proto::depack::h264::H264Depacketizer;
 use crate::proto::depack::opus::OpusDepacketizer;
 use crate::proto::depack::{Pushed, RtpView};
@@ -83,9 +83,14 @@ struct VideoTrack {
     ssrc: Option<u32>,
     recv: Option<RtpReceiver>,
     depack: H264Depacketizer,
-    first: Option<(u64, u32)>, // (first ext rtp ts, its timeline ms)
+    /// Timeline anchor: (first extended RTP ts, its timeline ms; may be below 0).
+    first: Option<(u64, i64)>,
     last_ms: u32,
     sent_meta: bool,
+    /// RFC 5450 transmission time offset extension id, if negotiated.
+    toffset_id: Option<u8>,
+    /// Send time minus capture time of the latest media packet (from toffset), ms.
+    send_delay_ms: i64,
     /// Latest RTCP sender report: (NTP timestamp, RTP timestamp).
     sr: Option<(u64, u32)>,
 }
@@ -103,8 +108,8 @@ struct AudioTrack {
     /// G.711 from the browser: passed through as FLV SoundFormat 7 (A-law) or 8 (µ-law),
     /// 8 kHz mono (FLV spec E.4.2.1); the value is the FLV tag's first byte.
     g711: Option<u8>,
-    /// Timeline anchor: (first extended RTP ts, its timeline ms).
-    first: Option<(u64, u32)>,
+    /// Timeline anchor: (first extended RTP ts, its timeline ms; may be below 0).
+    first: Option<(u64, i64)>,
     sent_config: bool,
     last_ms: u32,
     sr: Option<(u64, u32)>,
@@ -152,6 +157,9 @@ pub struct RtcSession {
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<RtcEvent>,
     stats: Arc<StreamStats>,
+    /// Clock for timing the Opus → AAC transcoder (`/api/streams` transcode time),
+    /// supplied by the runtime; `None` (tests) leaves transcode time unmeasured.
+    transcode_clock: Option<fn() -> Instant>,
     chunk_size: usize,
     /// Video size, once the SPS is known (for metadata).
     dims: Option<(u32, u32)>,
@@ -169,6 +177,39 @@ fn token(seed: &mut u64, len: usize) -> String {
             ALPHA.get((*seed % ALPHA.len() as u64) as usize).copied().unwrap_or(b'x') as char
         })
         .collect()
+}
+
+/// Largest sender-side capture-to-send delay believed (toffset or packet duration), ms.
+const MAX_CAPTURE_LAG_MS: i64 = 500;
+
+/// RFC 5450 §2 transmission time offset: a 24-bit signed count of 90 kHz ticks (video)
+/// that the packet was sent after its capture instant. `None` if malformed or outside
+/// 0..=MAX_CAPTURE_LAG_MS.
+fn toffset_ms(ext: &[u8]) -> Option<i64> {
+    let b: [u8; 3] = ext.try_into().ok()?;
+    let raw = (i32::from_be_bytes([b[0], b[1], b[2], 0]) >> 8) as i64; // sign-extend 24 bits
+    let ms = raw * 1000 / 90_000;
+    (0..=MAX_CAPTURE_LAG_MS).contains(&ms).then_some(ms)
+}
+
+/// Queue the transcoder's finished AAC frames as FLV messages; `first` is the audio
+/// track's timeline anchor, `last_ms` its latest time. AAC frames sit on a sample-count
+/// timeline anchored at the first Opus packet: it cannot drift from the RTP clock.
+fn drain_aac(
+    aac: &mut OpusToAac,
+    first: Option<(u64, i64)>,
+    last_ms: &mut u32,
+    now: Instant,
+    chunk_size: usize,
+    audience: Audience,
+    out: &mut Vec<Arc<MediaMsg>>,
+) {
+    let base = first.map(|(_, m)| m).unwrap_or(0);
+    while let Some(f) = aac.poll_frame() {
+        let fms = (base + (f.sample_pos * 1000 / 48_000) as i64).clamp(0, i64::from(u32::MAX)) as u32;
+        *last_ms = fms;
+        out.push(MediaMsg::build(MediaKind::Audio, fms, &f.flv_body, chunk_size, audience, Some(now)));
+    }
 }
 
 impl RtcSession {
@@ -213,6 +254,8 @@ impl RtcSession {
             first: None,
             last_ms: 0,
             sent_meta: false,
+            toffset_id: v.ext.toffset,
+            send_delay_ms: 0,
             sr: None,
         });
         let audio = match neg.audio.as_ref() {
@@ -278,6 +321,7 @@ impl RtcSession {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats,
+            transcode_clock: None,
             chunk_size,
             dims: None,
             meta_has_audio: false,
@@ -455,6 +499,9 @@ impl RtcSession {
                     if v.ssrc != Some(pkt.ssrc) {
                         v.ssrc = Some(pkt.ssrc);
                     }
+                    if let Some(d) = v.toffset_id.and_then(|id| pkt.extension(id)).and_then(toffset_ms) {
+                        v.send_delay_ms = d;
+                    }
                     (pkt.seq, pkt.payload)
                 };
                 let recv = v.recv.get_or_insert_with(|| RtpReceiver::new(90_000, now));
@@ -473,14 +520,45 @@ impl RtcSession {
         }
     }
 
+    /// The session is ending: the last AAC frames still inside the encoder (its
+    /// codec delay, ~43 ms), for the hub before it is told the stream stopped.
+    pub fn finish(&mut self, now: Instant) -> Vec<Arc<MediaMsg>> {
+        let mut out = Vec::new();
+        let cs = self.chunk_size;
+        let Some(a) = self.audio.as_mut() else { return out };
+        let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
+        if let Some(t) = a.aac.as_mut() {
+            if t.finish().is_ok() {
+                drain_aac(t, a.first, &mut a.last_ms, now, cs, audience, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Time the Opus → AAC transcoder with `clock` (the runtime's clock): its cost per
+    /// packet is reported in `/api/streams` and `/metrics`.
+    pub fn with_transcode_clock(mut self, clock: fn() -> Instant) -> Self {
+        self.transcode_clock = Some(clock);
+        self
+    }
+
     /// Time of an RTP timestamp on the session timeline, in milliseconds.
-    fn timeline_ms(first: &mut Option<(u64, u32)>, session_start: Option<Instant>, now: Instant, ts: u64, clock: u32) -> u32 {
+    ///
+    /// Each track is anchored once, at its first unit: the unit's RTP timestamp is put at
+    /// its arrival time minus `capture_lag_ms`, the sender-side time between capturing
+    /// that unit and sending it (video: the RFC 5450 transmission offset Chromium puts
+    /// on every packet; audio: the packet's own duration, since its first sample was
+    /// captured that long before the packet could be encoded). Anchoring at bare arrival
+    /// would put video behind audio by the encoder's and pacer's delay (~35 ms measured
+    /// against Chromium's own recording). After the anchor only the RTP clock counts, so
+    /// the timeline cannot drift or step backwards.
+    fn timeline_ms(first: &mut Option<(u64, i64)>, session_start: Option<Instant>, now: Instant, ts: u64, clock: u32, capture_lag_ms: i64) -> u32 {
         let (t0, ms0) = *first.get_or_insert_with(|| {
-            let since = session_start.map(|s| now.saturating_duration_since(s).as_millis() as u32).unwrap_or(0);
-            (ts, since)
+            let since = session_start.map(|s| now.saturating_duration_since(s).as_millis() as i64).unwrap_or(0);
+            (ts, since - capture_lag_ms.clamp(0, MAX_CAPTURE_LAG_MS))
         });
         let delta = ts.wrapping_sub(t0) as i64;
-        let ms = i64::from(ms0) + delta * 1000 / i64::from(clock.max(1));
+        let ms = ms0 + delta * 1000 / i64::from(clock.max(1));
         ms.clamp(0, i64::from(u32::MAX)) as u32
     }
 
@@ -511,7 +589,7 @@ impl RtcSession {
                     out.push(MediaMsg::new(MediaKind::Video, ms, &cfg.flv_sequence_header, self.chunk_size));
                 }
                 let Some(unit) = v.depack.take_unit() else { break };
-                let ms = Self::timeline_ms(&mut v.first, start, now, unit.ts, 90_000);
+                let ms = Self::timeline_ms(&mut v.first, start, now, unit.ts, 90_000, v.send_delay_ms);
                 v.last_ms = ms;
                 self.stats.video_frames.fetch_add(1, Relaxed);
                 if unit.keyframe {
@@ -552,7 +630,8 @@ impl RtcSession {
                 }
                 a.sent_config = true;
                 self.stats.audio_frames.fetch_add(1, Relaxed);
-                let ms = RtcSession::timeline_ms(&mut a.first, start, now, p.ts, a.clock);
+                let lag = (p.payload.len() as i64) * 1000 / i64::from(a.clock.max(1));
+                let ms = RtcSession::timeline_ms(&mut a.first, start, now, p.ts, a.clock, lag);
                 let mut b = Vec::with_capacity(p.payload.len() + 1);
                 b.push(tag);
                 b.extend_from_slice(&p.payload);
@@ -562,7 +641,8 @@ impl RtcSession {
             let _ = a.depack.push(view);
             while let Some(unit) = a.depack.take_unit() {
                 self.stats.audio_frames.fetch_add(1, Relaxed);
-                let ms = RtcSession::timeline_ms(&mut a.first, start, now, unit.ts, a.clock);
+                let lag = opus_packet_samples(&unit.data).map_or(0, |n| i64::from(n) * 1000 / 48_000);
+                let ms = RtcSession::timeline_ms(&mut a.first, start, now, unit.ts, a.clock, lag);
                 if a.aac.is_none() {
                     a.last_ms = ms;
                 }
@@ -585,17 +665,18 @@ impl RtcSession {
                     b.extend_from_slice(&unit.data);
                     out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &b, cs, Audience::Opus));
                 }
-                if let Some(t) = a.aac.as_mut() {
-                    let t0 = now;
-                    let _ = t.push_opus(unit.ts, &unit.data);
-                    let _ = t0;
-                    while let Some(f) = t.poll_frame() {
-                        // AAC frames sit on a sample-count timeline anchored at the first
-                        // Opus packet: it cannot drift from the RTP clock.
-                        let base = a.first.map(|(_, m)| m).unwrap_or(0);
-                        let fms = base.wrapping_add((f.sample_pos * 1000 / 48_000) as u32);
-                        a.last_ms = fms;
-                        out.push(MediaMsg::build(MediaKind::Audio, fms, &f.flv_body, cs, aac_audience, Some(now)));
+                if a.aac.is_some() {
+                    let t0 = self.transcode_clock.map(|c| c());
+                    if let Some(t) = a.aac.as_mut() {
+                        let _ = t.push_opus(unit.ts, &unit.data);
+                    }
+                    if let (Some(c), Some(t0)) = (self.transcode_clock, t0) {
+                        let ns = c().saturating_duration_since(t0).as_nanos() as u64;
+                        self.stats.transcode_ns.fetch_add(ns, Relaxed);
+                        self.stats.transcoded_packets.fetch_add(1, Relaxed);
+                    }
+                    if let Some(t) = a.aac.as_mut() {
+                        drain_aac(t, a.first, &mut a.last_ms, now, cs, aac_audience, &mut out);
                     }
                 }
             }
@@ -784,4 +865,44 @@ fn srtp_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), String> 
     let i = SrtpContext::new(profile, &keys.remote_key, &keys.remote_salt).map_err(|e| e.to_string())?;
     let o = SrtpContext::new(profile, &keys.local_key, &keys.local_salt).map_err(|e| e.to_string())?;
     Ok((i, o))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toffset_is_24_bit_signed_90khz_ticks_within_bounds() {
+        // RFC 5450 §2: 24-bit signed, RTP clock units (90 kHz for video).
+        assert_eq!(toffset_ms(&[0x00, 0x0c, 0x4e]), Some(35)); // 3150 ticks
+        assert_eq!(toffset_ms(&[0, 0, 0]), Some(0));
+        assert_eq!(toffset_ms(&[0xff, 0xff, 0xff]), Some(0)); // -1 tick rounds to 0 ms
+        assert_eq!(toffset_ms(&[0xff, 0x00, 0x00]), None); // negative: not believed
+        assert_eq!(toffset_ms(&[0x00, 0xb1, 0x00]), None); // 503 ms: too large
+        assert_eq!(toffset_ms(&[0x00, 0x0c]), None);
+        assert_eq!(toffset_ms(&[0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn timeline_anchor_subtracts_the_capture_lag_and_then_follows_the_rtp_clock() {
+        let t0 = Instant::now();
+        let start = Some(t0);
+        // Video's first frame arrives 100 ms after the session's first packet, having
+        // waited 35 ms between capture and send: it sits at 65 ms.
+        let mut v = None;
+        let at = t0 + Duration::from_millis(100);
+        assert_eq!(RtcSession::timeline_ms(&mut v, start, at, 900_000, 90_000, 35), 65);
+        // Later frames: RTP clock only, whatever their arrival.
+        let late = t0 + Duration::from_secs(9);
+        assert_eq!(RtcSession::timeline_ms(&mut v, start, late, 900_000 + 90_000, 90_000, 0), 1065);
+        // A first unit captured before the session's first packet arrived clamps at 0
+        // for that unit, and the anchor keeps the exact (negative) origin.
+        let mut a = None;
+        assert_eq!(RtcSession::timeline_ms(&mut a, start, t0 + Duration::from_millis(5), 48_000, 48_000, 20), 0);
+        assert_eq!(RtcSession::timeline_ms(&mut a, start, t0, 48_000 + 960, 48_000, 0), 5);
+        // An absurd lag is capped.
+        let mut c = None;
+        assert_eq!(RtcSession::timeline_ms(&mut c, start, t0 + Duration::from_secs(2), 0, 90_000, 10_000), 1500);
+    }
 }

@@ -78,6 +78,7 @@ pub fn streams_json(shared: &Shared) -> String {
                     "rtp_packets": StreamStats::get(&s.rtp_packets),
                     "rtp_lost": StreamStats::get(&s.rtp_lost),
                     "nacks": StreamStats::get(&s.nacks),
+                    "transcode": transcode_json(s),
                 })
             } else {
                 serde_json::Value::Null
@@ -94,6 +95,21 @@ pub fn streams_json(shared: &Shared) -> String {
         })
         .collect();
     serde_json::json!({ "streams": streams }).to_string()
+}
+
+/// Opus → AAC transcoding cost of a stream: packets, total ms, µs per packet
+/// (null when the stream's audio is not transcoded).
+fn transcode_json(s: &StreamStats) -> serde_json::Value {
+    let packets = StreamStats::get(&s.transcoded_packets);
+    if packets == 0 {
+        return serde_json::Value::Null;
+    }
+    let ns = StreamStats::get(&s.transcode_ns);
+    serde_json::json!({
+        "packets": packets,
+        "total_ms": ns / 1_000_000,
+        "us_per_packet": (ns / packets) as f64 / 1000.0,
+    })
 }
 
 pub fn metrics(shared: &Shared) -> String {
@@ -148,7 +164,7 @@ pub fn metrics(shared: &Shared) -> String {
     }
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
-    let per_stream: [StreamMetric; 10] = [
+    let per_stream: [StreamMetric; 12] = [
         ("rtcbridge_stream_keyframe_at_microseconds", "gauge", "When the latest keyframe arrived, since server start (GOP age = uptime - this).", |s| StreamStats::get(&s.keyframe_at_us)),
         ("rtcbridge_stream_video_frames_total", "counter", "Video frames received.", |s| StreamStats::get(&s.video_frames)),
         ("rtcbridge_stream_audio_frames_total", "counter", "Audio frames received.", |s| StreamStats::get(&s.audio_frames)),
@@ -158,6 +174,8 @@ pub fn metrics(shared: &Shared) -> String {
         ("rtcbridge_stream_nacks_total", "counter", "Sequence numbers requested with NACK.", |s| StreamStats::get(&s.nacks)),
         ("rtcbridge_stream_plis_total", "counter", "Keyframe requests (PLI) sent.", |s| StreamStats::get(&s.plis)),
         ("rtcbridge_stream_units_dropped_total", "counter", "Video frames discarded because they had a hole.", |s| StreamStats::get(&s.units_dropped)),
+        ("rtcbridge_stream_transcoded_packets_total", "counter", "Opus packets transcoded to AAC.", |s| StreamStats::get(&s.transcoded_packets)),
+        ("rtcbridge_stream_transcode_nanoseconds_total", "counter", "Time spent transcoding Opus to AAC (decode + encode).", |s| StreamStats::get(&s.transcode_ns)),
         ("rtcbridge_stream_jitter_microseconds", "gauge", "Video interarrival jitter (RFC 3550 A.8).", |s| StreamStats::get(&s.jitter_us)),
     ];
     let rows = shared.registry.live();

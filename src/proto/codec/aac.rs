@@ -316,6 +316,8 @@ pub struct OpusToAac {
     /// `(fed position, shift)` changes not yet reached by the emitted frames.
     shifts: VecDeque<(u64, u64)>,
     out: VecDeque<AacFrame>,
+    /// `finish` ran: the encoder has been flushed.
+    finished: bool,
     stats: AacStats,
 }
 
@@ -389,6 +391,7 @@ impl OpusToAac {
             shift_fed: 0,
             shifts: VecDeque::new(),
             out: VecDeque::new(),
+            finished: false,
             stats: AacStats::default(),
         })
     }
@@ -450,6 +453,36 @@ impl OpusToAac {
     /// conceals DTX gaps with the same call).
     pub fn handle_loss(&mut self) {
         self.stats.loss_reports += 1;
+    }
+
+    /// The stream ended: push the samples still inside the encoder (its codec delay and
+    /// the partial last frame) out with silence, so the last access units cover the
+    /// last decoded sample. Frames made only of that silence are not emitted. Call once;
+    /// later calls do nothing.
+    pub fn finish(&mut self) -> Result<(), AacError> {
+        if self.first_rtp.is_none() || self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let frame = u64::from(AAC_FRAME_SAMPLES);
+        // Frames that must come out: every frame holding a real sample.
+        let needed = self.fed.div_ceil(frame);
+        let emitted = |s: &Self| s.units.saturating_sub(s.priming_frames);
+        // The encoder holds at most its delay plus one frame: bounded by that.
+        let max_rounds = u64::from(MAX_ENCODER_DELAY) / frame + 2;
+        let mut rounds = 0;
+        while emitted(self) < needed && rounds < max_rounds {
+            rounds += 1;
+            let before = self.out.len();
+            self.append_silence(frame)?;
+            // Frames beyond `needed` are pure padding: keep only what was needed.
+            let extra = emitted(self).saturating_sub(needed) as usize;
+            for _ in 0..extra.min(self.out.len().saturating_sub(before)) {
+                self.out.pop_back();
+                self.stats.frames_out = self.stats.frames_out.saturating_sub(1);
+            }
+        }
+        Ok(())
     }
 
     /// Next encoded frame, oldest first.
@@ -1126,6 +1159,29 @@ mod tests {
             assert_eq!(b.priming_frames, 2);
             assert_eq!(b.fifo.len(), 0, "no preroll needed for a 2048-sample delay");
         }
+    }
+
+    #[test]
+    fn finish_flushes_the_encoder_delay_and_no_more() {
+        for n in [1u64, 7, 32, 51] {
+            let mut b = bridge(2);
+            feed(&mut b, &packets(&vectors::HYBRID_STEREO), 9_000, 0..n);
+            let fed = n * PACKET;
+            let mut frames = drain(&mut b);
+            assert_eq!(frames.len() as u64, frames_for(fed), "{n} packets before finish");
+            b.finish().unwrap();
+            frames.extend(drain(&mut b));
+            // Every frame that holds a real sample, and none of padding only.
+            assert_eq!(frames.len() as u64, fed.div_ceil(1024), "{n} packets after finish");
+            assert_contiguous(&frames);
+            assert_eq!(b.stats().frames_out, frames.len() as u64);
+            b.finish().unwrap();
+            assert!(b.poll_frame().is_none(), "second finish emits nothing");
+        }
+        // Nothing fed: nothing to flush.
+        let mut b = bridge(2);
+        b.finish().unwrap();
+        assert!(b.poll_frame().is_none());
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Worker {
         };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, Arc::clone(&stats), self.shared.cfg.audio) {
-            Ok(s) => s,
+            Ok(s) => s.with_transcode_clock(crate::runtime::now),
             Err(e) => {
                 self.shared.registry.release(&name, self.id);
                 let status = if matches!(e, RtcError::NoCommonCodecs) { 406 } else { 400 };
@@ -401,7 +401,12 @@ impl Worker {
 
     /// End a session: tell its owner (status + info), release the name.
     fn rtc_stop(&mut self, now: Instant, slot: usize, failed: Option<&str>) {
-        let Some(e) = self.rtc.sessions.remove(slot) else { return };
+        let Some(mut e) = self.rtc.sessions.remove(slot) else { return };
+        if e.publishing {
+            for m in e.session.finish(now) {
+                self.deliver_stream(now, &e.name, &m, true);
+            }
+        }
         self.rtc.by_ufrag.retain(|_, s| *s != slot);
         self.rtc.by_addr.retain(|_, s| *s != slot);
         self.rtc.by_resource.retain(|_, s| *s != slot);
