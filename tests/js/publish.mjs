@@ -2,11 +2,18 @@
 //
 //   node publish.mjs --page demo|sdk --http http://127.0.0.1:PORT --ws ws://127.0.0.1:PORT/
 //                    --name NAME --seconds S [--sdk-port PORT] [--video clip.y4m --audio clip.wav]
+//                    [--record-local rec.webm --record-seconds S]
 //
 // demo: our own page at GET / ; sdk: the Flashphoner Web SDK's unchanged
 // examples/demo/streaming/two_way_streaming page, served from node_modules by a
 // tiny static server in this process. Prints {"t":ms,"el":id,"text":...} lines
 // whenever #connectStatus / #publishStatus / #publishInfo change, then "done".
+//
+// --record-local: the same camera+microphone stream the page publishes is also
+// recorded in the page with MediaRecorder (webm) for --record-seconds from the
+// moment the page gets it: Chromium's own A/V alignment of this very capture
+// session (the start skew of its fake devices differs from one session to the
+// next), written to the file before the page unpublishes.
 import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
@@ -53,6 +60,42 @@ try {
   const page = browser.pages()[0] || await browser.newPage();
   page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
   page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
+  if (args["record-local"]) {
+    await page.addInitScript((ms) => {
+      const md = navigator.mediaDevices;
+      if (!md || !md.getUserMedia) return;
+      const orig = md.getUserMedia.bind(md);
+      window.__rtcbRec = { chunks: [], done: null, mimeType: null };
+      md.getUserMedia = async (c) => {
+        const stream = await orig(c);
+        const r = window.__rtcbRec;
+        if (!r.done && stream.getAudioTracks().length && stream.getVideoTracks().length) {
+          const types = ["video/webm;codecs=vp8,opus", "video/webm"];
+          r.mimeType = types.find((t) => MediaRecorder.isTypeSupported(t));
+          const rec = new MediaRecorder(stream, { mimeType: r.mimeType });
+          rec.ondataavailable = (e) => { if (e.data && e.data.size) r.chunks.push(e.data); };
+          r.done = new Promise((ok) => { rec.onstop = ok; });
+          rec.start(1000);
+          setTimeout(() => rec.state !== "inactive" && rec.stop(), ms);
+        }
+        return stream;
+      };
+    }, Number(args["record-seconds"] || 10) * 1000);
+  }
+  const saveLocal = async () => {
+    const r = await page.evaluate(async () => {
+      const r = window.__rtcbRec;
+      if (!r || !r.done) return null;
+      await r.done;
+      const buf = new Uint8Array(await new Blob(r.chunks, { type: r.mimeType }).arrayBuffer());
+      let bin = "";
+      for (let i = 0; i < buf.length; i += 0x8000) bin += String.fromCharCode.apply(null, buf.subarray(i, i + 0x8000));
+      return { bytes: buf.length, b64: btoa(bin) };
+    });
+    if (!r) { out({ error: "record-local: the page never got a camera+microphone stream" }); return; }
+    fs.writeFileSync(args["record-local"], Buffer.from(r.b64, "base64"));
+    out({ el: "record-local", text: `${r.bytes} bytes` });
+  };
   let url;
   if (page_kind === "sdk") {
     const port = Number(args["sdk-port"] || 0);
@@ -89,6 +132,7 @@ try {
     await until("#publishStatus", "PUBLISHING", 10000);
     const end = Date.now() + seconds * 1000;
     while (Date.now() < end) { await watch(); await page.waitForTimeout(100); }
+    if (args["record-local"]) await saveLocal();
     if (last["#publishStatus"] === "PUBLISHING") {
       await page.click("#publishBtn");
       await until("#publishStatus", "UNPUBLISHED", 10000);

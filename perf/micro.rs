@@ -1,0 +1,689 @@
+//! Micro-benchmarks of the hot paths, with a tiny harness of our own (no criterion).
+//!
+//! Run all cases, or only those whose name contains one of the filters:
+//!
+//!     cargo bench --bench micro
+//!     cargo bench --bench micro -- srtp fanout
+//!
+//! Harness: every case is a closure that runs `iters` operations and returns the time
+//! spent in the measured part. The batch size is grown until one batch takes >= 2 ms,
+//! batches run ~0.2 s as warm-up, then for ~1 s; the line printed is the MEDIAN of the
+//! batches' ns/op. `Instant::now()` is read twice per batch (or per sub-batch, see SRTP),
+//! which adds well under 1 ns per operation. Output, one line per case:
+//!
+//!     name  ns/op  ops/s  [MB/s]
+//!
+//! Cases (all on one thread unless the name says `2thr`):
+//!
+//! - `h264/...` H264Depacketizer: one op = one access unit pushed packet by packet
+//!   (consecutive sequence numbers, marker on the last packet) and drained with
+//!   take_config/take_unit (the unit's FLV body is dropped, i.e. its allocation is
+//!   freed in the loop). `idr12k`: STAP-A(SPS,PPS) + a 12 KiB IDR slice as FU-A at
+//!   1200-byte payloads; `p3k`: a 3 KiB P slice as FU-A. The `/pkt` line is the same
+//!   measurement divided by packets per AU. MB/s = RTP payload bytes in.
+//! - `srtp/<profile>/<len>` SrtpContext::unprotect_rtp of an RTP packet of `len` bytes
+//!   (24-byte header with a one-byte-header extension, then payload; the tag comes on
+//!   top). 256 packets with consecutive sequence numbers are protected once in setup.
+//!   For every sub-batch of 256 a fresh receive context is made and the protected bytes
+//!   are copied back over the work buffers, both OUTSIDE the timed part; timed is only
+//!   unprotect in place (auth check, replay check, decrypt). MB/s = RTP bytes.
+//! - `chunk/...` RTMP chunking of a 10 KiB video message at chunk size 4096:
+//!   `encode` = ChunkEncoder::encode of the whole message (what every player would cost
+//!   without sharing), `prechunk` = the shared body built once per message,
+//!   `first_header` = ChunkEncoder::write_first_header (the per-player part of the
+//!   fan-out path), `fanout_n100` = prechunk once + 100 headers, per player.
+//! - `fanout/<kind>/n<N>` the worker's local delivery path with the real types: per
+//!   message MediaMsg::new (copy + prechunk, once) and StreamHub::ingest (GOP cache),
+//!   then per player PlayerState::deliver, RtmpSession::queue_media into its SendQueue,
+//!   and SendQueue::write_to(std::io::sink()) (the writev replaced by a sink that takes
+//!   everything; so no kernel copy). One op = one message to one player:
+//!   ns/op = time per message / N. Video: 10 KiB messages, a keyframe every 60.
+//!   MB/s = bytes queued to players (shared, not copied: an upper bound for user space).
+//! - `mesh/...` the cross-worker ring (runtime::mesh, 2 meshes, real mio Wakers):
+//!   `send+drain`: Mesh::send of a CoreMsg::Media then Mesh::drain of it, including the
+//!   two Arc clones the worker makes per message and the drops on the receive side;
+//!   `turn32`: 32 sends, one Mesh::flush (rings the peer's eventfd Waker) and one drain,
+//!   per message; `2thr/pingpong`: a message to a busy-polling thread and back, per
+//!   round trip; `2thr/stream`: messages per second from one thread to another
+//!   busy-polling one (a full ring drops the message and the sender retries, as
+//!   media would be dropped in the server). The 2-thread cases spin on both cores
+//!   (yielding after 2000 empty polls): numbers from a loaded machine are meaningless.
+
+use std::hint::black_box;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtcbridge::buf::{MediaKind, MediaMsg, SendQueue};
+use rtcbridge::proto::depack::h264::H264Depacketizer;
+use rtcbridge::proto::depack::{Pushed, RtpView};
+use rtcbridge::proto::rtmp::chunk::{prechunk, prechunked_len, ChunkEncoder};
+use rtcbridge::proto::rtmp::session::RtmpSession;
+use rtcbridge::proto::srtp::{SrtpContext, SrtpProfile};
+use rtcbridge::relay::hub::PlayerRef;
+use rtcbridge::relay::{Deliver, PlayerPolicy, PlayerState, Snapshot, StreamHub};
+use rtcbridge::runtime::mesh::{self, CoreMsg, Mesh};
+
+const BATCH_MIN: Duration = Duration::from_millis(2);
+const WARMUP: Duration = Duration::from_millis(200);
+const MEASURE: Duration = Duration::from_secs(1);
+
+const CHUNK_SIZE: usize = 4096; // the server's default --chunk-size
+const FLV_VIDEO_KEY: u8 = 0x17; // FLV VIDEODATA: keyframe, AVC
+const FLV_VIDEO_INTER: u8 = 0x27; // FLV VIDEODATA: inter frame, AVC
+const FLV_AAC: u8 = 0xaf; // FLV AUDIODATA: AAC, 44 kHz, 16 bit, stereo
+
+// ---- harness ----------------------------------------------------------------
+
+struct Bench {
+    filters: Vec<String>,
+}
+
+impl Bench {
+    fn wants(&self, name: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Median ns per iteration of `batch(iters) -> measured time`, or None when filtered out.
+    fn run(&self, name: &str, mut batch: impl FnMut(u64) -> Duration) -> Option<f64> {
+        if !self.wants(name) {
+            return None;
+        }
+        let mut iters = 1u64;
+        loop {
+            if batch(iters) >= BATCH_MIN || iters >= 1 << 30 {
+                break;
+            }
+            iters *= 2;
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < WARMUP {
+            batch(iters);
+        }
+        let mut per_iter = Vec::new();
+        let t1 = Instant::now();
+        while t1.elapsed() < MEASURE || per_iter.len() < 5 {
+            per_iter.push(batch(iters).as_nanos() as f64 / iters as f64);
+        }
+        per_iter.sort_by(f64::total_cmp);
+        Some(per_iter[per_iter.len() / 2])
+    }
+}
+
+/// One output line. `ns` per op; `bytes` per op for MB/s.
+fn line(name: &str, ns: f64, bytes: Option<f64>) {
+    let ops = 1e9 / ns;
+    match bytes {
+        Some(b) => println!("{name:<40} {ns:>11.1} {ops:>14.0} {:>10.1}", b * ops / 1e6),
+        None => println!("{name:<40} {ns:>11.1} {ops:>14.0}"),
+    }
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+/// Deterministic filler (xorshift), so runs are comparable.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything not starting with '-' is a name filter.
+    let filters = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let b = Bench { filters };
+    println!("{:<40} {:>11} {:>14} {:>10}", "name", "ns/op", "ops/s", "MB/s");
+    h264(&b);
+    srtp(&b);
+    chunk(&b);
+    fanout(&b);
+    mesh_cases(&b);
+}
+
+// ---- 1. H.264 depacketizer -----------------------------------------------------
+
+// RFC 6184 payload types and FU header bits, restated for the bench's packetizer.
+const STAP_A: u8 = 24; // RFC 6184 §5.7.1
+const FU_A: u8 = 28; // RFC 6184 §5.8
+const FU_S: u8 = 0x80;
+const FU_E: u8 = 0x40;
+const RTP_PAYLOAD: usize = 1200;
+
+/// 640x360 constrained baseline SPS and its PPS (libx264), as in the depacketizer tests.
+const SPS: [u8; 25] = [
+    0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00,
+    0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+];
+const PPS: [u8; 5] = [0x68, 0xcb, 0x83, 0xcb, 0x20];
+
+/// A slice NAL unit of `len` bytes with first_mb_in_slice = 0 (ue(v) "1" in the top bit).
+fn slice_nal(idr: bool, len: usize, seed: u64) -> Vec<u8> {
+    let mut n = vec![if idr { 0x65 } else { 0x41 }, 0x88];
+    n.extend(noise(seed, len - 2));
+    n
+}
+
+/// FU-A packets of at most RTP_PAYLOAD bytes for one NAL unit.
+fn fu_a(nal: &[u8], out: &mut Vec<Vec<u8>>) {
+    let (hdr, body) = (nal[0], &nal[1..]);
+    let pieces: Vec<&[u8]> = body.chunks(RTP_PAYLOAD - 2).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut fh = hdr & 0x1f;
+        if i == 0 {
+            fh |= FU_S;
+        }
+        if i + 1 == pieces.len() {
+            fh |= FU_E;
+        }
+        let mut p = vec![(hdr & 0xe0) | FU_A, fh];
+        p.extend_from_slice(piece);
+        out.push(p);
+    }
+}
+
+fn idr_au() -> Vec<Vec<u8>> {
+    let mut stap = vec![0x60 | STAP_A];
+    for n in [&SPS[..], &PPS[..]] {
+        stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+        stap.extend_from_slice(n);
+    }
+    let mut pkts = vec![stap];
+    fu_a(&slice_nal(true, 12 * 1024, 1), &mut pkts);
+    pkts
+}
+
+fn p_au() -> Vec<Vec<u8>> {
+    let mut pkts = Vec::new();
+    fu_a(&slice_nal(false, 3 * 1024, 2), &mut pkts);
+    pkts
+}
+
+struct DepackFeed {
+    d: H264Depacketizer,
+    seq: u64,
+    ts: u64,
+}
+
+impl DepackFeed {
+    /// Push one access unit and drain what it completed; returns the FLV bytes out.
+    fn au(&mut self, pkts: &[Vec<u8>]) -> usize {
+        self.ts += 3000; // 30 fps at 90 kHz
+        let mut out = 0;
+        for (i, p) in pkts.iter().enumerate() {
+            let v = RtpView {
+                seq: self.seq,
+                ts: self.ts,
+                marker: i + 1 == pkts.len(),
+                payload: p,
+                after_loss: false,
+            };
+            self.seq += 1;
+            if self.d.push(v) == Pushed::Complete {
+                black_box(self.d.take_config());
+                while let Some(u) = self.d.take_unit() {
+                    out += u.flv_body.len();
+                    black_box(u);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn h264(b: &Bench) {
+    let idr = idr_au();
+    let p = p_au();
+    let mut feed = DepackFeed { d: H264Depacketizer::new(), seq: 1, ts: 0 };
+    // Start the stream (it waits for a keyframe) and check the AUs come out whole.
+    assert!(feed.au(&idr) > 12 * 1024, "IDR access unit not emitted");
+    assert!(feed.au(&p) > 3 * 1024, "P access unit not emitted");
+    assert_eq!(feed.d.stats().dropped(), 0);
+
+    for (name, au) in [("h264/idr12k", &idr), ("h264/p3k", &p)] {
+        let bytes: usize = au.iter().map(Vec::len).sum();
+        let ns = b.run(name, |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    black_box(feed.au(au));
+                }
+            })
+        });
+        if let Some(ns) = ns {
+            line(&format!("{name}/au"), ns, Some(bytes as f64));
+            let n = au.len() as f64;
+            line(&format!("{name}/pkt ({} per AU)", au.len()), ns / n, Some(bytes as f64 / n));
+        }
+    }
+    assert_eq!(feed.d.stats().dropped(), 0, "depacketizer dropped packets during the bench");
+}
+
+// ---- 2. SRTP unprotect -------------------------------------------------------------
+
+const SRTP_POOL: usize = 256;
+
+/// RTP header with a one-byte-header extension (RFC 8285: 0xBEDE, 2 words), `len` bytes total.
+fn rtp_packet(seq: u16, len: usize) -> Vec<u8> {
+    let mut p = vec![0x90, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x22, 1, 2, 3, 0x31, 0, 9, 0]);
+    p.extend(noise(u64::from(seq), len - p.len()));
+    p
+}
+
+fn srtp(b: &Bench) {
+    let profiles = [
+        ("aes128cm_sha1_80", SrtpProfile::Aes128CmSha1_80),
+        ("aead_aes128gcm", SrtpProfile::AeadAes128Gcm),
+        ("aead_aes256gcm", SrtpProfile::AeadAes256Gcm),
+    ];
+    for (pname, profile) in profiles {
+        let key = noise(7, profile.key_len());
+        let salt = noise(8, profile.salt_len());
+        let new_ctx = || SrtpContext::new(profile, &key, &salt).expect("SRTP context");
+        for len in [1200usize, 160] {
+            let name = format!("srtp/{pname}/{len}");
+            if !b.wants(&name) {
+                continue;
+            }
+            let plain: Vec<Vec<u8>> = (0..SRTP_POOL).map(|i| rtp_packet(1000 + i as u16, len)).collect();
+            let mut tx = new_ctx();
+            let protected: Vec<Vec<u8>> = plain
+                .iter()
+                .map(|p| {
+                    let mut v = Vec::with_capacity(p.len() + profile.rtp_overhead());
+                    v.extend_from_slice(p);
+                    tx.protect_rtp(&mut v).expect("protect");
+                    v
+                })
+                .collect();
+            let mut work = protected.clone();
+            {
+                let mut rx = new_ctx();
+                for (w, p) in work.iter_mut().zip(&plain) {
+                    let n = rx.unprotect_rtp(w).expect("unprotect");
+                    assert_eq!(&w[..n], &p[..], "SRTP round trip");
+                }
+            }
+            let ns = b.run(&name, |iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let k = left.min(SRTP_POOL);
+                    // Untimed: fresh replay state, fresh ciphertext.
+                    let mut rx = new_ctx();
+                    for (w, p) in work.iter_mut().zip(&protected).take(k) {
+                        w.copy_from_slice(p);
+                    }
+                    spent += timed(|| {
+                        for w in work.iter_mut().take(k) {
+                            black_box(rx.unprotect_rtp(black_box(w)).is_ok());
+                        }
+                    });
+                    left -= k;
+                }
+                spent
+            });
+            if let Some(ns) = ns {
+                line(&name, ns, Some(len as f64));
+            }
+        }
+    }
+}
+
+// ---- 3. RTMP chunk encoder ----------------------------------------------------------
+
+const VIDEO_CSID: u32 = 6; // MediaKind::Video.csid()
+const VIDEO_TYPE: u8 = 9; // RTMP message type: video
+const MSID: u32 = 1;
+
+fn chunk(b: &Bench) {
+    let mut payload = vec![FLV_VIDEO_INTER, 1, 0, 0, 0];
+    payload.extend(noise(3, 10 * 1024 - payload.len()));
+    let len = payload.len() as f64;
+    let mut enc = ChunkEncoder::new();
+    enc.set_chunk_size(CHUNK_SIZE);
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut ts = 0u32;
+
+    if let Some(ns) = b.run("chunk/encode/10k", |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                ts = ts.wrapping_add(33) & 0xff_ffff;
+                out.clear();
+                enc.encode(VIDEO_CSID, ts, VIDEO_TYPE, MSID, &payload, &mut out);
+                black_box(&out);
+            }
+        })
+    }) {
+        line("chunk/encode/10k", ns, Some(len));
+    }
+    if let Some(ns) = b.run("chunk/prechunk/10k", |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                out.clear();
+                prechunk(&payload, CHUNK_SIZE, VIDEO_CSID, &mut out);
+                black_box(&out);
+            }
+        })
+    }) {
+        line("chunk/prechunk/10k", ns, Some(len));
+    }
+    let mut hdr = Vec::with_capacity(32);
+    if let Some(ns) = b.run("chunk/first_header", |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                ts = ts.wrapping_add(33) & 0xff_ffff;
+                hdr.clear();
+                enc.write_first_header(VIDEO_CSID, ts, VIDEO_TYPE, MSID, payload.len() as u32, &mut hdr);
+                black_box(&hdr);
+            }
+        })
+    }) {
+        line("chunk/first_header", ns, None);
+    }
+    const N: usize = 100;
+    let mut encs: Vec<ChunkEncoder> = (0..N)
+        .map(|_| {
+            let mut e = ChunkEncoder::new();
+            e.set_chunk_size(CHUNK_SIZE);
+            e
+        })
+        .collect();
+    if let Some(ns) = b.run("chunk/fanout_n100", |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                ts = ts.wrapping_add(33) & 0xff_ffff;
+                out.clear();
+                prechunk(&payload, CHUNK_SIZE, VIDEO_CSID, &mut out);
+                for e in encs.iter_mut() {
+                    hdr.clear();
+                    e.write_first_header(VIDEO_CSID, ts, VIDEO_TYPE, MSID, payload.len() as u32, &mut hdr);
+                    black_box(&hdr);
+                }
+                black_box(&out);
+            }
+        })
+    }) {
+        line("chunk/fanout_n100 (per player)", ns / N as f64, None);
+    }
+}
+
+// ---- 4. Fan-out to N in-memory players ---------------------------------------------
+
+struct Player {
+    state: PlayerState,
+    session: RtmpSession,
+    tx: SendQueue,
+}
+
+struct Fanout {
+    hub: StreamHub,
+    players: Vec<Player>,
+    policy: PlayerPolicy,
+    now: Instant,
+    ts: u32,
+    n_msg: u64,
+    sink: io::Sink,
+}
+
+impl Fanout {
+    fn new(n: usize) -> Self {
+        let name: Arc<str> = "bench".into();
+        let mut hub = StreamHub::new(Arc::clone(&name), true);
+        hub.start(Snapshot::default());
+        let players = (0..n)
+            .map(|i| {
+                hub.add_player(PlayerRef { idx: i, gen: 0 });
+                Player {
+                    state: PlayerState::new(MSID, Arc::clone(&name), hub.epoch),
+                    session: RtmpSession::new(i as u64, 0, 8 << 20, CHUNK_SIZE),
+                    tx: SendQueue::new(),
+                }
+            })
+            .collect();
+        Fanout {
+            hub,
+            players,
+            // The server's defaults: --player-queue-kb 1024, --evict-after 10.
+            policy: PlayerPolicy { queue_limit: 1024 * 1024, evict_after: Duration::from_secs(10) },
+            now: Instant::now(),
+            ts: 0,
+            n_msg: 0,
+            sink: io::sink(),
+        }
+    }
+
+    /// What the worker does for one published message: build, cache, deliver to every
+    /// local player, then (end of the loop turn) flush every player's queue. Returns
+    /// the bytes written to players.
+    fn message(&mut self, kind: MediaKind, payload: &[u8]) -> usize {
+        self.ts = self.ts.wrapping_add(if kind == MediaKind::Video { 33 } else { 21 });
+        let msg = MediaMsg::new(kind, self.ts, payload, CHUNK_SIZE);
+        self.hub.ingest(&msg, self.now);
+        let has_video = self.hub.has_video;
+        let mut sent = 0;
+        for p in &self.hub.players {
+            let Some(pl) = self.players.get_mut(p.idx) else { continue };
+            if let Deliver::Send(ts) = pl.state.deliver(&msg, pl.tx.len(), has_video, self.now, &self.policy) {
+                pl.session.queue_media(pl.state.msid, ts, &msg, &mut pl.tx);
+            }
+        }
+        for pl in self.players.iter_mut() {
+            sent += pl.tx.write_to(&mut self.sink).unwrap_or(0);
+        }
+        self.n_msg += 1;
+        sent
+    }
+}
+
+fn fanout(b: &Bench) {
+    let video = |key: bool| {
+        let mut v = vec![if key { FLV_VIDEO_KEY } else { FLV_VIDEO_INTER }, 1, 0, 0, 0];
+        v.extend(noise(4, 10 * 1024 - v.len()));
+        v
+    };
+    let (key, inter) = (video(true), video(false));
+    let mut audio = vec![FLV_AAC, 1];
+    audio.extend(noise(5, 400 - audio.len()));
+
+    for (kind, n) in [(MediaKind::Video, 100usize), (MediaKind::Video, 1000), (MediaKind::Audio, 1000)] {
+        let kname = if kind == MediaKind::Video { "video10k" } else { "audio400" };
+        let name = format!("fanout/{kname}/n{n}");
+        if !b.wants(&name) {
+            continue;
+        }
+        let mut f = Fanout::new(n);
+        // Start every player on a keyframe, as after joining.
+        let first = f.message(MediaKind::Video, &key);
+        let per_player = 12 + prechunked_len(key.len(), CHUNK_SIZE, VIDEO_CSID); // fmt 0 header + body
+        assert_eq!(first, n * per_player, "every player gets the keyframe");
+        let mut bytes = 0usize;
+        let mut msgs = 0usize;
+        let ns = b.run(&name, |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    let payload = match kind {
+                        MediaKind::Video if f.n_msg % 60 == 0 => &key,
+                        MediaKind::Video => &inter,
+                        _ => &audio,
+                    };
+                    bytes += f.message(kind, payload);
+                    msgs += 1;
+                }
+            })
+        });
+        if let Some(ns) = ns {
+            let per_player_bytes = bytes as f64 / (msgs * n) as f64;
+            line(&format!("{name} (per player)"), ns / n as f64, Some(per_player_bytes));
+        }
+    }
+}
+
+// ---- 5. Cross-worker mesh ----------------------------------------------------------
+
+fn two_meshes() -> (Mesh, Mesh, Vec<mio::Poll>) {
+    let polls: Vec<mio::Poll> = (0..2).map(|_| mio::Poll::new().expect("mio::Poll")).collect();
+    let wakers = polls
+        .iter()
+        .map(|p| Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).expect("mio::Waker")))
+        .collect();
+    let mut m = mesh::build(2, Arc::new(wakers));
+    let m1 = m.pop().expect("mesh 1");
+    let m0 = m.pop().expect("mesh 0");
+    (m0, m1, polls)
+}
+
+/// Busy-wait step: spin first, then yield, so that two threads that end up on one core
+/// (machine busy) hand over at a yield instead of at the end of a time slice.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 2000 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+fn media(name: &Arc<str>, msg: &Arc<MediaMsg>) -> CoreMsg {
+    CoreMsg::Media { name: Arc::clone(name), msg: Arc::clone(msg) }
+}
+
+fn mesh_cases(b: &Bench) {
+    let name: Arc<str> = "bench".into();
+    let msg = MediaMsg::new(MediaKind::Video, 0, &noise(6, 1000), CHUNK_SIZE);
+    let (mut m0, mut m1, polls) = two_meshes();
+    let mut inbox = Vec::with_capacity(1024);
+
+    if let Some(ns) = b.run("mesh/send+drain", |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                black_box(m0.send(1, media(&name, &msg)));
+                m1.drain(1024, &mut inbox);
+                black_box(&inbox);
+                inbox.clear();
+            }
+        })
+    }) {
+        line("mesh/send+drain", ns, None);
+    }
+    if let Some(ns) = b.run("mesh/turn32", |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                for _ in 0..32 {
+                    black_box(m0.send(1, media(&name, &msg)));
+                }
+                m0.flush();
+                m1.drain(1024, &mut inbox);
+                black_box(&inbox);
+                inbox.clear();
+            }
+        })
+    }) {
+        line("mesh/turn32 (per message)", ns / 32.0, None);
+    }
+    drop(polls);
+
+    if b.wants("mesh/2thr/pingpong") {
+        let (mut a, mut z, _polls) = two_meshes();
+        let stop = Arc::new(AtomicBool::new(false));
+        let echo = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut inbox = Vec::with_capacity(64);
+                let mut spins = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    z.drain(64, &mut inbox);
+                    if inbox.is_empty() {
+                        backoff(&mut spins);
+                    } else {
+                        spins = 0;
+                    }
+                    for m in inbox.drain(..) {
+                        z.send(0, m);
+                    }
+                }
+            })
+        };
+        let mut inbox = Vec::with_capacity(64);
+        let ns = b.run("mesh/2thr/pingpong", |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    a.send(1, media(&name, &msg));
+                    let mut spins = 0;
+                    loop {
+                        a.drain(64, &mut inbox);
+                        if !inbox.is_empty() {
+                            break;
+                        }
+                        backoff(&mut spins);
+                    }
+                    inbox.clear();
+                }
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        echo.join().expect("echo thread");
+        if let Some(ns) = ns {
+            line("mesh/2thr/pingpong (round trip)", ns, None);
+        }
+    }
+
+    if b.wants("mesh/2thr/stream") {
+        let (mut a, mut z, _polls) = two_meshes();
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let sink = {
+            let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+            std::thread::spawn(move || {
+                let mut inbox = Vec::with_capacity(1024);
+                let mut spins = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    z.drain(1024, &mut inbox);
+                    if !inbox.is_empty() {
+                        received.fetch_add(inbox.len() as u64, Ordering::Release);
+                        inbox.clear();
+                        spins = 0;
+                    } else {
+                        backoff(&mut spins);
+                    }
+                }
+            })
+        };
+        let mut sent = 0u64;
+        let mut dropped = 0u64;
+        let ns = b.run("mesh/2thr/stream", |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    let mut spins = 0;
+                    while !a.send(1, media(&name, &msg)) {
+                        dropped += 1;
+                        backoff(&mut spins);
+                    }
+                    sent += 1;
+                }
+                let mut spins = 0;
+                while received.load(Ordering::Acquire) < sent {
+                    backoff(&mut spins);
+                }
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        sink.join().expect("sink thread");
+        if let Some(ns) = ns {
+            line(&format!("mesh/2thr/stream ({dropped} full-ring retries)"), ns, None);
+        }
+    }
+}
