@@ -64,6 +64,11 @@ pub struct PlayerState {
 }
 
 impl PlayerState {
+    /// Has had its first keyframe (or the stream has no video).
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
     pub fn new(msid: u32, name: Arc<str>, epoch: u32) -> Self {
         PlayerState {
             msid,

@@ -482,8 +482,8 @@ impl RtcSession {
         self.stats.rtp_packets.fetch_add(1, Relaxed);
         if let Some((id, rec)) = self.twcc.as_mut() {
             if let Some(v) = pkt.extension(*id) {
-                if let Some(b) = v.get(..2) {
-                    rec.record(u16::from_be_bytes([b[0], b[1]]), now);
+                if let Some(&[b0, b1]) = v.get(..2) {
+                    rec.record(u16::from_be_bytes([b0, b1]), now);
                 }
             }
         }

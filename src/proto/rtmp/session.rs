@@ -262,7 +262,7 @@ impl RtmpSession {
     }
 
     fn handle_user_control(&mut self, p: &[u8], q: &mut SendQueue) {
-        let Some(kind) = p.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        let Some(kind) = p.get(..2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes) else {
             self.stats.dropped_messages += 1;
             return;
         };
@@ -550,7 +550,7 @@ fn stream_key(name: &str) -> String {
 }
 
 fn be_u32(p: &[u8]) -> Option<u32> {
-    p.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    p.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mesh messages handled per source per loop turn (fairness).
 const MESH_BUDGET: usize = 1024;
+/// `--write-batch-ms`: a player's held media is written at once beyond this.
+const HOLD_MAX_BYTES: usize = 64 * 1024;
 /// Bytes read per readable event before other connections get a turn.
 const READ_BUDGET: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
@@ -54,6 +56,8 @@ enum Timer {
     Grace(Arc<str>),
     /// Drive the WebRTC sessions' timers (ICE consent, DTLS retransmits, NACK, RTCP).
     RtcTick,
+    /// `--write-batch-ms`: write the media held for players.
+    WriteBatch,
 }
 
 enum Role {
@@ -82,6 +86,8 @@ struct Conn {
     kind: Kind,
     /// Queued output since the last flush.
     dirty: bool,
+    /// Media queued and held for the next `--write-batch-ms` tick.
+    held: bool,
     /// Close once `tx` is written (HTTP responses).
     close_after_flush: bool,
 }
@@ -105,6 +111,11 @@ pub struct Worker {
     mesh: Mesh,
     timers: TimerWheel<Timer>,
     dirty: Vec<usize>,
+    /// Connections with held media (`--write-batch-ms`); entries whose `held` flag was
+    /// cleared by an earlier flush are skipped.
+    held: Vec<usize>,
+    write_batch: Option<Duration>,
+    batch_armed: bool,
     policy: PlayerPolicy,
     started: Instant,
     seed: u64,
@@ -139,6 +150,7 @@ impl Worker {
         poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
         let started = now();
         let policy = PlayerPolicy { queue_limit: shared.cfg.queue_limit(), evict_after: shared.cfg.evict() };
+        let policy_batch = shared.cfg.write_batch();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -156,6 +168,9 @@ impl Worker {
             mesh,
             timers: TimerWheel::new(started),
             dirty: Vec::new(),
+            held: Vec::new(),
+            write_batch: policy_batch,
+            batch_armed: false,
             policy,
             started,
             seed,
@@ -290,6 +305,7 @@ impl Worker {
                 tx: SendQueue::new(),
                 kind,
                 dirty: false,
+                held: false,
                 close_after_flush: false,
             };
             let (idx, gen) = self.conns.insert(conn);
@@ -583,6 +599,7 @@ impl Worker {
         let Kind::Rtmp(r) = &mut c.kind else { return };
         let Role::Player(ps) = &mut r.role else { return };
         let w = &self.shared.workers[self.id];
+        let was_started = ps.is_started();
         match ps.deliver(msg, c.tx.len(), has_video, now, &self.policy) {
             Deliver::Send(ts) => {
                 r.session.queue_media(ps.msid, ts, msg, &mut c.tx);
@@ -592,7 +609,21 @@ impl Worker {
                         self.queued_born.push(b);
                     }
                 }
-                if !c.dirty {
+                // --write-batch-ms: hold media of a started player for the next tick.
+                let hold = self.write_batch.is_some() && was_started && c.tx.len() < HOLD_MAX_BYTES;
+                if c.dirty {
+                } else if hold {
+                    if !c.held {
+                        c.held = true;
+                        self.held.push(p.idx);
+                    }
+                    if !self.batch_armed {
+                        if let Some(b) = self.write_batch {
+                            self.batch_armed = true;
+                            self.timers.insert(now + b, Timer::WriteBatch);
+                        }
+                    }
+                } else {
                     c.dirty = true;
                     self.dirty.push(p.idx);
                 }
@@ -754,6 +785,8 @@ impl Worker {
         for m in &snap.gop {
             self.send_to_player(now, p, m, has_video);
         }
+        // The cached start is never held (--write-batch-ms): joins stay instant.
+        self.mark_dirty(p.idx);
     }
 
     /// A publisher started: tell waiting players (PublishNotify when `fresh`) and
@@ -854,6 +887,7 @@ impl Worker {
                 }
             }
             Timer::RtcTick => self.rtc_tick(now),
+            Timer::WriteBatch => self.release_held(),
             Timer::Grace(name) => {
                 let Some(hub) = self.hubs.get_mut(&name) else { return };
                 match hub.grace_until {
@@ -883,6 +917,21 @@ impl Worker {
 
     // ---- output and teardown ------------------------------------------------------
 
+    /// `--write-batch-ms` tick: every connection with held media is written this turn.
+    fn release_held(&mut self) {
+        self.batch_armed = false;
+        for idx in std::mem::take(&mut self.held) {
+            let Some(c) = self.conns.get_mut(idx) else { continue };
+            if c.held {
+                c.held = false;
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(idx);
+                }
+            }
+        }
+    }
+
     /// One writev batch per connection with new output this turn.
     fn flush_all(&mut self, _now: Instant) {
         let dirty = std::mem::take(&mut self.dirty);
@@ -890,6 +939,7 @@ impl Worker {
         for idx in &dirty {
             let Some(c) = self.conns.get_mut(*idx) else { continue };
             c.dirty = false;
+            c.held = false;
             let res = c.tx.write_to(&mut c.sock).and_then(|n| c.sock.flush_pending().map(|()| n));
             match res {
                 Ok(n) => {
