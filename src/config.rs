@@ -128,7 +128,7 @@ pub struct Config {
 
     /// Hold media for players up to MS milliseconds and write it in one writev. Fewer,
     /// larger writes cut the kernel's per-write cost, which is most of a relay's CPU per
-    /// player (perf/README.md: 30 ms halves it, 100 ms quarters it), at the price of up to
+    /// player (README "Performance": 100 ms takes it to ~0.4x), at the price of up to
     /// MS ms of added latency. 0 writes every loop turn (lowest latency). Joining players,
     /// a player's first keyframe and control messages are never held; a player's held
     /// bytes are written at once when they reach 64 KiB.
