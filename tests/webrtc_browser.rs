@@ -100,6 +100,7 @@ fn chromium_stream_has_h264_and_opus_in_api() {
     assert!(s["webrtc"]["keyframe_requests"].as_u64().unwrap_or(0) >= 2, "keyframe requests: {s}");
     assert!(s["gop_age_ms"].as_u64().is_some_and(|g| g <= 4000), "GOP age within ~2 keyframe intervals: {s}");
     assert!(s["webrtc"]["av_offset_ms"].as_i64().is_some_and(|o| o.abs() < 500), "A/V offset: {s}");
+    assert!(s["webrtc"]["av_sr_skew_ms"].as_i64().is_some_and(|o| o.abs() < 200), "SR skew: {s}");
     // Opus → AAC transcode time: every Opus packet goes through it, each in well under 20 ms.
     let t = &s["webrtc"]["transcode"];
     let packets = t["packets"].as_u64().unwrap_or(0);

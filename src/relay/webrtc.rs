@@ -469,9 +469,32 @@ impl RtcSession {
         // the A/V timeline: measured against Chromium's own recording, aligning the
         // tracks by its SR NTP mapping put audio 46 ms early, while aligning by first
         // arrival is within ~35 ms (tests/webrtc_av_sync.rs).
-        let _ = got_sr;
+        if got_sr {
+            self.update_sr_skew();
+        }
     }
 
+    /// How much later than our timeline puts it the sender's RTCP SR mapping (NTP ↔ RTP
+    /// per track) would put audio against video, in ms: `/api/streams` `av_sr_skew_ms`.
+    /// Measured, not applied (README "Architecture"): with Chromium it is a steady ~+10 ms,
+    /// while Chromium's own MediaRecorder puts audio ~50 ms later than our timeline, so the
+    /// SRs do not carry the capture delay that recording shows; applying them mid-stream
+    /// would also step a track.
+    fn update_sr_skew(&mut self) {
+        let (Some(v), Some(a)) = (self.video.as_ref(), self.audio.as_ref()) else { return };
+        let (Some((vt0, vms)), Some((at0, ams)), Some((vntp, vrtp)), Some((antp, artp))) = (v.first, a.first, v.sr, a.sr) else {
+            return;
+        };
+        // NTP 32.32 fixed point to seconds; RTP timestamps relative to each track's anchor.
+        let secs = |n: u64| n as f64 / 4_294_967_296.0;
+        let dv = f64::from(vrtp.wrapping_sub(vt0 as u32) as i32) / 90_000.0;
+        let da = f64::from(artp.wrapping_sub(at0 as u32) as i32) / f64::from(a.clock.max(1));
+        let sr_gap_ms = ((secs(antp) - da) - (secs(vntp) - dv)) * 1000.0;
+        let skew = vms as f64 + sr_gap_ms - ams as f64;
+        if skew.is_finite() && skew.abs() < 10_000.0 {
+            self.stats.av_sr_skew_ms.store(skew.round() as i64, Relaxed);
+        }
+    }
     fn handle_rtp(&mut self, now: Instant, d: &mut [u8]) {
         let Some(ctx) = self.srtp_in.as_mut() else { return };
         let Ok(len) = ctx.unprotect_rtp(d) else { return };
