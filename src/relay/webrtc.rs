@@ -620,6 +620,8 @@ impl RtcSession {
                 }
                 out.push(MediaMsg::build(MediaKind::Video, ms, &unit.flv_body, self.chunk_size, Audience::All, Some(now)));
             }
+            // The payload buffer goes back to the receiver: no allocation per packet.
+            recv.recycle(p.payload);
         }
         if recv.take_keyframe_request() {
             want_pli = true;
@@ -659,6 +661,7 @@ impl RtcSession {
                 b.push(tag);
                 b.extend_from_slice(&p.payload);
                 out.push(MediaMsg::build(MediaKind::Audio, ms, &b, cs, Audience::All, Some(now)));
+                recv.recycle(p.payload);
                 continue;
             }
             let _ = a.depack.push(view);
@@ -703,6 +706,7 @@ impl RtcSession {
                     }
                 }
             }
+            recv.recycle(p.payload);
         }
         let audio_ready = self.audio.as_ref().is_some_and(|a| a.sent_config && (a.aac.is_some() || a.g711.is_some()));
         if audio_ready && !self.meta_has_audio && self.video.as_ref().is_some_and(|v| v.sent_meta) {
