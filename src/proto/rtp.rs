@@ -255,6 +255,14 @@ impl<'a> Iterator for RtpExtensions<'a> {
     }
 }
 
+/// RFC 5450 §2 transmission time offset extension value: a 24-bit signed count of RTP
+/// clock ticks between the packet's capture instant (its RTP timestamp) and its send
+/// time. `None` unless the element is exactly 3 bytes.
+pub fn transmission_offset(ext: &[u8]) -> Option<i32> {
+    let [b0, b1, b2]: [u8; 3] = ext.try_into().ok()?;
+    Some(i32::from_be_bytes([b0, b1, b2, 0]) >> 8) // arithmetic shift sign-extends
+}
+
 /// RTP/RTCP demultiplexing on a shared port (RFC 5761 §4): with the marker
 /// bit masked off, RTCP packet types 192..=223 map to 64..=95, a range RTP
 /// payload types must avoid. Also requires version 2.
@@ -332,6 +340,16 @@ pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transmission_offset_is_24_bit_signed() {
+        assert_eq!(transmission_offset(&[0x00, 0x0c, 0x4e]), Some(3150));
+        assert_eq!(transmission_offset(&[0x7f, 0xff, 0xff]), Some(0x7f_ffff));
+        assert_eq!(transmission_offset(&[0xff, 0xff, 0xff]), Some(-1));
+        assert_eq!(transmission_offset(&[0x80, 0x00, 0x00]), Some(-0x80_0000));
+        assert_eq!(transmission_offset(&[0, 0]), None);
+        assert_eq!(transmission_offset(&[0, 0, 0, 0]), None);
+    }
 
     fn hdr(seq: u16) -> RtpHeader {
         RtpHeader { marker: true, pt: 96, seq, ts: 0x1234_5678, ssrc: 0xdead_beef }

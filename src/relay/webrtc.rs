@@ -186,9 +186,7 @@ const MAX_CAPTURE_LAG_MS: i64 = 500;
 /// that the packet was sent after its capture instant. `None` if malformed or outside
 /// 0..=MAX_CAPTURE_LAG_MS.
 fn toffset_ms(ext: &[u8]) -> Option<i64> {
-    let b: [u8; 3] = ext.try_into().ok()?;
-    let raw = (i32::from_be_bytes([b[0], b[1], b[2], 0]) >> 8) as i64; // sign-extend 24 bits
-    let ms = raw * 1000 / 90_000;
+    let ms = i64::from(rtp::transmission_offset(ext)?) * 1000 / 90_000;
     (0..=MAX_CAPTURE_LAG_MS).contains(&ms).then_some(ms)
 }
 

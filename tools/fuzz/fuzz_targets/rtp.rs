@@ -2,7 +2,8 @@
 //! per-SSRC receiver.
 //!
 //! Pass 1: the whole input as one RTP packet. Whatever parses must have a
-//! payload inside the input; extension iteration ends; a packet whose
+//! payload inside the input; extension iteration ends; every element read as
+//! an RFC 5450 transmission offset stays 24-bit signed; a packet whose
 //! extensions are all one-byte-encodable re-encodes (header + payload) to a
 //! packet that parses to the same fields.
 //! Pass 2: the input as 6-byte records (seq, ts, time step, flags) driving an
@@ -29,6 +30,11 @@ fn packet(data: &[u8]) {
     let exts: Vec<(u8, &[u8])> = p.extensions().collect();
     assert!(exts.iter().all(|&(id, _)| id != 0));
     let _ = p.extension(exts.first().map_or(1, |e| e.0));
+    for &(_, b) in &exts {
+        if let Some(t) = rtp::transmission_offset(b) {
+            assert!((-(1 << 23)..(1 << 23)).contains(&t), "toffset is 24-bit signed");
+        }
+    }
     let _ = unwrap_rtx(p.payload);
     let encodable = exts.iter().all(|&(id, b)| (1..=14).contains(&id) && (1..=16).contains(&b.len()));
     if encodable {
