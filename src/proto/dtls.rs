@@ -193,11 +193,9 @@ impl DtlsServer {
     fn drain(&mut self) -> Result<(), DtlsError> {
         loop {
             match self.dtls.poll_output(&mut self.buf) {
-                dimpl::Output::Packet(p) => {
-                    if self.transmit.len() < 64 {
-                        self.transmit.push_back(p.to_vec());
-                    }
-                }
+                // At most 64 queued datagrams (a whole flight); beyond that drop: DTLS retransmits.
+                dimpl::Output::Packet(p) if self.transmit.len() < 64 => self.transmit.push_back(p.to_vec()),
+                dimpl::Output::Packet(_) => {}
                 dimpl::Output::BufferTooSmall { needed } => {
                     if needed > 1 << 16 {
                         return Err(DtlsError::Handshake("engine asked for an oversized buffer".into()));

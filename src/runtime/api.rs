@@ -113,10 +113,13 @@ fn transcode_json(s: &StreamStats) -> serde_json::Value {
     })
 }
 
+/// A per-worker metric: name, help text, and how to read it.
+type WorkerMetric<T> = (&'static str, &'static str, fn(&crate::relay::WorkerStats) -> T);
+
 pub fn metrics(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let mut o = String::with_capacity(4096);
-    let gauges: [(&str, &str, fn(&crate::relay::WorkerStats) -> i64); 3] = [
+    let gauges: [WorkerMetric<i64>; 3] = [
         ("rtcbridge_connections", "Open TCP connections (RTMP and HTTP).", |w| w.connections.load(Relaxed)),
         ("rtcbridge_players", "RTMP players.", |w| w.players.load(Relaxed)),
         ("rtcbridge_publishers", "Publishers.", |w| w.publishers.load(Relaxed)),
@@ -129,7 +132,7 @@ pub fn metrics(shared: &Shared) -> String {
     }
     let _ = writeln!(o, "# HELP rtcbridge_streams Live streams.\n# TYPE rtcbridge_streams gauge");
     let _ = writeln!(o, "rtcbridge_streams {}", shared.registry.live_count());
-    let counters: [(&str, &str, fn(&crate::relay::WorkerStats) -> u64); 6] = [
+    let counters: [WorkerMetric<u64>; 6] = [
         ("rtcbridge_bytes_in_total", "Bytes received on TCP.", |w| w.bytes_in.load(Relaxed)),
         ("rtcbridge_bytes_out_total", "Bytes written on TCP.", |w| w.bytes_out.load(Relaxed)),
         ("rtcbridge_evictions_total", "Players disconnected for staying behind.", |w| w.evictions.load(Relaxed)),

@@ -234,7 +234,7 @@ impl Worker {
             }
             mesh_more = self.mesh.drain(MESH_BUDGET, &mut inbox);
             for m in inbox.drain(..) {
-                self.from_core(now, m);
+                self.handle_core_msg(now, m);
             }
             self.timers.expire(now, &mut expired);
             for t in expired.drain(..) {
@@ -834,7 +834,7 @@ impl Worker {
 
     // ---- cross-core and timers ----------------------------------------------------
 
-    fn from_core(&mut self, now: Instant, m: CoreMsg) {
+    fn handle_core_msg(&mut self, now: Instant, m: CoreMsg) {
         match m {
             CoreMsg::Subscribe { name, from } => {
                 let Some(hub) = self.hubs.get_mut(&name) else { return };
