@@ -138,7 +138,11 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
     let local = scratch_path("avsync-local", "webm");
     let local_arg = local.to_string_lossy().into_owned();
     let baseline_secs = BASELINE_SECS.to_string();
-    let extra = [
+    // perf/av-sync: also what a Chromium WebRTC viewer of this capture gets (in-page loopback).
+    let remote = scratch_path("avsync-remote", "webm");
+    let remote_arg = remote.to_string_lossy().into_owned();
+    let vs_chromium = std::env::var_os(VS_CHROMIUM_ENV).is_some();
+    let mut extra = vec![
         "--video",
         video_arg.as_str(),
         "--audio",
@@ -148,6 +152,9 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
         "--record-seconds",
         baseline_secs.as_str(),
     ];
+    if vs_chromium {
+        extra.extend(["--record-remote", remote_arg.as_str()]);
+    }
     let mut recorder: Option<(ChildGuard, Instant)> = None;
     let (evs, raw) = run_browser_at(&http, &ws, &extra, "demo", NAME, PUBLISH_SECS, |evs| {
         if recorder.is_none() && first_at(evs, "#publishStatus", "PUBLISHING").is_some() {
@@ -187,6 +194,23 @@ fn rtmp_output_keeps_chromiums_own_av_offset() {
     let baseline = avsync::median(&base_offsets);
     let spread = base_offsets.iter().map(|o| (o - baseline).abs()).fold(0.0, f64::max);
     eprintln!("baseline (Chromium's own beep - flash, same session): median {baseline:+.1} ms, max deviation {spread:.1} ms");
+    if vs_chromium {
+        if remote.is_file() {
+            let (_, rp) = measure("Chromium WebRTC loopback receiver", &remote);
+            let r: Vec<f64> = rp.iter().map(|p| p.offset_ms).collect();
+            if r.is_empty() {
+                eprintln!("Chromium WebRTC loopback receiver: no flash/beep pairs");
+            } else {
+                let m = avsync::median(&r);
+                eprintln!(
+                    "Chromium WebRTC loopback receiver (what a Chromium viewer gets): median {m:+.1} ms, {:+.1} ms from Chromium's own recording",
+                    m - baseline
+                );
+            }
+        } else {
+            eprintln!("Chromium WebRTC loopback receiver: no recording ({})", remote.display());
+        }
+    }
 
     let (out, pairs) = measure("RTMP output", &flv);
     let expected = marker_share() * f64::from(RECORD_SECS);

@@ -2,7 +2,7 @@
 //
 //   node publish.mjs --page demo|sdk --http http://127.0.0.1:PORT --ws ws://127.0.0.1:PORT/
 //                    --name NAME --seconds S [--sdk-port PORT] [--video clip.y4m --audio clip.wav]
-//                    [--record-local rec.webm --record-seconds S]
+//                    [--record-local rec.webm --record-seconds S] [--record-remote rec2.webm]
 //
 // demo: our own page at GET / ; sdk: the Flashphoner Web SDK's unchanged
 // examples/demo/streaming/two_way_streaming page, served from node_modules by a
@@ -14,6 +14,9 @@
 // moment the page gets it: Chromium's own A/V alignment of this very capture
 // session (the start skew of its fake devices differs from one session to the
 // next), written to the file before the page unpublishes.
+// --record-remote: the same stream also goes through an in-page WebRTC loopback
+// (two RTCPeerConnections over 127.0.0.1) and the receiving side is recorded:
+// what a Chromium WebRTC viewer of this capture gets (its own A/V sync).
 import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
@@ -61,11 +64,42 @@ try {
   page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
   page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
   if (args["record-local"]) {
-    await page.addInitScript((ms) => {
+    await page.addInitScript(([ms, remote]) => {
       const md = navigator.mediaDevices;
       if (!md || !md.getUserMedia) return;
       const orig = md.getUserMedia.bind(md);
       window.__rtcbRec = { chunks: [], done: null, mimeType: null };
+      window.__rtcbRemote = { chunks: [], done: null, mimeType: null };
+      const recordRemote = async (stream) => {
+        const r = window.__rtcbRemote;
+        const pc1 = new RTCPeerConnection(), pc2 = new RTCPeerConnection();
+        pc1.onicecandidate = (e) => e.candidate && pc2.addIceCandidate(e.candidate);
+        pc2.onicecandidate = (e) => e.candidate && pc1.addIceCandidate(e.candidate);
+        const got = new MediaStream();
+        let started = false;
+        pc2.ontrack = (e) => {
+          got.addTrack(e.track);
+          if (started || got.getAudioTracks().length === 0 || got.getVideoTracks().length === 0) return;
+          started = true;
+          const sink = new Audio();
+          sink.srcObject = got;
+          sink.play().catch(() => {});
+          r.mimeType = ["video/webm;codecs=vp8,opus", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
+          const rec = new MediaRecorder(got, { mimeType: r.mimeType });
+          rec.ondataavailable = (ev) => { if (ev.data && ev.data.size) r.chunks.push(ev.data); };
+          r.done = new Promise((ok) => { rec.onstop = ok; });
+          rec.start(1000);
+          setTimeout(() => rec.state !== "inactive" && rec.stop(), ms);
+        };
+        stream.getTracks().forEach((t) => pc1.addTrack(t, stream));
+        const offer = await pc1.createOffer();
+        await pc1.setLocalDescription(offer);
+        await pc2.setRemoteDescription(offer);
+        const answer = await pc2.createAnswer();
+        await pc2.setLocalDescription(answer);
+        await pc1.setRemoteDescription(answer);
+        window.__rtcbLoop = [pc1, pc2];
+      };
       md.getUserMedia = async (c) => {
         const stream = await orig(c);
         const r = window.__rtcbRec;
@@ -77,24 +111,25 @@ try {
           r.done = new Promise((ok) => { rec.onstop = ok; });
           rec.start(1000);
           setTimeout(() => rec.state !== "inactive" && rec.stop(), ms);
+          if (remote) recordRemote(stream).catch((e) => console.log("record-remote: " + e));
         }
         return stream;
       };
-    }, Number(args["record-seconds"] || 10) * 1000);
+    }, [Number(args["record-seconds"] || 10) * 1000, !!args["record-remote"]]);
   }
-  const saveLocal = async () => {
-    const r = await page.evaluate(async () => {
-      const r = window.__rtcbRec;
+  const saveRecording = async (which, file) => {
+    const r = await page.evaluate(async (which) => {
+      const r = window[which];
       if (!r || !r.done) return null;
       await r.done;
       const buf = new Uint8Array(await new Blob(r.chunks, { type: r.mimeType }).arrayBuffer());
       let bin = "";
       for (let i = 0; i < buf.length; i += 0x8000) bin += String.fromCharCode.apply(null, buf.subarray(i, i + 0x8000));
       return { bytes: buf.length, b64: btoa(bin) };
-    });
-    if (!r) { out({ error: "record-local: the page never got a camera+microphone stream" }); return; }
-    fs.writeFileSync(args["record-local"], Buffer.from(r.b64, "base64"));
-    out({ el: "record-local", text: `${r.bytes} bytes` });
+    }, which);
+    if (!r) { out({ error: `${which}: nothing was recorded` }); return; }
+    fs.writeFileSync(file, Buffer.from(r.b64, "base64"));
+    out({ el: which, text: `${r.bytes} bytes` });
   };
   let url;
   if (page_kind === "sdk") {
@@ -132,7 +167,8 @@ try {
     await until("#publishStatus", "PUBLISHING", 10000);
     const end = Date.now() + seconds * 1000;
     while (Date.now() < end) { await watch(); await page.waitForTimeout(100); }
-    if (args["record-local"]) await saveLocal();
+    if (args["record-local"]) await saveRecording("__rtcbRec", args["record-local"]);
+    if (args["record-remote"]) await saveRecording("__rtcbRemote", args["record-remote"]);
     if (last["#publishStatus"] === "PUBLISHING") {
       await page.click("#publishBtn");
       await until("#publishStatus", "UNPUBLISHED", 10000);
