@@ -610,22 +610,24 @@ impl Worker {
                     }
                 }
                 // --write-batch-ms: hold media of a started player for the next tick.
-                let hold = self.write_batch.is_some() && was_started && c.tx.len() < HOLD_MAX_BYTES;
-                if c.dirty {
-                } else if hold {
-                    if !c.held {
-                        c.held = true;
-                        self.held.push(p.idx);
-                    }
-                    if !self.batch_armed {
-                        if let Some(b) = self.write_batch {
+                // (A connection already dirty is written this turn anyway.)
+                let hold = self.write_batch.filter(|_| was_started && c.tx.len() < HOLD_MAX_BYTES);
+                match hold {
+                    _ if c.dirty => {}
+                    Some(batch) => {
+                        if !c.held {
+                            c.held = true;
+                            self.held.push(p.idx);
+                        }
+                        if !self.batch_armed {
                             self.batch_armed = true;
-                            self.timers.insert(now + b, Timer::WriteBatch);
+                            self.timers.insert(now + batch, Timer::WriteBatch);
                         }
                     }
-                } else {
-                    c.dirty = true;
-                    self.dirty.push(p.idx);
+                    None => {
+                        c.dirty = true;
+                        self.dirty.push(p.idx);
+                    }
                 }
             }
             Deliver::Skip => {}

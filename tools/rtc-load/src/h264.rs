@@ -194,65 +194,14 @@ mod tests {
     use rtcbridge::proto::depack::h264::H264Depacketizer;
     use rtcbridge::proto::depack::{Pushed, RtpView};
 
-    // --- A copy of tools/rtmp-load/src/flv.rs's SEI reader (our own code), so
-    // --- the writer is checked against the reader the probes use.
-    fn sei_wallclock_us(nalus: &[u8], len_size: usize, scratch: &mut Vec<u8>) -> Option<u64> {
-        let mut rest = nalus;
-        while rest.len() > len_size {
-            let (len_bytes, after) = rest.split_at(len_size);
-            let len = len_bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
-            let nal = after.get(..len)?;
-            rest = after.get(len..).unwrap_or(&[]);
-            if nal.first().map(|b| b & 0x1f) != Some(NAL_SEI) {
-                continue;
-            }
-            unescape(nal.get(1..).unwrap_or(&[]), scratch);
-            if let Some(us) = parse_sei(scratch) {
-                return Some(us);
-            }
-        }
-        None
+    // The SEI reader the probes use (tools/rtmp-load/src/flv.rs, included by main.rs in
+    // test builds), so the writer is checked against it and its UUID is the same.
+    use crate::flv::{sei_wallclock_us, SEI_CLOCK_UUID as READER_UUID};
+
+    #[test]
+    fn writer_and_reader_agree_on_the_uuid() {
+        assert_eq!(SEI_CLOCK_UUID, READER_UUID);
     }
-    fn unescape(ebsp: &[u8], out: &mut Vec<u8>) {
-        out.clear();
-        let mut zeros = 0;
-        for &b in ebsp {
-            if zeros >= 2 && b == 3 {
-                zeros = 0;
-                continue;
-            }
-            zeros = if b == 0 { zeros + 1 } else { 0 };
-            out.push(b);
-        }
-    }
-    fn parse_sei(rbsp: &[u8]) -> Option<u64> {
-        let mut p = rbsp;
-        while p.len() > 1 {
-            let ptype = read_ff_coded(&mut p)?;
-            let psize = read_ff_coded(&mut p)? as usize;
-            let payload = p.get(..psize)?;
-            p = p.get(psize..)?;
-            if ptype == 5 && payload.get(..16) == Some(&SEI_CLOCK_UUID[..]) {
-                let us = payload.get(16..24)?;
-                let mut b = [0u8; 8];
-                b.copy_from_slice(us);
-                return Some(u64::from_be_bytes(b));
-            }
-        }
-        None
-    }
-    fn read_ff_coded(p: &mut &[u8]) -> Option<u32> {
-        let mut v: u32 = 0;
-        loop {
-            let (&b, rest) = p.split_first()?;
-            *p = rest;
-            v = v.checked_add(u32::from(b))?;
-            if b != 0xff {
-                return Some(v);
-            }
-        }
-    }
-    // --- end of the copy.
 
     /// The AVCC NAL units of an FLV body (5-byte VIDEODATA prefix, 4-byte lengths).
     fn flv_nals(body: &[u8]) -> Vec<Vec<u8>> {

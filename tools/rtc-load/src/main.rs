@@ -14,9 +14,14 @@
 //!
 //! Output: one JSON summary on stdout (see `summary`); diagnostics on stderr.
 
+#[cfg(test)]
+#[path = "../../rtmp-load/src/flv.rs"]
+mod flv;
 mod h264;
 mod media;
 mod publisher;
+#[path = "../../common/report.rs"]
+mod report;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -30,6 +35,7 @@ use serde_json::json;
 use rtcbridge::proto::srtp::{SrtpContext, SrtpProfile};
 
 use media::{AudioSource, VideoParams, VideoSource, OPUS_FRAME};
+use report::{cpu_times, percentiles, round3};
 use publisher::{ClientIdentity, Phase, RtcPublisher, MAX_HTTP_RESPONSE, MAX_RTP_PAYLOAD};
 
 /// A WHIP request must be answered within this.
@@ -609,33 +615,8 @@ fn delete_all(poll: &mut Poll, events: &mut Events, args: &Args, slots: &mut [Sl
     }
 }
 
-/// (user, sys) CPU seconds of this process from /proc/self/stat (fields 14
-/// and 15, in USER_HZ = 100 ticks per second on Linux).
-fn cpu_times() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-    // After ")": field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
-    (tick(11), tick(12))
-}
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
 
-fn percentiles(v: &[f64]) -> serde_json::Value {
-    if v.is_empty() {
-        return json!({"n": 0});
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = |p: f64| {
-        let k = ((p / 100.0) * s.len() as f64).ceil() as usize;
-        round3(s[k.saturating_sub(1).min(s.len() - 1)])
-    };
-    json!({"n": s.len(), "p50": rank(50.0), "p95": rank(95.0), "max": rank(100.0)})
-}
 
 #[allow(clippy::too_many_arguments)]
 fn summary(
@@ -701,7 +682,7 @@ fn summary(
         "failed": failed,
         "failures": failures,
         "srtp_profile": profile.map(|p| format!("{p:?}")),
-        "connect_ms": percentiles(&connect_ms),
+        "connect_ms": percentiles(&connect_ms, &[50, 95]),
         "seconds": round3(end.duration_since(t0).as_secs_f64()),
         "media_publisher_seconds": round3(media_seconds),
         "video": {"size": format!("{}x{}", args.width, args.height), "fps": args.fps, "kbps_target": args.kbps, "gop": args.gop, "idr_min_ms": args.idr_min_ms},

@@ -23,6 +23,8 @@
 //! Output: one JSON object on stdout (see `summary`). Diagnostics on stderr.
 
 mod flv;
+#[path = "../../common/report.rs"]
+mod report;
 mod track;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,7 @@ use rtcbridge::proto::rtmp::amf0;
 use rtcbridge::proto::rtmp::chunk::{ChunkDecoder, ChunkEncoder};
 use rtcbridge::proto::rtmp::handshake::HandshakeClient;
 
+use report::{cpu_times, percentiles, round3};
 use track::{ChunkTracker, MsgInfo};
 
 /// One read buffer for all players.
@@ -623,16 +626,6 @@ fn be32(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]))
 }
 
-/// (user, sys) CPU seconds of this process from /proc/self/stat (fields 14
-/// and 15, in USER_HZ = 100 ticks per second on Linux).
-fn cpu_times() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-    // After ")": field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
-    (tick(11), tick(12))
-}
 
 fn min_avg_max(v: &[f64]) -> serde_json::Value {
     if v.is_empty() {
@@ -644,23 +637,7 @@ fn min_avg_max(v: &[f64]) -> serde_json::Value {
     json!({"min": min, "avg": round3(avg), "max": max})
 }
 
-/// n, p50, p95, p99, max (nearest rank) of a sample.
-fn percentiles(v: &[f64]) -> serde_json::Value {
-    if v.is_empty() {
-        return json!({"n": 0});
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = |p: f64| {
-        let k = ((p / 100.0) * s.len() as f64).ceil() as usize;
-        round3(s.get(k.saturating_sub(1).min(s.len() - 1)).copied().unwrap_or(0.0))
-    };
-    json!({"n": s.len(), "p50": rank(50.0), "p95": rank(95.0), "p99": rank(99.0), "max": rank(100.0)})
-}
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
 
 fn main() {
     let args = match parse_args() {
@@ -808,10 +785,10 @@ fn summary(args: &Args, load: &mut Load, end: Instant, t0: Instant, cpu0: (f64, 
         "keyframes_per_player": min_avg_max(&col(&|c| c.keyframes as f64)),
         "players_without_keyframe": no_kf,
         "join_to_keyframe_ms": {
-            "probes": percentiles(&joins_probe),
-            "all": percentiles(&joins_all),
+            "probes": percentiles(&joins_probe, &[50, 95, 99]),
+            "all": percentiles(&joins_all, &[50, 95, 99]),
         },
-        "e2e_latency_ms": percentiles(&e2e),
+        "e2e_latency_ms": percentiles(&e2e, &[50, 95, 99]),
         "player_seconds": round3(player_seconds),
         "cpu_user_s": round3(cpu_user),
         "cpu_sys_s": round3(cpu_sys),
