@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::browser::{first_at, run_browser, run_browser_at, status_seq};
@@ -33,7 +33,6 @@ fn chromium_stream_has_h264_and_opus_in_api() {
         return;
     }
     let server = Server::start(&["--workers", "2"]);
-    let mut best: Option<serde_json::Value> = None;
     // Poll the API from a thread while the browser publishes (the driver blocks).
     let port = server.http_port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -81,7 +80,7 @@ fn chromium_stream_has_h264_and_opus_in_api() {
         assert!(server.stream("other").is_none() && server.stream("other2").is_none(), "refused names are not live");
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    best = poller.join().expect("poller");
+    let best: Option<serde_json::Value> = poller.join().expect("poller");
     assert!(refusals_checked, "the refusal checks ran while cam2 was PUBLISHING");
     let seq = status_seq(&evs, "#publishStatus");
     assert!(!seq.contains(&"FAILED".to_string()), "the first stream was untouched: {seq:?}");
@@ -101,6 +100,8 @@ fn chromium_stream_has_h264_and_opus_in_api() {
     assert!(s["gop_age_ms"].as_u64().is_some_and(|g| g <= 4000), "GOP age within ~2 keyframe intervals: {s}");
     assert!(s["webrtc"]["av_offset_ms"].as_i64().is_some_and(|o| o.abs() < 500), "A/V offset: {s}");
     assert!(s["webrtc"]["av_sr_skew_ms"].as_i64().is_some_and(|o| o.abs() < 200), "SR skew: {s}");
+    // Chromium's fake devices share one clock: no audio drift for the reports to correct.
+    assert!(s["webrtc"]["av_sr_shift_ms"].as_i64().is_some_and(|o| o.abs() <= 5), "SR drift correction: {s}");
     // Opus → AAC transcode time: every Opus packet goes through it, each in well under 20 ms.
     let t = &s["webrtc"]["transcode"];
     let packets = t["packets"].as_u64().unwrap_or(0);

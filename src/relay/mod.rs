@@ -6,6 +6,7 @@
 pub mod hub;
 pub mod player;
 pub mod registry;
+pub mod srsync;
 pub mod stats;
 pub mod webrtc;
 

@@ -75,9 +75,11 @@ pub struct StreamStats {
     pub units_dropped: AtomicU64,
     /// Latest audio minus latest video time on the stream's timeline, ms (WebRTC).
     pub av_offset_ms: AtomicI64,
-    /// How much later the sender's RTCP SR NTP mapping would put audio against video than
-    /// this stream's timeline does, ms (WebRTC; measured, not applied).
+    /// How much later the sender's RTCP SR NTP mapping puts audio against video than
+    /// this stream's timeline does, ms (WebRTC).
     pub av_sr_skew_ms: AtomicI64,
+    /// The correction the sender reports' drift has moved audio by so far, ms (WebRTC).
+    pub av_sr_shift_ms: AtomicI64,
     /// When the latest keyframe arrived, µs since the server started (0 = none yet).
     pub keyframe_at_us: AtomicU64,
     /// Opus packets decoded and re-encoded as AAC, and the wall time it took (ns).
@@ -106,6 +108,9 @@ impl StreamStats {
             &self.transcoded_packets,
             &self.transcode_ns,
         ] {
+            c.store(0, Relaxed);
+        }
+        for c in [&self.av_offset_ms, &self.av_sr_skew_ms, &self.av_sr_shift_ms] {
             c.store(0, Relaxed);
         }
     }

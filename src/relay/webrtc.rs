@@ -6,14 +6,12 @@
 //! datagrams to send and events.
 //!
 //! Timeline: one per session, from the first media packet, using the SDP
-//! clock rates (90 kHz video, 48 kHz Opus): a track's first packet maps to
-//! the time since the session's first packet, later packets follow their RTP
-//! clock. No waiting for RTCP sender reports (they are parsed for RTCP RR; using
-//! them to re-anchor the tracks measured worse against Chromium, see handle_rtcp).
-//!
-//! Not built yet (said so in the log and the README): Opus → AAC for RTMP
-//! players (audio is received and counted, not yet delivered to players), RTCP
-//! SR refinement of the timeline, WebRTC playback.
+//! clock rates (90 kHz video, 48 kHz Opus): each track is anchored once at its
+//! first unit's capture time (`timeline_ms`), later units follow their RTP clock,
+//! with no waiting for RTCP sender reports. The reports then refine audio against
+//! video (srsync.rs: drift of the sender's audio clock, slewed in, never stepping
+//! back). Audio reaches RTMP players as AAC (Opus → AAC once per stream), and as
+//! Enhanced RTMP Opus to players that ask for it with `--audio opus`.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +32,7 @@ use crate::proto::rtp_recv::{RtpReceiver, TwccRecorder};
 use crate::proto::sdp::{self, CodecPrefs, LocalParams, SdpAudioCodec, SdpError};
 use crate::proto::srtp::{SrtpContext, SrtpProfile};
 use crate::proto::{rtcp, rtp, stun};
+use crate::relay::srsync::{self, shifted, SrSync, TrackClock};
 use crate::relay::StreamStats;
 
 /// Without RTP for this long after DTLS, the publisher is considered gone.
@@ -93,6 +92,8 @@ struct VideoTrack {
     send_delay_ms: i64,
     /// Latest RTCP sender report: (NTP timestamp, RTP timestamp).
     sr: Option<(u64, u32)>,
+    /// Latest extended RTP timestamp of a unit.
+    last_ts: u64,
 }
 
 struct AudioTrack {
@@ -113,6 +114,8 @@ struct AudioTrack {
     sent_config: bool,
     last_ms: u32,
     sr: Option<(u64, u32)>,
+    /// Latest extended RTP timestamp of a unit.
+    last_ts: u64,
 }
 
 /// Enhanced RTMP v2 audio (SoundFormat 9, ExAudioTagHeader): packet type in
@@ -165,6 +168,8 @@ pub struct RtcSession {
     dims: Option<(u32, u32)>,
     /// The metadata sent so far lists audio.
     meta_has_audio: bool,
+    /// Audio against video, refined by the sender's RTCP reports.
+    sr_sync: SrSync,
 }
 
 fn token(seed: &mut u64, len: usize) -> String {
@@ -193,16 +198,19 @@ fn toffset_ms(ext: &[u8]) -> Option<i64> {
 /// Queue the transcoder's finished AAC frames as FLV messages; `first` is the audio
 /// track's timeline anchor, `last_ms` its latest time. AAC frames sit on a sample-count
 /// timeline anchored at the first Opus packet: it cannot drift from the RTP clock.
+/// `shift` is the sender-report correction (srsync.rs), ms.
+#[allow(clippy::too_many_arguments)]
 fn drain_aac(
     aac: &mut OpusToAac,
     first: Option<(u64, i64)>,
+    shift: i64,
     last_ms: &mut u32,
     now: Instant,
     chunk_size: usize,
     audience: Audience,
     out: &mut Vec<Arc<MediaMsg>>,
 ) {
-    let base = first.map(|(_, m)| m).unwrap_or(0);
+    let base = first.map(|(_, m)| m).unwrap_or(0) + shift;
     while let Some(f) = aac.poll_frame() {
         let fms = (base + (f.sample_pos * 1000 / 48_000) as i64).clamp(0, i64::from(u32::MAX)) as u32;
         *last_ms = fms;
@@ -255,6 +263,7 @@ impl RtcSession {
             toffset_id: v.ext.toffset,
             send_delay_ms: 0,
             sr: None,
+            last_ts: 0,
         });
         let audio = match neg.audio.as_ref() {
             Some(a) => {
@@ -283,6 +292,7 @@ impl RtcSession {
                     sent_config: false,
                     last_ms: 0,
                     sr: None,
+                    last_ts: 0,
                 })
             }
             None => None,
@@ -323,6 +333,7 @@ impl RtcSession {
             chunk_size,
             dims: None,
             meta_has_audio: false,
+            sr_sync: SrSync::new(),
         })
     }
 
@@ -463,36 +474,33 @@ impl RtcSession {
                 got_sr = true;
             }
         }
-        // Sender reports feed the receiver reports' LSR/DLSR. They are not used to move
-        // the A/V timeline: measured against Chromium's own recording, aligning the
-        // tracks by its SR NTP mapping put audio 46 ms early, while aligning by first
-        // arrival is within ~35 ms (tests/webrtc_av_sync.rs).
+        // Sender reports feed the receiver reports' LSR/DLSR, and refine audio against
+        // video (srsync.rs): only a change of their A/V mapping from the first pair moves
+        // audio, slewed in. Re-anchoring the tracks by the reports outright measured worse
+        // against Chromium's own recording: its audio NTP times are ~10 ms after capture.
         if got_sr {
-            self.update_sr_skew();
+            self.update_sr_sync();
         }
     }
 
-    /// How much later than our timeline puts it the sender's RTCP SR mapping (NTP ↔ RTP
-    /// per track) would put audio against video, in ms: `/api/streams` `av_sr_skew_ms`.
-    /// Measured, not applied (README "Architecture"): with Chromium it is a steady ~+10 ms,
-    /// while Chromium's own MediaRecorder puts audio ~50 ms later than our timeline, so the
-    /// SRs do not carry the capture delay that recording shows; applying them mid-stream
-    /// would also step a track.
-    fn update_sr_skew(&mut self) {
+    /// Feed the sender's current A/V mapping to the sync and publish what it says:
+    /// `/api/streams` `av_sr_skew_ms` (how much later than our timeline the reports put
+    /// audio; with Chromium a steady ~+10 ms) and `av_sr_shift_ms` (the correction applied).
+    fn update_sr_sync(&mut self) {
         let (Some(v), Some(a)) = (self.video.as_ref(), self.audio.as_ref()) else { return };
-        let (Some((vt0, vms)), Some((at0, ams)), Some((vntp, vrtp)), Some((antp, artp))) = (v.first, a.first, v.sr, a.sr) else {
+        let (Some(va), Some(aa), Some(vsr), Some(asr)) = (v.first, a.first, v.sr, a.sr) else {
             return;
         };
-        // NTP 32.32 fixed point to seconds; RTP timestamps relative to each track's anchor.
-        let secs = |n: u64| n as f64 / 4_294_967_296.0;
-        let dv = f64::from(vrtp.wrapping_sub(vt0 as u32) as i32) / 90_000.0;
-        let da = f64::from(artp.wrapping_sub(at0 as u32) as i32) / f64::from(a.clock.max(1));
-        let sr_gap_ms = ((secs(antp) - da) - (secs(vntp) - dv)) * 1000.0;
-        let skew = vms as f64 + sr_gap_ms - ams as f64;
-        if skew.is_finite() && skew.abs() < 10_000.0 {
-            self.stats.av_sr_skew_ms.store(skew.round() as i64, Relaxed);
+        let video = TrackClock { anchor: va, last_ts: v.last_ts, clock: 90_000, sr: vsr };
+        let audio = TrackClock { anchor: aa, last_ts: a.last_ts, clock: a.clock, sr: asr };
+        let Some(skew) = srsync::sr_skew_ms(&video, &audio) else { return };
+        self.sr_sync.on_skew(skew);
+        if let Some(r) = self.sr_sync.residual_ms() {
+            self.stats.av_sr_skew_ms.store(r, Relaxed);
         }
+        self.stats.av_sr_shift_ms.store(self.sr_sync.shift_ms(), Relaxed);
     }
+
     fn handle_rtp(&mut self, now: Instant, d: &mut [u8]) {
         let Some(ctx) = self.srtp_in.as_mut() else { return };
         let Ok(len) = ctx.unprotect_rtp(d) else { return };
@@ -550,7 +558,7 @@ impl RtcSession {
         let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
         if let Some(t) = a.aac.as_mut() {
             if t.finish().is_ok() {
-                drain_aac(t, a.first, &mut a.last_ms, now, cs, audience, &mut out);
+                drain_aac(t, a.first, self.sr_sync.shift_ms(), &mut a.last_ms, now, cs, audience, &mut out);
             }
         }
         out
@@ -612,6 +620,7 @@ impl RtcSession {
                 let Some(unit) = v.depack.take_unit() else { break };
                 let ms = Self::timeline_ms(&mut v.first, start, now, unit.ts, 90_000, v.send_delay_ms);
                 v.last_ms = ms;
+                v.last_ts = unit.ts;
                 self.stats.video_frames.fetch_add(1, Relaxed);
                 if unit.keyframe {
                     self.stats.keyframes.fetch_add(1, Relaxed);
@@ -654,7 +663,9 @@ impl RtcSession {
                 a.sent_config = true;
                 self.stats.audio_frames.fetch_add(1, Relaxed);
                 let lag = (p.payload.len() as i64) * 1000 / i64::from(a.clock.max(1));
-                let ms = RtcSession::timeline_ms(&mut a.first, start, now, p.ts, a.clock, lag);
+                let ms = shifted(RtcSession::timeline_ms(&mut a.first, start, now, p.ts, a.clock, lag), self.sr_sync.step());
+                a.last_ts = p.ts;
+                a.last_ms = ms;
                 let mut b = Vec::with_capacity(p.payload.len() + 1);
                 b.push(tag);
                 b.extend_from_slice(&p.payload);
@@ -666,7 +677,9 @@ impl RtcSession {
             while let Some(unit) = a.depack.take_unit() {
                 self.stats.audio_frames.fetch_add(1, Relaxed);
                 let lag = opus_packet_samples(&unit.data).map_or(0, |n| i64::from(n) * 1000 / 48_000);
-                let ms = RtcSession::timeline_ms(&mut a.first, start, now, unit.ts, a.clock, lag);
+                let shift = self.sr_sync.step();
+                let ms = shifted(RtcSession::timeline_ms(&mut a.first, start, now, unit.ts, a.clock, lag), shift);
+                a.last_ts = unit.ts;
                 if a.aac.is_none() {
                     a.last_ms = ms;
                 }
@@ -700,7 +713,7 @@ impl RtcSession {
                         self.stats.transcoded_packets.fetch_add(1, Relaxed);
                     }
                     if let Some(t) = a.aac.as_mut() {
-                        drain_aac(t, a.first, &mut a.last_ms, now, cs, aac_audience, &mut out);
+                        drain_aac(t, a.first, shift, &mut a.last_ms, now, cs, aac_audience, &mut out);
                     }
                 }
             }

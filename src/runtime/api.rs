@@ -75,6 +75,7 @@ pub fn streams_json(shared: &Shared) -> String {
                 serde_json::json!({
                     "av_offset_ms": s.av_offset_ms.load(std::sync::atomic::Ordering::Relaxed),
                     "av_sr_skew_ms": s.av_sr_skew_ms.load(std::sync::atomic::Ordering::Relaxed),
+                    "av_sr_shift_ms": s.av_sr_shift_ms.load(std::sync::atomic::Ordering::Relaxed),
                     "keyframe_requests": StreamStats::get(&s.plis),
                     "rtp_packets": StreamStats::get(&s.rtp_packets),
                     "rtp_lost": StreamStats::get(&s.rtp_lost),

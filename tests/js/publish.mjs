@@ -2,7 +2,8 @@
 //
 //   node publish.mjs --page demo|sdk --http http://127.0.0.1:PORT --ws ws://127.0.0.1:PORT/
 //                    --name NAME --seconds S [--sdk-port PORT] [--video clip.y4m --audio clip.wav]
-//                    [--record-local rec.webm --record-seconds S] [--record-remote rec2.webm]
+//                    [--record-local rec.webm --record-seconds S] [--record-local-pcm rec.mkv]
+//                    [--record-remote rec2.webm]
 //
 // demo: our own page at GET / ; sdk: the Flashphoner Web SDK's unchanged
 // examples/demo/streaming/two_way_streaming page, served from node_modules by a
@@ -14,6 +15,12 @@
 // moment the page gets it: Chromium's own A/V alignment of this very capture
 // session (the start skew of its fake devices differs from one session to the
 // next), written to the file before the page unpublishes.
+// --record-local-pcm: a second MediaRecorder on the same tracks, started with the
+// first, with PCM audio instead of Opus. Chromium's MediaRecorder Opus encoder
+// stamps each 60 ms packet with the capture time of the last 10 ms buffer in it
+// (less 10 ms), i.e. ~50 ms after its first sample; its PCM encoder stamps each
+// 10 ms capture buffer itself. So this recording shows the capture's own A/V
+// alignment without the Opus recorder's timestamp offset.
 // --record-remote: the same stream also goes through an in-page WebRTC loopback
 // (two RTCPeerConnections over 127.0.0.1) and the receiving side is recorded:
 // what a Chromium WebRTC viewer of this capture gets (its own A/V sync).
@@ -64,7 +71,7 @@ try {
   page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
   page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
   if (args["record-local"]) {
-    await page.addInitScript(([ms, remote]) => {
+    await page.addInitScript(([ms, remote, pcm]) => {
       const md = navigator.mediaDevices;
       if (!md || !md.getUserMedia) return;
       const orig = md.getUserMedia.bind(md);
@@ -100,22 +107,31 @@ try {
         await pc1.setRemoteDescription(answer);
         window.__rtcbLoop = [pc1, pc2];
       };
+      window.__rtcbRecPcm = { chunks: [], done: null, mimeType: null };
+      const recordInto = (r, stream, types) => {
+        r.mimeType = types.find((t) => MediaRecorder.isTypeSupported(t));
+        if (!r.mimeType) { console.log("record-local: none of " + types.join(" | ") + " is supported"); return null; }
+        const rec = new MediaRecorder(stream, { mimeType: r.mimeType });
+        rec.ondataavailable = (e) => { if (e.data && e.data.size) r.chunks.push(e.data); };
+        r.done = new Promise((ok) => { rec.onstop = ok; });
+        return rec;
+      };
       md.getUserMedia = async (c) => {
         const stream = await orig(c);
         const r = window.__rtcbRec;
         if (!r.done && stream.getAudioTracks().length && stream.getVideoTracks().length) {
-          const types = ["video/webm;codecs=vp8,opus", "video/webm"];
-          r.mimeType = types.find((t) => MediaRecorder.isTypeSupported(t));
-          const rec = new MediaRecorder(stream, { mimeType: r.mimeType });
-          rec.ondataavailable = (e) => { if (e.data && e.data.size) r.chunks.push(e.data); };
-          r.done = new Promise((ok) => { rec.onstop = ok; });
-          rec.start(1000);
-          setTimeout(() => rec.state !== "inactive" && rec.stop(), ms);
+          // Both recorders start in the same task, on the same tracks: the muxer puts
+          // each recording's tracks on one origin, so they differ only by their audio
+          // encoder's timestamps (Opus: 60 ms buffers; PCM: 10 ms capture buffers).
+          const recs = [recordInto(r, stream, ["video/webm;codecs=vp8,opus", "video/webm"])];
+          if (pcm) recs.push(recordInto(window.__rtcbRecPcm, stream, ["video/webm;codecs=vp8,pcm", "video/x-matroska;codecs=vp8,pcm"]));
+          for (const rec of recs) if (rec) rec.start(1000);
+          setTimeout(() => { for (const rec of recs) if (rec && rec.state !== "inactive") rec.stop(); }, ms);
           if (remote) recordRemote(stream).catch((e) => console.log("record-remote: " + e));
         }
         return stream;
       };
-    }, [Number(args["record-seconds"] || 10) * 1000, !!args["record-remote"]]);
+    }, [Number(args["record-seconds"] || 10) * 1000, !!args["record-remote"], !!args["record-local-pcm"]]);
   }
   const saveRecording = async (which, file) => {
     const r = await page.evaluate(async (which) => {
@@ -168,6 +184,7 @@ try {
     const end = Date.now() + seconds * 1000;
     while (Date.now() < end) { await watch(); await page.waitForTimeout(100); }
     if (args["record-local"]) await saveRecording("__rtcbRec", args["record-local"]);
+    if (args["record-local-pcm"]) await saveRecording("__rtcbRecPcm", args["record-local-pcm"]);
     if (args["record-remote"]) await saveRecording("__rtcbRemote", args["record-remote"]);
     if (last["#publishStatus"] === "PUBLISHING") {
       await page.click("#publishBtn");
