@@ -1,8 +1,12 @@
 """Publish to a WHIP endpoint with aiortc (a WebRTC implementation we did not write).
 
-    python3 whip_publish.py http://127.0.0.1:PORT/whip/NAME SECONDS [AUDIO_CODEC]
+    python3 whip_publish.py http://127.0.0.1:PORT/whip/NAME SECONDS [AUDIO_CODEC [AUDIO_DRIFT_PPM]]
 
 AUDIO_CODEC: opus (default), PCMU or PCMA (offered alone, to check G.711 pass-through).
+AUDIO_DRIFT_PPM: instead of silence, a 440 Hz tone from a "sound card" whose clock runs
+that many parts per million fast: its 20 ms frames of 48 kHz samples come that much more
+often than the wall clock says (RTP timestamps count samples; aiortc's RTCP sender
+reports pair them with the wall clock, and so show the drift).
 
 Sends H.264 (a moving test pattern, encoded by aiortc through PyAV/libx264) and
 Opus (aiortc's silence track). Prints JSON lines: {"event": ..., ...}; exit 0 when
@@ -15,11 +19,13 @@ import sys
 import time
 import urllib.request
 
-from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+import math
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.contrib.media import MediaBlackhole  # noqa: F401  (import check)
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 
 
 def out(**kw):
@@ -49,6 +55,38 @@ class Pattern(VideoStreamTrack):
         return frame
 
 
+class DriftingTone(MediaStreamTrack):
+    """48 kHz mono 440 Hz tone in 20 ms frames, paced ppm fast against the wall clock."""
+
+    kind = "audio"
+
+    def __init__(self, ppm):
+        super().__init__()
+        self.rate = 48000 * (1.0 + ppm * 1e-6)  # samples per wall-clock second
+        self.samples = 0
+        self.start = None
+
+    async def recv(self):
+        n = 960
+        if self.start is None:
+            self.start = time.time()
+        else:
+            self.samples += n
+            wait = self.start + self.samples / self.rate - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        frame = AudioFrame(format="s16", layout="mono", samples=n)
+        pcm = bytearray()
+        for i in range(n):
+            v = int(8000 * math.sin(2 * math.pi * 440 * (self.samples + i) / 48000))
+            pcm += v.to_bytes(2, "little", signed=True)
+        frame.planes[0].update(bytes(pcm))
+        frame.pts = self.samples
+        frame.sample_rate = 48000
+        frame.time_base = fractions.Fraction(1, 48000)
+        return frame
+
+
 def http(method, url, body=None, ctype=None):
     req = urllib.request.Request(url, data=body, method=method)
     if ctype:
@@ -60,7 +98,7 @@ def http(method, url, body=None, ctype=None):
         return e.code, dict(e.headers), e.read().decode()
 
 
-async def main(url, seconds, audio_codec):
+async def main(url, seconds, audio_codec, drift_ppm):
     pc = RTCPeerConnection()
     state = {"connected": False}
 
@@ -73,7 +111,8 @@ async def main(url, seconds, audio_codec):
     video = pc.addTransceiver(Pattern(), direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video")
     video.setCodecPreferences([c for c in caps.codecs if c.mimeType in ("video/H264", "video/rtx")])
-    audio = pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    track = AudioStreamTrack() if drift_ppm is None else DriftingTone(drift_ppm)
+    audio = pc.addTransceiver(track, direction="sendonly")
     if audio_codec.lower() != "opus":
         acaps = RTCRtpSender.getCapabilities("audio")
         audio.setCodecPreferences([c for c in acaps.codecs if c.mimeType == "audio/" + audio_codec])
@@ -101,4 +140,9 @@ async def main(url, seconds, audio_codec):
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "opus")))
+    sys.exit(asyncio.run(main(
+        sys.argv[1],
+        float(sys.argv[2]),
+        sys.argv[3] if len(sys.argv) > 3 else "opus",
+        float(sys.argv[4]) if len(sys.argv) > 4 else None,
+    )))
