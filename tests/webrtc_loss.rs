@@ -62,6 +62,7 @@ struct Counters {
     nacks: u64,
     plis: u64,
     units_dropped: u64,
+    units_skipped: u64,
     video_frames: u64,
 }
 
@@ -82,6 +83,7 @@ fn counters(m: &Metrics, name: &str) -> Option<Counters> {
         nacks: g("rtcbridge_stream_nacks_total"),
         plis: g("rtcbridge_stream_plis_total"),
         units_dropped: g("rtcbridge_stream_units_dropped_total"),
+        units_skipped: g("rtcbridge_stream_units_skipped_total"),
         video_frames: g("rtcbridge_stream_video_frames_total"),
     })
 }
@@ -243,7 +245,7 @@ fn chromium_publish_survives_loss_and_reordering() {
     let arate = play.audio().and_then(measured_rate);
     eprintln!(
         "loss test numbers: rtp packets {} | nft dropped {dropped} | relay reordered {} (held {}) | nacks {} | recovered {} | \
-         lost {} | plis {} | units dropped {} | server video frames {} | player decoded video {} ({:.1} fps measured), \
+         lost {} | plis {} | units dropped {} (skipped awaiting a keyframe {}) | server video frames {} | player decoded video {} ({:.1} fps measured), \
          audio {} ({:.1} fps measured) in a {PLAY_SECS} s window, {} errors | PUBLISHING after {:.1} s, total {:.1} s",
         c.packets,
         RelayStats::get(&relay.stats.reordered),
@@ -253,6 +255,7 @@ fn chromium_publish_survives_loss_and_reordering() {
         c.lost,
         c.plis,
         c.units_dropped,
+        c.units_skipped,
         c.video_frames,
         play.video_count(),
         vrate.unwrap_or(0.0),

@@ -71,8 +71,11 @@ pub struct StreamStats {
     pub plis: AtomicU64,
     /// Video interarrival jitter, microseconds.
     pub jitter_us: AtomicU64,
-    /// Units dropped because they had a hole (never emitted).
+    /// Video frames thrown away broken (a hole from loss, a malformed packet).
     pub units_dropped: AtomicU64,
+    /// Whole video frames not sent because they cannot be decoded yet (a delta frame
+    /// while a keyframe is awaited after loss or at the start, or before SPS/PPS).
+    pub units_skipped: AtomicU64,
     /// Latest audio minus latest video time on the stream's timeline, ms (WebRTC).
     pub av_offset_ms: AtomicI64,
     /// How much later the sender's RTCP SR NTP mapping puts audio against video than
@@ -105,6 +108,7 @@ impl StreamStats {
             &self.plis,
             &self.jitter_us,
             &self.units_dropped,
+            &self.units_skipped,
             &self.transcoded_packets,
             &self.transcode_ns,
         ] {

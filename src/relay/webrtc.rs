@@ -636,7 +636,9 @@ impl RtcSession {
         let s = recv.stats();
         self.stats.rtp_lost.store(s.lost, Relaxed);
         self.stats.rtp_recovered.store(s.recovered, Relaxed);
-        self.stats.units_dropped.store(v.depack.stats().units_discarded, Relaxed);
+        let ds = v.depack.stats();
+        self.stats.units_dropped.store(ds.units_discarded, Relaxed);
+        self.stats.units_skipped.store(ds.units_skipped, Relaxed);
         self.stats.jitter_us.store(u64::from(recv.jitter()) * 1_000_000 / 90_000, Relaxed);
         for m in out {
             self.events.push_back(RtcEvent::Media(m));

@@ -169,7 +169,7 @@ pub fn metrics(shared: &Shared) -> String {
     }
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
-    let per_stream: [StreamMetric; 12] = [
+    let per_stream: [StreamMetric; 13] = [
         ("rtcbridge_stream_keyframe_at_microseconds", "gauge", "When the latest keyframe arrived, since server start (GOP age = uptime - this).", |s| StreamStats::get(&s.keyframe_at_us)),
         ("rtcbridge_stream_video_frames_total", "counter", "Video frames received.", |s| StreamStats::get(&s.video_frames)),
         ("rtcbridge_stream_audio_frames_total", "counter", "Audio frames received.", |s| StreamStats::get(&s.audio_frames)),
@@ -178,7 +178,13 @@ pub fn metrics(shared: &Shared) -> String {
         ("rtcbridge_stream_rtp_recovered_total", "counter", "RTP packets that arrived after a NACK.", |s| StreamStats::get(&s.rtp_recovered)),
         ("rtcbridge_stream_nacks_total", "counter", "Sequence numbers requested with NACK.", |s| StreamStats::get(&s.nacks)),
         ("rtcbridge_stream_plis_total", "counter", "Keyframe requests (PLI) sent.", |s| StreamStats::get(&s.plis)),
-        ("rtcbridge_stream_units_dropped_total", "counter", "Video frames discarded because they had a hole.", |s| StreamStats::get(&s.units_dropped)),
+        ("rtcbridge_stream_units_dropped_total", "counter", "Video frames thrown away broken (a hole from loss, a malformed packet).", |s| StreamStats::get(&s.units_dropped)),
+        (
+            "rtcbridge_stream_units_skipped_total",
+            "counter",
+            "Whole video frames not sent because they cannot be decoded yet (a delta frame awaiting a keyframe, or before SPS/PPS).",
+            |s| StreamStats::get(&s.units_skipped),
+        ),
         ("rtcbridge_stream_transcoded_packets_total", "counter", "Opus packets transcoded to AAC.", |s| StreamStats::get(&s.transcoded_packets)),
         ("rtcbridge_stream_transcode_nanoseconds_total", "counter", "Time spent transcoding Opus to AAC (decode + encode).", |s| StreamStats::get(&s.transcode_ns)),
         ("rtcbridge_stream_jitter_microseconds", "gauge", "Video interarrival jitter (RFC 3550 A.8).", |s| StreamStats::get(&s.jitter_us)),

@@ -363,6 +363,18 @@ impl H264Depacketizer {
         if self.unit_ts.is_some() {
             self.stats.units_discarded += 1;
         }
+        self.clear_unit();
+    }
+
+    /// A whole unit that cannot be decoded yet (no keyframe or no parameter sets).
+    fn skip_unit(&mut self) {
+        if self.unit_ts.is_some() {
+            self.stats.units_skipped += 1;
+        }
+        self.clear_unit();
+    }
+
+    fn clear_unit(&mut self) {
         self.buf.truncate(FLV_VIDEO_PREFIX_LEN);
         self.unit_ts = None;
         self.keyframe = false;
@@ -543,17 +555,19 @@ impl H264Depacketizer {
             return Completion::Nothing;
         }
         let keyframe = self.keyframe;
-        if (self.awaiting_keyframe && !keyframe) || self.ready.len() >= READY_CAP {
-            if self.ready.len() >= READY_CAP {
-                self.stats.queue_overflows += 1;
-                self.awaiting_keyframe = true;
-            }
+        if self.ready.len() >= READY_CAP {
+            self.stats.queue_overflows += 1;
+            self.awaiting_keyframe = true;
             self.discard_unit();
+            return Completion::Rejected;
+        }
+        if self.awaiting_keyframe && !keyframe {
+            self.skip_unit();
             return Completion::Rejected;
         }
         let config = self.build_config();
         if !self.has_config {
-            self.discard_unit();
+            self.skip_unit();
             return Completion::Rejected;
         }
         let prefix = codec::flv_video_prefix(keyframe, AvcPacketType::Nalu);
@@ -992,6 +1006,9 @@ mod tests {
         assert_eq!(d.stats().seq_gaps, 1);
         assert_eq!(d.stats().dropped_awaiting_keyframe, 3);
         assert_eq!(d.stats().dropped_seq_gap, 1);
+        // The frame with the hole was thrown away broken; the three intact ones skipped.
+        assert_eq!(d.stats().units_discarded, 1);
+        assert_eq!(d.stats().units_skipped, 3);
     }
 
     #[test]

@@ -88,8 +88,13 @@ pub struct DepackStats {
     pub keyframes: u64,
     /// Losses detected (a sequence gap or `after_loss`), counted once each.
     pub seq_gaps: u64,
-    /// Partial or complete units thrown away (loss, error, awaiting keyframe).
+    /// Units thrown away broken: a hole from loss, a malformed packet, the
+    /// caller's queue full.
     pub units_discarded: u64,
+    /// Whole units not handed out because they cannot be decoded yet: a delta
+    /// frame while a keyframe is awaited (after loss, or at the start), or any
+    /// frame before the first SPS and PPS (H.264).
+    pub units_skipped: u64,
     /// Completed units dropped because the caller left the queue full.
     pub queue_overflows: u64,
     /// Parameter set configurations published (H.264).
