@@ -516,7 +516,7 @@ fn fanout(b: &Bench) {
             timed(|| {
                 for _ in 0..iters {
                     let payload = match kind {
-                        MediaKind::Video if f.n_msg % 60 == 0 => &key,
+                        MediaKind::Video if f.n_msg.is_multiple_of(60) => &key,
                         MediaKind::Video => &inter,
                         _ => &audio,
                     };

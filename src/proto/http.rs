@@ -114,6 +114,7 @@ pub fn response(status: u16, reason: &str, content_type: &str, body: &[u8]) -> V
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -190,7 +190,8 @@ pub fn flash_onsets(frames: &[(f64, f64)]) -> (Vec<f64>, (f64, f64)) {
     let ys: Vec<f64> = frames.iter().map(|f| f.1).collect();
     let dark = percentile(&ys, 0.2);
     let bright = ys.iter().cloned().fold(f64::NAN, f64::max);
-    if !(bright - dark > 40.0) {
+    // NaN (no frames) counts as no contrast.
+    if (bright - dark).is_nan() || bright - dark <= 40.0 {
         return (Vec::new(), (dark, bright));
     }
     let thr = (dark + bright) / 2.0;
@@ -209,7 +210,8 @@ pub fn beep_onsets(windows: &[(f64, f64)]) -> (Vec<f64>, (f64, f64)) {
     let ls: Vec<f64> = windows.iter().map(|w| w.1).collect();
     let floor = percentile(&ls, 0.5);
     let peak = ls.iter().cloned().fold(f64::NAN, f64::max);
-    if !(peak - floor > 20.0) {
+    // NaN (no windows) counts as no beep.
+    if (peak - floor).is_nan() || peak - floor <= 20.0 {
         return (Vec::new(), (floor, peak));
     }
     let gate = (peak - 30.0).max(floor + 10.0);
@@ -454,7 +456,7 @@ pub fn video_frames(seen: &[RtpSeen]) -> Option<(u32, Vec<(i64, Instant)>)> {
         let mut steps: Vec<u32> = ps.windows(2).map(|w| w[1].ts.wrapping_sub(w[0].ts)).filter(|d| *d != 0 && *d < 1 << 31).collect();
         steps.sort_unstable();
         let audio_like = !steps.is_empty() && steps.iter().filter(|d| *d % 960 == 0).count() * 10 >= steps.len() * 9;
-        if !audio_like && best.map_or(true, |(_, n)| ps.len() > n) {
+        if !audio_like && best.is_none_or(|(_, n)| ps.len() > n) {
             best = Some((*ssrc, ps.len()));
         }
     }
@@ -511,7 +513,7 @@ pub fn map_video(out_times: &[f64], rtp_frames: &[i64], tol_ms: f64) -> Option<V
             let off = o0 - s;
             let errs: Vec<f64> = out.iter().map(|o| near(o - off)).collect();
             let matched = errs.iter().filter(|e| **e <= tol_ms).count();
-            if best.map_or(true, |b| matched > b.matched) {
+            if best.is_none_or(|b| matched > b.matched) {
                 let max_err_ms = errs.iter().cloned().filter(|e| *e <= tol_ms).fold(0.0, f64::max);
                 best = Some(VideoMapping { offset_ms: off, matched, total: out.len(), max_err_ms });
             }

@@ -554,6 +554,7 @@ fn be_u32(p: &[u8]) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::proto::rtmp::handshake::HandshakeClient;
