@@ -48,6 +48,11 @@
 //!   busy-polling one (a full ring drops the message and the sender retries, as
 //!   media would be dropped in the server). The 2-thread cases spin on both cores
 //!   (yielding after 2000 empty polls): numbers from a loaded machine are meaningless.
+//! - `opus/decode/<mono|stereo>` opus-rs OpusDecoder::decode of one 20 ms packet (a
+//!   440 Hz tone encoded in setup by opus-rs at its default bitrate, 50 packets cycled);
+//!   `opus_to_aac/<mono|stereo>` the WebRTC bridge's whole per-packet cost:
+//!   OpusToAac::push_opus (decode, PCM queue, fdk-aac encode of each complete 1024-sample
+//!   frame) and poll_frame, at 64 kbit/s per channel as the server runs it.
 
 use std::hint::black_box;
 use std::io;
@@ -149,6 +154,7 @@ fn main() {
     chunk(&b);
     fanout(&b);
     mesh_cases(&b);
+    transcode(&b);
 }
 
 // ---- 1. H.264 depacketizer -----------------------------------------------------
@@ -685,5 +691,71 @@ fn mesh_cases(b: &Bench) {
         if let Some(ns) = ns {
             line(&format!("mesh/2thr/stream ({dropped} full-ring retries)"), ns, None);
         }
+    }
+}
+
+// ---- 6. Opus → AAC ---------------------------------------------------------------
+
+/// One second of 20 ms Opus packets of a 440 Hz tone (mono or stereo, 48 kHz), encoded
+/// here with opus-rs at a browser's 32 kbit/s per channel.
+fn opus_tone(channels: usize) -> Vec<Vec<u8>> {
+    let mut enc = opus_rs::OpusEncoder::new(48_000, channels, opus_rs::Application::Audio).expect("opus encoder");
+    let mut out = Vec::new();
+    for k in 0..50usize {
+        let pcm: Vec<f32> = (0..960 * channels)
+            .map(|i| {
+                let n = k * 960 + i / channels;
+                0.25 * (2.0 * std::f32::consts::PI * 440.0 * n as f32 / 48_000.0).sin()
+            })
+            .collect();
+        let mut buf = vec![0u8; 1500];
+        let len = enc.encode(&pcm, 960, &mut buf).expect("opus encode");
+        buf.truncate(len);
+        out.push(buf);
+    }
+    out
+}
+
+/// Per 20 ms Opus packet: decode alone (opus-rs), and the whole bridge (decode +
+/// fdk-aac encode + FLV framing) for a mono and a stereo stream.
+fn transcode(b: &Bench) {
+    use rtcbridge::proto::codec::aac::OpusToAac;
+    for (label, channels) in [("mono", 1u8), ("stereo", 2)] {
+        let packets = opus_tone(usize::from(channels));
+        let mut dec = opus_rs::OpusDecoder::new(48_000, usize::from(channels)).expect("opus decoder");
+        let mut pcm = vec![0f32; 960 * usize::from(channels)];
+        let mut k = 0usize;
+        let name = format!("opus/decode/{label}");
+        if let Some(ns) = b.run(&name, |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    let p = &packets[k % packets.len()];
+                    k += 1;
+                    black_box(dec.decode(p, 960, &mut pcm).expect("decode"));
+                }
+            })
+        }) {
+            line(&format!("{name}/pkt"), ns, None);
+        }
+        let mut bridge = OpusToAac::new(channels, 64_000 * u32::from(channels)).expect("bridge");
+        let mut ts = 0u64;
+        let mut frames = 0u64;
+        let name = format!("opus_to_aac/{label}");
+        if let Some(ns) = b.run(&name, |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    let p = &packets[(ts / 960) as usize % packets.len()];
+                    bridge.push_opus(ts, p).expect("push");
+                    ts += 960;
+                    while let Some(f) = bridge.poll_frame() {
+                        frames += 1;
+                        black_box(f);
+                    }
+                }
+            })
+        }) {
+            line(&format!("{name}/pkt"), ns, None);
+        }
+        assert!(frames > 0 || !b.wants(&name), "the bridge emitted no AAC");
     }
 }

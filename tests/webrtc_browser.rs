@@ -107,6 +107,8 @@ fn chromium_stream_has_h264_and_opus_in_api() {
     let packets = t["packets"].as_u64().unwrap_or(0);
     assert!(packets >= 250 && packets <= a["frames"].as_u64().unwrap_or(0) + 50, "transcoded packets: {s}");
     assert!(t["us_per_packet"].as_f64().is_some_and(|us| us > 1.0 && us < 20_000.0), "transcode time per packet: {s}");
+    // Chromium sends mono Opus unless the answer asks for stereo, and ours does not: mono AAC.
+    assert_eq!(t["aac_channels"].as_u64(), Some(1), "AAC channels for Chromium's mono Opus: {s}");
     eprintln!("transcode: {t}");
 }
 

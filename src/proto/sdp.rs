@@ -1015,6 +1015,10 @@ pub struct NegotiatedAudio {
     pub minptime: Option<u32>,
     /// Opus `useinbandfec`, if offered.
     pub useinbandfec: Option<bool>,
+    /// Opus `sprop-stereo=1` offered (RFC 7587 §6.1: the sender is likely to send
+    /// stereo). The answer then says `stereo=1`; otherwise it says nothing, which
+    /// asks for mono (what a browser sends unless told `stereo=1`).
+    pub stereo: bool,
     pub feedback: SdpRtcpFeedback,
     pub ext: SdpExtIds,
     pub ssrc: Option<u32>,
@@ -1253,6 +1257,7 @@ fn choose_audio(index: usize, m: &SdpMedia<'_>, prefs: &CodecPrefs) -> Option<Ne
             "0" => Some(false),
             _ => None,
         });
+    let stereo = fmtp.and_then(|f| f.get("sprop-stereo")) == Some("1");
     Some(NegotiatedAudio {
         index,
         mid: m.mid.map(str::to_owned),
@@ -1262,6 +1267,7 @@ fn choose_audio(index: usize, m: &SdpMedia<'_>, prefs: &CodecPrefs) -> Option<Ne
         channels,
         minptime,
         useinbandfec,
+        stereo,
         feedback: feedback_for(m, pt),
         ext: ext_ids(m),
         ssrc: m
@@ -1523,6 +1529,12 @@ fn write_audio(out: &mut String, a: &NegotiatedAudio) {
             params.push(';');
         }
         let _ = write!(params, "useinbandfec={}", u8::from(fec));
+    }
+    if a.stereo {
+        if !params.is_empty() {
+            params.push(';');
+        }
+        params.push_str("stereo=1");
     }
     if !params.is_empty() {
         line(out, format_args!("a=fmtp:{pt} {params}"));
@@ -2192,6 +2204,24 @@ a=extmap:4096 urn:neg-only\na=extmap:0 urn:zero\na=extmap:200 urn:two-byte attr\
             (111, 0, Some(10), Some(true))
         );
         assert_eq!(n.remote_ice_ufrag, "Ut5b");
+        // OBS says it sends stereo (sprop-stereo=1): the answer asks for it.
+        assert!(a.stereo);
+        let answer = build_answer(&o, &n, &local());
+        assert!(
+            answer.contains("a=fmtp:111 minptime=10;useinbandfec=1;stereo=1\r\n"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn chrome_opus_is_mono_unless_it_says_stereo() {
+        // Chrome offers no sprop-stereo: it sends mono unless told stereo=1, and the
+        // answer does not tell it.
+        let o = parse_offer(CHROME_OFFER).unwrap();
+        let n = negotiate(&o, &CodecPrefs::default()).unwrap();
+        assert!(!n.audio.as_ref().unwrap().stereo);
+        let answer = build_answer(&o, &n, &local());
+        assert!(!answer.contains("stereo"), "{answer}");
     }
 
     #[test]

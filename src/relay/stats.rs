@@ -88,6 +88,8 @@ pub struct StreamStats {
     /// Opus packets decoded and re-encoded as AAC, and the wall time it took (ns).
     pub transcoded_packets: AtomicU64,
     pub transcode_ns: AtomicU64,
+    /// Channels of the AAC the stream's Opus is transcoded to (0: none).
+    pub aac_channels: AtomicU64,
 }
 
 impl StreamStats {
@@ -111,6 +113,7 @@ impl StreamStats {
             &self.units_skipped,
             &self.transcoded_packets,
             &self.transcode_ns,
+            &self.aac_channels,
         ] {
             c.store(0, Relaxed);
         }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::buf::{Audience, MediaKind, MediaMsg};
 use crate::config::AudioMode;
-use crate::proto::codec::aac::{opus_packet_samples, OpusToAac};
+use crate::proto::codec::aac::{opus_packet_samples, OpusToAac, BITRATE_PER_CHANNEL};
 use crate::proto::depack::h264::H264Depacketizer;
 use crate::proto::depack::opus::OpusDepacketizer;
 use crate::proto::depack::{Pushed, RtpView};
@@ -276,7 +276,14 @@ impl RtcSession {
                     _ if a.codec != SdpAudioCodec::Opus => None,
                     AudioMode::None => None,
                     AudioMode::Aac | AudioMode::Opus => {
-                        Some(OpusToAac::new(2, 128_000).map_err(|e| RtcError::BadOffer(format!("AAC encoder: {e}")))?)
+                        // Mono unless the sender said it sends stereo: a browser sends
+                        // mono unless the answer asks for stereo, and encoding one
+                        // channel twice would double the transcode cost for nothing.
+                        let ch: u8 = if a.stereo { 2 } else { 1 };
+                        Some(
+                            OpusToAac::new(ch, BITRATE_PER_CHANNEL * u32::from(ch))
+                                .map_err(|e| RtcError::BadOffer(format!("AAC encoder: {e}")))?,
+                        )
                     }
                 };
                 Some(AudioTrack {
@@ -306,6 +313,8 @@ impl RtcSession {
             None => 0,
         };
         stats.audio_codec.store(audio_id, Relaxed);
+        let aac_channels = audio.as_ref().and_then(|a| a.aac.as_ref()).map_or(0, |t| t.channels());
+        stats.aac_channels.store(u64::from(aac_channels), Relaxed);
         Ok(RtcSession {
             name,
             answer,

@@ -111,6 +111,7 @@ fn transcode_json(s: &StreamStats) -> serde_json::Value {
         "packets": packets,
         "total_ms": ns / 1_000_000,
         "us_per_packet": (ns / packets) as f64 / 1000.0,
+        "aac_channels": StreamStats::get(&s.aac_channels),
     })
 }
 

@@ -104,6 +104,9 @@ pub const MAX_QUEUED_FRAMES: usize = 512;
 /// Default AAC bitrate for stereo.
 pub const DEFAULT_BITRATE: u32 = 128_000;
 
+/// AAC bitrate per channel for the WebRTC bridge: 64 kbit/s mono, 128 stereo.
+pub const BITRATE_PER_CHANNEL: u32 = 64_000;
+
 /// Lowest accepted bitrate.
 pub const MIN_BITRATE: u32 = 16_000;
 
@@ -336,7 +339,8 @@ impl fmt::Debug for OpusToAac {
 impl OpusToAac {
     /// A bridge decoding Opus to `channels` (1 or 2) and encoding AAC-LC at
     /// 48 kHz, `bitrate` bit/s CBR ([`DEFAULT_BITRATE`] suits stereo).
-    /// Browsers flag Opus as stereo even for mono content: use 2 then.
+    /// Opus's rtpmap always says 2 channels; what the sender encodes is in the
+    /// fmtp (`sprop-stereo`), and a stereo packet into a mono bridge is downmixed.
     pub fn new(channels: u8, bitrate: u32) -> Result<Self, AacError> {
         let mode = match channels {
             1 => ChannelMode::Mono,
