@@ -35,7 +35,8 @@ Web SDK's WebSocket protocol, or WHIP) or from an RTMP encoder, and serves it to
 (ffmpeg, VLC, OBS, nginx-rtmp/SRS edges, Flash) at rtmp://HOST:1935/live/NAME.\n\n\
 Open http://HOST:8080/ to publish from this browser (https with --https for other hosts). \
 One event loop per core; see README.md for the architecture and the benchmarks.\n\n\
-Not built yet: WebRTC playback (playStream answers FAILED), RTMPS, RTMP push to other servers."
+RTMPS (RTMP over TLS) with --rtmps and a certificate.\n\n\
+Not built yet: WebRTC playback (playStream answers FAILED), RTMP push to other servers."
 )]
 pub struct Config {
     /// HTTP listen address: the demo page (/), Flashphoner-compatible WebSocket signaling (any
@@ -52,11 +53,16 @@ pub struct Config {
     #[arg(long, value_name = "ADDR")]
     pub https: Option<SocketAddr>,
 
-    /// PEM certificate chain for --https.
+    /// RTMPS listen address: RTMP over TLS (rtmps://HOST:PORT/live/NAME), for players and
+    /// encoders that require TLS; the same streams as --rtmp. Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR")]
+    pub rtmps: Option<SocketAddr>,
+
+    /// PEM certificate chain for --https and --rtmps.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<std::path::PathBuf>,
 
-    /// PEM private key (PKCS#8, RSA or SEC1) for --https.
+    /// PEM private key (PKCS#8, RSA or SEC1) for --https and --rtmps.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<std::path::PathBuf>,
 
@@ -139,10 +145,15 @@ pub struct Config {
 impl Config {
     /// Check ranges clap cannot express; the message names the flag.
     pub fn validate(&mut self) -> Result<(), String> {
-        match (&self.https, &self.tls_cert, &self.tls_key) {
+        let tls_listener = match (self.https, self.rtmps) {
+            (Some(_), _) => Some("--https"),
+            (None, Some(_)) => Some("--rtmps"),
+            (None, None) => None,
+        };
+        match (tls_listener, &self.tls_cert, &self.tls_key) {
             (Some(_), Some(_), Some(_)) | (None, None, None) => {}
-            (Some(_), _, _) => return Err("--https needs both --tls-cert and --tls-key".into()),
-            (None, _, _) => return Err("--tls-cert/--tls-key are used by --https, which is not set".into()),
+            (Some(flag), _, _) => return Err(format!("{flag} needs both --tls-cert and --tls-key")),
+            (None, _, _) => return Err("--tls-cert/--tls-key are used by --https and --rtmps, and neither is set".into()),
         }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let workers = self.workers.unwrap_or(cores);

@@ -20,8 +20,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls_listeners: String = [("https", cfg.https), ("rtmps", cfg.rtmps)]
+        .iter()
+        .filter_map(|(name, a)| a.map(|a| format!(" {name} {a}")))
+        .collect();
     let summary = format!(
-        "rtcbridge {}: rtmp {} http {} workers {}{}",
+        "rtcbridge {}: rtmp {} http {}{tls_listeners} workers {}{}",
         env!("CARGO_PKG_VERSION"),
         cfg.rtmp,
         cfg.http,
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     rtcbridge::info!("{summary}");
-    rtcbridge::info!("not built yet: WebRTC playback (playStream), RTMPS, RTMP push to other servers");
+    rtcbridge::info!("not built yet: WebRTC playback (playStream), RTMP push to other servers");
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");
     if server.shutdown(Duration::from_millis(1800)) {

@@ -166,33 +166,13 @@ fn aiortc_publishes_over_whip() {
     common::wait_for(Duration::from_secs(5), "DELETE ends the stream", || server.stream("whip1").is_none());
 }
 
-/// Write a self-signed certificate and key as PEM files (rcgen, base64: the crate's own deps).
-fn self_signed_pem(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    use base64::Engine;
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("self-sign");
-    let pem = |label: &str, der: &[u8]| {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let body: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", body.join("\n"))
-    };
-    let c = dir.join("cert.pem");
-    let k = dir.join("key.pem");
-    std::fs::write(&c, pem("CERTIFICATE", cert.der())).expect("write cert");
-    std::fs::write(&k, pem("PRIVATE KEY", &key.serialize_der())).expect("write key");
-    (c, k)
-}
-
 #[test]
 fn chromium_publishes_over_https_and_wss() {
     if netns::reexec("chromium_publishes_over_https_and_wss") {
         return;
     }
     let dir = common::scratch_dir();
-    let (cert, key) = self_signed_pem(&dir);
+    let (cert, key) = common::self_signed_pem(&dir);
     let https_port = common::free_port();
     let https = format!("127.0.0.1:{https_port}");
     let server = Server::start(&["--https", &https, "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);

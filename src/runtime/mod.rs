@@ -28,7 +28,7 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// When the server started (GOP age in the API is measured from it).
     pub started: Instant,
-    /// TLS server config for `--https`, when given.
+    /// TLS server config for `--https` and `--rtmps`, when given.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// DTLS certificate and fingerprint shared by every WebRTC session.
     pub identity: crate::proto::dtls::DtlsIdentity,
@@ -64,8 +64,8 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),
         started: now(),
-        tls: match (&cfg.https, &cfg.tls_cert, &cfg.tls_key) {
-            (Some(_), Some(c), Some(k)) => {
+        tls: match (cfg.https.is_some() || cfg.rtmps.is_some(), &cfg.tls_cert, &cfg.tls_key) {
+            (true, Some(c), Some(k)) => {
                 Some(tls::load_server_config(c, k).map_err(|e| io::Error::other(format!("--tls-cert/--tls-key: {e}")))?)
             }
             _ => None,
@@ -88,14 +88,18 @@ pub fn start(cfg: Config) -> io::Result<Server> {
             Some(a) => Some(listener(a).map_err(|e| io::Error::new(e.kind(), format!("--https {a}: {e}")))?),
             None => None,
         };
-        listeners.push((rtmp, http, https));
+        let rtmps = match shared.cfg.rtmps {
+            Some(a) => Some(listener(a).map_err(|e| io::Error::new(e.kind(), format!("--rtmps {a}: {e}")))?),
+            None => None,
+        };
+        listeners.push(worker::Listeners { rtmp, http, https, rtmps });
         polls.push(poll);
     }
     let wakers = Arc::new(wakers);
     let meshes = mesh::build(n, Arc::clone(&wakers));
     let cores = if shared.cfg.no_pin { None } else { core_affinity::get_core_ids() };
     let mut threads = Vec::with_capacity(n);
-    for (id, ((poll, (rtmp, http, https)), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
+    for (id, ((poll, listeners), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
         let shared = Arc::clone(&shared);
         let core = cores.as_ref().and_then(|c| c.get(id % c.len().max(1)).copied());
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
@@ -104,7 +108,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let w = worker::Worker::new(id, shared, poll, rtmp, http, https, mesh);
+            let w = worker::Worker::new(id, shared, poll, listeners, mesh);
             if let Err(e) = w.and_then(|w| w.run()) {
                 crate::error!("worker {id} stopped: {e}");
             }

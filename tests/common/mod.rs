@@ -808,6 +808,26 @@ impl Drop for Server {
     }
 }
 
+/// Write a self-signed certificate and key as PEM files (rcgen, base64: the crate's own deps).
+pub fn self_signed_pem(dir: &Path) -> (PathBuf, PathBuf) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-sign");
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let body: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", body.join("\n"))
+    };
+    let c = dir.join("cert.pem");
+    let k = dir.join("key.pem");
+    std::fs::write(&c, pem("CERTIFICATE", cert.der())).expect("write cert");
+    std::fs::write(&k, pem("PRIVATE KEY", &key.serialize_der())).expect("write key");
+    (c, k)
+}
+
 // ---------------------------------------------------------------------------
 // ffmpeg publisher
 // ---------------------------------------------------------------------------

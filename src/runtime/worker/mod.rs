@@ -32,6 +32,7 @@ const RTMP_LISTENER: Token = Token(1);
 const HTTP_LISTENER: Token = Token(2);
 const UDP: Token = Token(3);
 const HTTPS_LISTENER: Token = Token(4);
+const RTMPS_LISTENER: Token = Token(5);
 const CONN_BASE: usize = 16;
 
 /// How long a connection may take to finish the RTMP handshake and connect.
@@ -92,11 +93,31 @@ struct Conn {
     close_after_flush: bool,
 }
 
+impl Conn {
+    /// "rtmp" or "rtmps", for log lines about an RTMP connection.
+    fn rtmp_proto(&self) -> &'static str {
+        if self.sock.is_tls() {
+            "rtmps"
+        } else {
+            "rtmp"
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listener {
     Rtmp,
     Http,
     Https,
+    Rtmps,
+}
+
+/// One worker's listening sockets (SO_REUSEPORT: every worker binds each address).
+pub struct Listeners {
+    pub rtmp: TcpListener,
+    pub http: TcpListener,
+    pub https: Option<TcpListener>,
+    pub rtmps: Option<TcpListener>,
 }
 
 pub struct Worker {
@@ -106,6 +127,7 @@ pub struct Worker {
     rtmp_listener: TcpListener,
     http_listener: TcpListener,
     https_listener: Option<TcpListener>,
+    rtmps_listener: Option<TcpListener>,
     conns: Slab<Conn>,
     hubs: HashMap<Arc<str>, StreamHub>,
     mesh: Mesh,
@@ -136,13 +158,16 @@ impl Worker {
         id: usize,
         shared: Arc<Shared>,
         poll: Poll,
-        mut rtmp_listener: TcpListener,
-        mut http_listener: TcpListener,
-        mut https_listener: Option<TcpListener>,
+        listeners: Listeners,
         mesh: Mesh,
     ) -> io::Result<Self> {
+        let Listeners { rtmp: mut rtmp_listener, http: mut http_listener, https: mut https_listener, rtmps: mut rtmps_listener } =
+            listeners;
         if let Some(l) = https_listener.as_mut() {
             poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
+        }
+        if let Some(l) = rtmps_listener.as_mut() {
+            poll.registry().register(l, RTMPS_LISTENER, Interest::READABLE)?;
         }
         poll.registry().register(&mut rtmp_listener, RTMP_LISTENER, Interest::READABLE)?;
         poll.registry().register(&mut http_listener, HTTP_LISTENER, Interest::READABLE)?;
@@ -163,6 +188,7 @@ impl Worker {
             rtmp_listener,
             http_listener,
             https_listener,
+            rtmps_listener,
             conns: Slab::new(),
             hubs: HashMap::new(),
             mesh,
@@ -215,6 +241,7 @@ impl Worker {
                     RTMP_LISTENER => self.accept(now, Listener::Rtmp),
                     HTTP_LISTENER => self.accept(now, Listener::Http),
                     HTTPS_LISTENER => self.accept(now, Listener::Https),
+                    RTMPS_LISTENER => self.accept(now, Listener::Rtmps),
                     UDP => self.udp_readable(now),
                     Token(t) => {
                         let idx = t - CONN_BASE;
@@ -249,15 +276,25 @@ impl Worker {
     // ---- connections -------------------------------------------------------------
 
     fn accept(&mut self, now: Instant, which: Listener) {
-        let rtmp = which == Listener::Rtmp;
+        let rtmp = matches!(which, Listener::Rtmp | Listener::Rtmps);
+        let tls = matches!(which, Listener::Https | Listener::Rtmps);
+        let label = match which {
+            Listener::Rtmp => "rtmp",
+            Listener::Http => "http",
+            Listener::Https => "https",
+            Listener::Rtmps => "rtmps",
+        };
         loop {
             let l = match which {
                 Listener::Rtmp => &self.rtmp_listener,
                 Listener::Http => &self.http_listener,
-                Listener::Https => match &self.https_listener {
-                    Some(l) => l,
-                    None => return,
-                },
+                Listener::Https | Listener::Rtmps => {
+                    let l = if which == Listener::Https { &self.https_listener } else { &self.rtmps_listener };
+                    match l {
+                        Some(l) => l,
+                        None => return,
+                    }
+                }
             };
             let (sock, peer) = match l.accept() {
                 Ok(x) => x,
@@ -288,11 +325,11 @@ impl Worker {
             } else {
                 Kind::Http
             };
-            let sock = match (which, &self.shared.tls) {
-                (Listener::Https, Some(cfg)) => match super::tls::TlsStream::new(sock, Arc::clone(cfg)) {
+            let sock = match (tls, &self.shared.tls) {
+                (true, Some(cfg)) => match super::tls::TlsStream::new(sock, Arc::clone(cfg)) {
                     Ok(t) => Io::Tls(Box::new(t)),
                     Err(e) => {
-                        crate::warn!("https {peer}: TLS setup failed: {e}");
+                        crate::warn!("{label} {peer}: TLS setup failed: {e}");
                         continue;
                     }
                 },
@@ -320,7 +357,7 @@ impl Worker {
             WorkerStats::gauge(&self.stats().connections, 1);
             let limit = if rtmp { HANDSHAKE_TIMEOUT } else { HTTP_TIMEOUT };
             self.timers.insert(now + limit, Timer::ConnDeadline { idx, gen });
-            crate::debug!("{} {peer}: accepted on worker {}", if rtmp { "rtmp" } else { "http" }, self.id);
+            crate::debug!("{label} {peer}: accepted on worker {}", self.id);
         }
     }
 
@@ -467,7 +504,7 @@ impl Worker {
             let Some(ev) = r.session.poll_event() else { return };
             match ev {
                 RtmpEvent::Connected { app } => {
-                    crate::debug!("rtmp {}: connect app={app:?}", c.peer);
+                    crate::debug!("{} {}: connect app={app:?}", c.rtmp_proto(), c.peer);
                 }
                 RtmpEvent::PublishRequested { msid, name } => self.publish(now, idx, msid, name),
                 RtmpEvent::PlayRequested { msid, name } => self.play(now, idx, msid, name),
@@ -509,19 +546,19 @@ impl Worker {
         let Kind::Rtmp(r) = &mut c.kind else { return };
         if !matches!(r.role, Role::None) {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
-            crate::info!("rtmp {}: publish {name:?} refused: connection already publishes or plays", c.peer);
+            crate::info!("{} {}: publish {name:?} refused: connection already publishes or plays", c.rtmp_proto(), c.peer);
             self.mark_dirty(idx);
             return;
         }
         let Some((stats, waiting)) = self.shared.registry.claim(&name, self.id, "rtmp") else {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
-            crate::info!("rtmp {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.peer);
+            crate::info!("{} {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.rtmp_proto(), c.peer);
             self.mark_dirty(idx);
             return;
         };
         r.session.publish_ok(msid, &name, &mut c.tx);
         r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(&stats) };
-        crate::info!("rtmp {}: publishing {name:?} on worker {}", c.peer, self.id);
+        crate::info!("{} {}: publishing {name:?} on worker {}", c.rtmp_proto(), c.peer, self.id);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
         self.start_stream(now, &name, waiting, stats);
@@ -659,7 +696,7 @@ impl Worker {
                 let name = Arc::clone(name);
                 r.session.unpublish_ok(msid, &name, &mut c.tx);
                 r.role = Role::None;
-                crate::info!("rtmp {}: unpublished {name:?}", c.peer);
+                crate::info!("{} {}: unpublished {name:?}", c.rtmp_proto(), c.peer);
                 self.mark_dirty(idx);
                 self.unpublish(now, &name);
             }
@@ -722,7 +759,7 @@ impl Worker {
                     let _ = self.shared.registry.drop_interest(&name, self.id);
                 }
                 r.session.play_not_found(msid, &name, &mut c.tx);
-                crate::info!("rtmp {}: play {name:?}: stream not found", c.peer);
+                crate::info!("{} {}: play {name:?}: stream not found", c.rtmp_proto(), c.peer);
                 self.mark_dirty(idx);
                 return;
             }
@@ -754,7 +791,7 @@ impl Worker {
             (false, Some(o)) => format!(" (subscribing to worker {o})"),
             (false, None) => " (waiting for a publisher)".into(),
         };
-        crate::info!("rtmp {}: playing {name:?} on worker {}{state}", c.peer, self.id);
+        crate::info!("{} {}: playing {name:?} on worker {}{state}", c.rtmp_proto(), c.peer, self.id);
         self.mark_dirty(idx);
         if live {
             self.join(now, &name, PlayerRef { idx, gen });
@@ -979,7 +1016,8 @@ impl Worker {
         let _ = self.poll.registry().deregister(&mut c.sock);
         WorkerStats::gauge(&self.shared.workers[self.id].connections, -1);
         let proto = match (&c.kind, c.sock.is_tls()) {
-            (Kind::Rtmp(_), _) => "rtmp",
+            (Kind::Rtmp(_), false) => "rtmp",
+            (Kind::Rtmp(_), true) => "rtmps",
             (Kind::Http, false) => "http",
             (Kind::Http, true) => "https",
             (Kind::Ws(_), false) => "ws",
@@ -998,7 +1036,7 @@ impl Worker {
         } else if let Kind::Rtmp(r) = c.kind {
             match r.role {
                 Role::Publisher { name, .. } => {
-                    crate::info!("rtmp {}: publisher of {name:?} gone", c.peer);
+                    crate::info!("{proto} {}: publisher of {name:?} gone", c.peer);
                     self.unpublish(now, &name);
                 }
                 Role::Player(p) => self.leave(idx, &p.name),
