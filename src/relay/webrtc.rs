@@ -277,8 +277,9 @@ impl RtcSession {
                     AudioMode::None => None,
                     AudioMode::Aac | AudioMode::Opus => {
                         // Mono unless the sender said it sends stereo: a browser sends
-                        // mono unless the answer asks for stereo, and encoding one
-                        // channel twice would double the transcode cost for nothing.
+                        // mono unless the answer asks for stereo, and a stereo AAC of
+                        // mono audio costs ~1.5x the mono one for nothing (perf/micro.rs
+                        // opus_to_aac: 98 against 64 µs per 20 ms packet).
                         let ch: u8 = if a.stereo { 2 } else { 1 };
                         Some(
                             OpusToAac::new(ch, BITRATE_PER_CHANNEL * u32::from(ch))
