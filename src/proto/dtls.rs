@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn client_and_server_agree_on_keys_and_check_fingerprints() {
-        let t0 = std::time::Instant::now();
+        let t0 = crate::runtime::now();
         let server_id = DtlsIdentity::generate().unwrap();
         let client_id = DtlsIdentity::generate().unwrap();
         let client_fp = parse_fingerprint(&client_id.fingerprint).unwrap();
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn wrong_fingerprint_fails_the_handshake() {
-        let t0 = std::time::Instant::now();
+        let t0 = crate::runtime::now();
         let server_id = DtlsIdentity::generate().unwrap();
         let client_id = DtlsIdentity::generate().unwrap();
         let mut server = DtlsServer::new(&server_id, vec![0u8; 32], t0);

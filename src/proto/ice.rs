@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn use_candidate_nominates_and_the_answer_is_a_valid_success() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = Vec::new();
@@ -461,7 +461,7 @@ mod tests {
 
     #[test]
     fn check_without_use_candidate_only_validates() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("[2001:db8::7]:6000");
         let mut out = Vec::new();
@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn nominate_first_valid_option() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         ice.set_nominate_first_valid(true);
         let (a, b) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
@@ -491,7 +491,7 @@ mod tests {
 
     #[test]
     fn bad_password_gets_401_and_no_nomination() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = Vec::new();
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn wrong_username_parts_get_401() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = Vec::new();
@@ -520,7 +520,7 @@ mod tests {
 
     #[test]
     fn unknown_remote_ufrag_is_accepted_until_learned() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = IceLite::new(LUFRAG.into(), LPWD.into(), None, None, t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = Vec::new();
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn missing_attributes_get_400() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let username = format!("{LUFRAG}:{RUFRAG}");
@@ -584,7 +584,7 @@ mod tests {
 
     #[test]
     fn role_conflict_gets_487() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut req = Vec::new();
@@ -604,7 +604,7 @@ mod tests {
 
     #[test]
     fn unknown_required_attribute_gets_420_listing_it() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut req = Vec::new();
@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn bad_fingerprint_indications_and_responses_are_dropped_silently() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = Vec::new();
@@ -644,7 +644,7 @@ mod tests {
 
     #[test]
     fn renomination_switches_to_the_newer_address() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let (wifi, lte) = (addr("192.0.2.1:5000"), addr("198.51.100.7:40000"));
         let mut out = Vec::new();
@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn consent_expires_after_silence_in_virtual_time() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let other = addr("192.0.2.99:5000");
@@ -708,7 +708,7 @@ mod tests {
 
     #[test]
     fn consent_deadline_is_exact_and_configurable() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         ice.set_consent_timeout(Duration::from_secs(5));
         let peer = addr("192.0.2.1:5000");
@@ -729,7 +729,7 @@ mod tests {
 
     #[test]
     fn connect_timeout_fails_without_nomination() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = Vec::new();
@@ -751,7 +751,7 @@ mod tests {
 
     #[test]
     fn nomination_stops_the_connect_timer_and_huge_timeouts_do_not_overflow() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         ice.set_connect_timeout(Duration::from_secs(2));
         assert_eq!(ice.poll_timeout(), Some(t0 + Duration::from_secs(2)));
@@ -767,7 +767,7 @@ mod tests {
 
     #[test]
     fn valid_remotes_are_bounded() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let mut out = Vec::new();
         for i in 0..(MAX_VALID_REMOTES as u16 + 5) {
@@ -781,7 +781,7 @@ mod tests {
 
     #[test]
     fn answers_append_to_the_callers_buffer() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let peer = addr("192.0.2.1:5000");
         let mut out = vec![0xEE; 7];
@@ -831,7 +831,7 @@ mod tests {
 
     #[test]
     fn every_prefix_and_random_bytes_never_panic() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut ice = agent(t0);
         let req = good(1, true);
         for n in 0..=req.len() {

@@ -980,7 +980,7 @@ pub(crate) mod tests {
 
     #[test]
     fn twcc_round_trip_through_independent_decoder() {
-        let origin = Instant::now();
+        let origin = crate::runtime::now();
         let ms = |m: u64| origin + Duration::from_micros(m);
         // Base 65530 (wraps), 65531 lost, big gap, a negative delta (reordered arrival),
         // a long run of lost packets, then a >64 ms delta.
@@ -1012,7 +1012,7 @@ pub(crate) mod tests {
 
     #[test]
     fn twcc_limits() {
-        let origin = Instant::now();
+        let origin = crate::runtime::now();
         let mut b = Vec::new();
         let hdr = TwccHeader { sender_ssrc: 1, media_ssrc: 2, base_seq: 100, fb_count: 0 };
         assert_eq!(write_transport_cc(&hdr, &[], origin, &mut b), Err(RtcpError::Empty));
@@ -1043,7 +1043,7 @@ pub(crate) mod tests {
     fn twcc_worst_case_size() {
         // Alternating received / 6 lost: as many chunks as possible per received packet,
         // with large deltas.
-        let origin = Instant::now();
+        let origin = crate::runtime::now();
         let pkts: Vec<_> =
             (0..MAX_TWCC_RECEIVED as u64).map(|i| (i * 7, origin + Duration::from_millis(100 * i))).collect();
         let hdr = TwccHeader { sender_ssrc: 1, media_ssrc: 2, base_seq: 0, fb_count: 0 };
@@ -1063,7 +1063,7 @@ pub(crate) mod tests {
 
     #[test]
     fn no_panic_on_prefixes_and_noise() {
-        let origin = Instant::now();
+        let origin = crate::runtime::now();
         let mut b = Vec::new();
         write_sr(&SenderInfo::default(), &[block(1)], &mut b).unwrap();
         write_nack(1, 2, &[1, 2, 40], &mut b);

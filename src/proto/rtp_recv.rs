@@ -867,7 +867,7 @@ mod tests {
 
     #[test]
     fn in_order_flow() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         for i in 0..10u16 {
             r.handle_packet(ms(t0, u64::from(i)), 1000 + i, 3000 * u32::from(i), i % 3 == 2, &[i as u8]).unwrap();
@@ -885,7 +885,7 @@ mod tests {
 
     #[test]
     fn reordering_released_in_order() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         let order = [0u16, 2, 1, 5, 3, 4, 6];
         let mut out = Vec::new();
@@ -902,7 +902,7 @@ mod tests {
 
     #[test]
     fn single_hole_nacked_then_filled() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::new(90_000, t0);
         for i in [10u16, 11, 13] {
             r.handle_packet(t0, i, 0, false, b"x").unwrap();
@@ -924,7 +924,7 @@ mod tests {
 
     #[test]
     fn nack_retries_are_bounded_and_rtt_learned() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, Duration::from_secs(2), t0);
         r.handle_packet(t0, 1, 0, false, b"a").unwrap();
         r.handle_packet(t0, 3, 0, false, b"c").unwrap();
@@ -942,7 +942,7 @@ mod tests {
 
     #[test]
     fn hole_given_up_after_wait() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         for i in [0u16, 1, 3, 4] {
             r.handle_packet(t0, i, 0, false, &[i as u8]).unwrap();
@@ -967,7 +967,7 @@ mod tests {
 
     #[test]
     fn seq_and_ts_wraparound() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         let seqs_in = [65533u16, 65534, 65535, 0, 1, 2];
         let ts_in = [0xFFFF_F000u32, 0xFFFF_F000, 0xFFFF_FC00, 0x0000_0400, 0x0000_0400, 0x0000_1000];
@@ -990,7 +990,7 @@ mod tests {
 
     #[test]
     fn backward_wrap_and_reorder_across_zero() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 65535, 0, false, b"a").unwrap();
         r.handle_packet(t0, 1, 0, false, b"c").unwrap();
@@ -1003,7 +1003,7 @@ mod tests {
 
     #[test]
     fn duplicates_dropped() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 5, 0, false, b"a").unwrap();
         r.handle_packet(t0, 7, 0, false, b"c").unwrap();
@@ -1016,7 +1016,7 @@ mod tests {
 
     #[test]
     fn padding_only_packets_are_consumed() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 1, 0, false, b"a").unwrap();
         r.handle_packet(t0, 2, 0, false, b"").unwrap();
@@ -1039,7 +1039,7 @@ mod tests {
 
     #[test]
     fn overflow_gives_up_oldest_hole() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, Duration::from_secs(10), t0);
         r.handle_packet(t0, 0, 0, false, &[0]).unwrap();
         // 1 is missing; fill the buffer behind it.
@@ -1061,7 +1061,7 @@ mod tests {
 
     #[test]
     fn big_forward_jump_within_dropout() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 100, 0, false, b"a").unwrap();
         assert_eq!(drain(&mut r).len(), 1);
@@ -1079,7 +1079,7 @@ mod tests {
 
     #[test]
     fn restart_after_confirmed_jump() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 100, 0, false, b"a").unwrap();
         r.handle_packet(t0, 101, 0, false, b"b").unwrap();
@@ -1102,7 +1102,7 @@ mod tests {
 
     #[test]
     fn unconfirmed_jump_is_dropped() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 100, 0, false, b"a").unwrap();
         assert!(r.handle_packet(t0, 30_000, 0, false, b"x").is_err());
@@ -1113,7 +1113,7 @@ mod tests {
 
     #[test]
     fn report_block_fraction_and_cumulative() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         for i in (0u16..10).filter(|&i| i != 4) {
             r.handle_packet(t0, i, 0, false, b"p").unwrap();
@@ -1141,7 +1141,7 @@ mod tests {
 
     #[test]
     fn jitter_rfc3550() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         // Perfect pacing: 20 ms apart, 960 ticks at 48 kHz.
         let mut r = RtpReceiver::with_max_wait(48_000, WAIT, t0);
         for i in 0..50u32 {
@@ -1159,7 +1159,7 @@ mod tests {
 
     #[test]
     fn payload_limits_and_pool() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         let big = vec![0u8; MAX_PAYLOAD + 1];
         assert_eq!(r.handle_packet(t0, 1, 0, false, &big), Err(RecvError::PayloadTooLarge { len: MAX_PAYLOAD + 1 }));
@@ -1183,7 +1183,7 @@ mod tests {
 
     #[test]
     fn rtx_recovers_hole() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         r.handle_packet(t0, 1, 0, false, b"a").unwrap();
         r.handle_packet(t0, 3, 0, false, b"c").unwrap();
@@ -1233,7 +1233,7 @@ mod tests {
     fn simulate(seed: u64, loss_pct: u64, wait_ms: u64, lossy_nacks: bool) -> RtpRecvStats {
         const N: u64 = 6000;
         const FIRST_SEQ: u16 = 63_000; // crosses the 16-bit wrap
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut r = RtpReceiver::with_max_wait(90_000, Duration::from_millis(wait_ms), t0);
         // (deliver_at_ms, index) in flight; nacks in flight to the sender.
@@ -1345,7 +1345,7 @@ mod tests {
 
     #[test]
     fn no_panic_on_random_input() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut rng = XorShift(0xDEAD_BEEF);
         let mut r = RtpReceiver::with_max_wait(90_000, WAIT, t0);
         let mut now_ms = 0;
@@ -1376,7 +1376,7 @@ mod tests {
 
     #[test]
     fn twcc_recorder_feedback_decodes() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut tw = TwccRecorder::new();
         assert!(!tw.poll_feedback(t0, 1, 2, &mut Vec::new()));
         // 65530.. across the wrap, 65533 and 1 missing, 3 and 2 reordered.
@@ -1424,7 +1424,7 @@ mod tests {
 
     #[test]
     fn twcc_recorder_backlog_and_bounds() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let mut tw = TwccRecorder::new();
         for i in 0..(TWCC_MAX_PENDING as u32 + 100) {
             tw.record(i as u16, t0 + Duration::from_micros(u64::from(i) * 100));

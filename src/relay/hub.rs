@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn gop_starts_at_the_last_keyframe() {
-        let t = std::time::Instant::now();
+        let t = crate::runtime::now();
         let mut h = StreamHub::new("s".into(), true);
         h.start(Snapshot::default());
         h.ingest(&MediaMsg::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1], 4096), t);
@@ -211,7 +211,7 @@ mod tests {
     fn no_gop_cache_keeps_only_config() {
         let mut h = StreamHub::new("s".into(), false);
         h.start(Snapshot::default());
-        h.ingest(&video(20, true), std::time::Instant::now());
+        h.ingest(&video(20, true), crate::runtime::now());
         assert!(h.snapshot().gop.is_empty());
     }
 }

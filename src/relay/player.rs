@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn starts_on_keyframe_at_zero_video_first() {
-        let t = Instant::now();
+        let t = crate::runtime::now();
         let mut p = PlayerState::new(1, "s".into(), 0);
         assert_eq!(p.deliver(&a(5000), 0, true, t, &pol()), Deliver::Skip);
         assert_eq!(p.deliver(&v(5000, false), 0, true, t, &pol()), Deliver::Skip);
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn congestion_drops_inter_then_key_then_audio_and_resumes_at_keyframe() {
-        let t = Instant::now();
+        let t = crate::runtime::now();
         let mut p = PlayerState::new(1, "s".into(), 0);
         assert_eq!(p.deliver(&v(0, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&v(33, false), 1500, true, t, &pol()), Deliver::Dropped(DropKind::Inter));
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn evicts_after_staying_over_the_limit() {
-        let t = Instant::now();
+        let t = crate::runtime::now();
         let mut p = PlayerState::new(1, "s".into(), 0);
         assert_eq!(p.deliver(&v(0, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&a(10), 1500, true, t, &pol()), Deliver::Send(10));
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn republish_continues_the_timeline() {
-        let t = Instant::now();
+        let t = crate::runtime::now();
         let mut p = PlayerState::new(1, "s".into(), 1);
         assert_eq!(p.deliver(&v(9000, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&v(9500, false), 0, true, t, &pol()), Deliver::Send(500));
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn timestamps_wrap_at_2_pow_32() {
-        let t = Instant::now();
+        let t = crate::runtime::now();
         let mut p = PlayerState::new(1, "s".into(), 0);
         assert_eq!(p.deliver(&v(u32::MAX - 10, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&v(20, false), 0, true, t, &pol()), Deliver::Send(31));

@@ -195,24 +195,21 @@ fn toffset_ms(ext: &[u8]) -> Option<i64> {
     (0..=MAX_CAPTURE_LAG_MS).contains(&ms).then_some(ms)
 }
 
-/// Queue the transcoder's finished AAC frames as FLV messages; `first` is the audio
-/// track's timeline anchor, `last_ms` its latest time. AAC frames sit on a sample-count
+/// Queue the transcoder's finished AAC frames as FLV messages; `base_ms` is where the
+/// audio track's first sample sits on the timeline (its anchor plus the sender-report
+/// correction, srsync.rs), `last_ms` its latest time. AAC frames sit on a sample-count
 /// timeline anchored at the first Opus packet: it cannot drift from the RTP clock.
-/// `shift` is the sender-report correction (srsync.rs), ms.
-#[allow(clippy::too_many_arguments)]
 fn drain_aac(
     aac: &mut OpusToAac,
-    first: Option<(u64, i64)>,
-    shift: i64,
+    base_ms: i64,
     last_ms: &mut u32,
     now: Instant,
     chunk_size: usize,
     audience: Audience,
     out: &mut Vec<Arc<MediaMsg>>,
 ) {
-    let base = first.map(|(_, m)| m).unwrap_or(0) + shift;
     while let Some(f) = aac.poll_frame() {
-        let fms = (base + (f.sample_pos * 1000 / 48_000) as i64).clamp(0, i64::from(u32::MAX)) as u32;
+        let fms = (base_ms + (f.sample_pos * 1000 / 48_000) as i64).clamp(0, i64::from(u32::MAX)) as u32;
         *last_ms = fms;
         out.push(MediaMsg::build(MediaKind::Audio, fms, &f.flv_body, chunk_size, audience, Some(now)));
     }
@@ -568,7 +565,8 @@ impl RtcSession {
         let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
         if let Some(t) = a.aac.as_mut() {
             if t.finish().is_ok() {
-                drain_aac(t, a.first, self.sr_sync.shift_ms(), &mut a.last_ms, now, cs, audience, &mut out);
+                let base_ms = a.first.map_or(0, |(_, m)| m) + self.sr_sync.shift_ms();
+                drain_aac(t, base_ms, &mut a.last_ms, now, cs, audience, &mut out);
             }
         }
         out
@@ -725,7 +723,8 @@ impl RtcSession {
                         self.stats.transcoded_packets.fetch_add(1, Relaxed);
                     }
                     if let Some(t) = a.aac.as_mut() {
-                        drain_aac(t, a.first, shift, &mut a.last_ms, now, cs, aac_audience, &mut out);
+                        let base_ms = a.first.map_or(0, |(_, m)| m) + shift;
+                        drain_aac(t, base_ms, &mut a.last_ms, now, cs, aac_audience, &mut out);
                     }
                 }
             }
@@ -936,7 +935,7 @@ mod tests {
 
     #[test]
     fn timeline_anchor_subtracts_the_capture_lag_and_then_follows_the_rtp_clock() {
-        let t0 = Instant::now();
+        let t0 = crate::runtime::now();
         let start = Some(t0);
         // Video's first frame arrives 100 ms after the session's first packet, having
         // waited 35 ms between capture and send: it sits at 65 ms.

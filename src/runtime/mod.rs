@@ -84,14 +84,11 @@ pub fn start(cfg: Config) -> io::Result<Server> {
             .map_err(|e| io::Error::new(e.kind(), format!("--rtmp {}: {e}", shared.cfg.rtmp)))?;
         let http = listener(shared.cfg.http)
             .map_err(|e| io::Error::new(e.kind(), format!("--http {}: {e}", shared.cfg.http)))?;
-        let https = match shared.cfg.https {
-            Some(a) => Some(listener(a).map_err(|e| io::Error::new(e.kind(), format!("--https {a}: {e}")))?),
-            None => None,
+        let optional = |flag: &str, addr: Option<SocketAddr>| -> io::Result<Option<mio::net::TcpListener>> {
+            addr.map(|a| listener(a).map_err(|e| io::Error::new(e.kind(), format!("{flag} {a}: {e}")))).transpose()
         };
-        let rtmps = match shared.cfg.rtmps {
-            Some(a) => Some(listener(a).map_err(|e| io::Error::new(e.kind(), format!("--rtmps {a}: {e}")))?),
-            None => None,
-        };
+        let https = optional("--https", shared.cfg.https)?;
+        let rtmps = optional("--rtmps", shared.cfg.rtmps)?;
         listeners.push(worker::Listeners { rtmp, http, https, rtmps });
         polls.push(poll);
     }

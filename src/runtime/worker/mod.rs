@@ -94,12 +94,15 @@ struct Conn {
 }
 
 impl Conn {
-    /// "rtmp" or "rtmps", for log lines about an RTMP connection.
-    fn rtmp_proto(&self) -> &'static str {
-        if self.sock.is_tls() {
-            "rtmps"
-        } else {
-            "rtmp"
+    /// The protocol as log lines name it: rtmp, rtmps, http, https, ws, wss.
+    fn proto(&self) -> &'static str {
+        match (&self.kind, self.sock.is_tls()) {
+            (Kind::Rtmp(_), false) => "rtmp",
+            (Kind::Rtmp(_), true) => "rtmps",
+            (Kind::Http, false) => "http",
+            (Kind::Http, true) => "https",
+            (Kind::Ws(_), false) => "ws",
+            (Kind::Ws(_), true) => "wss",
         }
     }
 }
@@ -110,6 +113,17 @@ enum Listener {
     Http,
     Https,
     Rtmps,
+}
+
+impl Listener {
+    fn label(self) -> &'static str {
+        match self {
+            Listener::Rtmp => "rtmp",
+            Listener::Http => "http",
+            Listener::Https => "https",
+            Listener::Rtmps => "rtmps",
+        }
+    }
 }
 
 /// One worker's listening sockets (SO_REUSEPORT: every worker binds each address).
@@ -124,10 +138,7 @@ pub struct Worker {
     id: usize,
     shared: Arc<Shared>,
     poll: Poll,
-    rtmp_listener: TcpListener,
-    http_listener: TcpListener,
-    https_listener: Option<TcpListener>,
-    rtmps_listener: Option<TcpListener>,
+    listeners: Listeners,
     conns: Slab<Conn>,
     hubs: HashMap<Arc<str>, StreamHub>,
     mesh: Mesh,
@@ -158,19 +169,17 @@ impl Worker {
         id: usize,
         shared: Arc<Shared>,
         poll: Poll,
-        listeners: Listeners,
+        mut listeners: Listeners,
         mesh: Mesh,
     ) -> io::Result<Self> {
-        let Listeners { rtmp: mut rtmp_listener, http: mut http_listener, https: mut https_listener, rtmps: mut rtmps_listener } =
-            listeners;
-        if let Some(l) = https_listener.as_mut() {
+        if let Some(l) = listeners.https.as_mut() {
             poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
         }
-        if let Some(l) = rtmps_listener.as_mut() {
+        if let Some(l) = listeners.rtmps.as_mut() {
             poll.registry().register(l, RTMPS_LISTENER, Interest::READABLE)?;
         }
-        poll.registry().register(&mut rtmp_listener, RTMP_LISTENER, Interest::READABLE)?;
-        poll.registry().register(&mut http_listener, HTTP_LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listeners.rtmp, RTMP_LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listeners.http, HTTP_LISTENER, Interest::READABLE)?;
         let mut udp = rtc::bind_udp(&shared.cfg, id)?;
         poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
         let started = now();
@@ -185,10 +194,7 @@ impl Worker {
             id,
             shared,
             poll,
-            rtmp_listener,
-            http_listener,
-            https_listener,
-            rtmps_listener,
+            listeners,
             conns: Slab::new(),
             hubs: HashMap::new(),
             mesh,
@@ -278,24 +284,15 @@ impl Worker {
     fn accept(&mut self, now: Instant, which: Listener) {
         let rtmp = matches!(which, Listener::Rtmp | Listener::Rtmps);
         let tls = matches!(which, Listener::Https | Listener::Rtmps);
-        let label = match which {
-            Listener::Rtmp => "rtmp",
-            Listener::Http => "http",
-            Listener::Https => "https",
-            Listener::Rtmps => "rtmps",
-        };
+        let label = which.label();
         loop {
             let l = match which {
-                Listener::Rtmp => &self.rtmp_listener,
-                Listener::Http => &self.http_listener,
-                Listener::Https | Listener::Rtmps => {
-                    let l = if which == Listener::Https { &self.https_listener } else { &self.rtmps_listener };
-                    match l {
-                        Some(l) => l,
-                        None => return,
-                    }
-                }
+                Listener::Rtmp => Some(&self.listeners.rtmp),
+                Listener::Http => Some(&self.listeners.http),
+                Listener::Https => self.listeners.https.as_ref(),
+                Listener::Rtmps => self.listeners.rtmps.as_ref(),
             };
+            let Some(l) = l else { return };
             let (sock, peer) = match l.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -504,7 +501,7 @@ impl Worker {
             let Some(ev) = r.session.poll_event() else { return };
             match ev {
                 RtmpEvent::Connected { app } => {
-                    crate::debug!("{} {}: connect app={app:?}", c.rtmp_proto(), c.peer);
+                    crate::debug!("{} {}: connect app={app:?}", c.proto(), c.peer);
                 }
                 RtmpEvent::PublishRequested { msid, name } => self.publish(now, idx, msid, name),
                 RtmpEvent::PlayRequested { msid, name } => self.play(now, idx, msid, name),
@@ -546,19 +543,19 @@ impl Worker {
         let Kind::Rtmp(r) = &mut c.kind else { return };
         if !matches!(r.role, Role::None) {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
-            crate::info!("{} {}: publish {name:?} refused: connection already publishes or plays", c.rtmp_proto(), c.peer);
+            crate::info!("{} {}: publish {name:?} refused: connection already publishes or plays", c.proto(), c.peer);
             self.mark_dirty(idx);
             return;
         }
         let Some((stats, waiting)) = self.shared.registry.claim(&name, self.id, "rtmp") else {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
-            crate::info!("{} {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.rtmp_proto(), c.peer);
+            crate::info!("{} {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.proto(), c.peer);
             self.mark_dirty(idx);
             return;
         };
         r.session.publish_ok(msid, &name, &mut c.tx);
         r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(&stats) };
-        crate::info!("{} {}: publishing {name:?} on worker {}", c.rtmp_proto(), c.peer, self.id);
+        crate::info!("{} {}: publishing {name:?} on worker {}", c.proto(), c.peer, self.id);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
         self.start_stream(now, &name, waiting, stats);
@@ -696,7 +693,7 @@ impl Worker {
                 let name = Arc::clone(name);
                 r.session.unpublish_ok(msid, &name, &mut c.tx);
                 r.role = Role::None;
-                crate::info!("{} {}: unpublished {name:?}", c.rtmp_proto(), c.peer);
+                crate::info!("{} {}: unpublished {name:?}", c.proto(), c.peer);
                 self.mark_dirty(idx);
                 self.unpublish(now, &name);
             }
@@ -759,7 +756,7 @@ impl Worker {
                     let _ = self.shared.registry.drop_interest(&name, self.id);
                 }
                 r.session.play_not_found(msid, &name, &mut c.tx);
-                crate::info!("{} {}: play {name:?}: stream not found", c.rtmp_proto(), c.peer);
+                crate::info!("{} {}: play {name:?}: stream not found", c.proto(), c.peer);
                 self.mark_dirty(idx);
                 return;
             }
@@ -791,7 +788,7 @@ impl Worker {
             (false, Some(o)) => format!(" (subscribing to worker {o})"),
             (false, None) => " (waiting for a publisher)".into(),
         };
-        crate::info!("{} {}: playing {name:?} on worker {}{state}", c.rtmp_proto(), c.peer, self.id);
+        crate::info!("{} {}: playing {name:?} on worker {}{state}", c.proto(), c.peer, self.id);
         self.mark_dirty(idx);
         if live {
             self.join(now, &name, PlayerRef { idx, gen });
@@ -1015,14 +1012,7 @@ impl Worker {
         let Some(mut c) = self.conns.remove(idx) else { return };
         let _ = self.poll.registry().deregister(&mut c.sock);
         WorkerStats::gauge(&self.shared.workers[self.id].connections, -1);
-        let proto = match (&c.kind, c.sock.is_tls()) {
-            (Kind::Rtmp(_), false) => "rtmp",
-            (Kind::Rtmp(_), true) => "rtmps",
-            (Kind::Http, false) => "http",
-            (Kind::Http, true) => "https",
-            (Kind::Ws(_), false) => "ws",
-            (Kind::Ws(_), true) => "wss",
-        };
+        let proto = c.proto();
         if proto_err {
             WorkerStats::add(&self.shared.workers[self.id].protocol_errors, 1);
             crate::warn!("{proto} {}: closing: {why}", c.peer);
