@@ -33,8 +33,8 @@
 //!   `first_header` = ChunkEncoder::write_first_header (the per-player part of the
 //!   fan-out path), `fanout_n100` = prechunk once + 100 headers, per player.
 //! - `fanout/<kind>/n<N>` the worker's local delivery path with the real types: per
-//!   message MediaMsg::new (copy + prechunk, once) and StreamHub::ingest (GOP cache),
-//!   then per player PlayerState::deliver, RtmpSession::queue_media into its SendQueue,
+//!   message through CoreRelay::handle_frame (freeze, GOP cache, per-player decision;
+//!   the RTMP body chunked once, lazily), then per player RtmpSession::queue_media into its SendQueue,
 //!   and SendQueue::write_to(std::io::sink()) (the writev replaced by a sink that takes
 //!   everything; so no kernel copy). One op = one message to one player:
 //!   ns/op = time per message / N. Video: 10 KiB messages, a keyframe every 60.
@@ -60,14 +60,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtcbridge::buf::{MediaKind, MediaMsg, SendQueue};
+use rtcbridge::buf::SendQueue;
+use rtcbridge::proto::flv::MediaKind;
 use rtcbridge::proto::depack::h264::H264Depacketizer;
 use rtcbridge::proto::depack::{Pushed, RtpView};
 use rtcbridge::proto::rtmp::chunk::{prechunk, prechunked_len, ChunkEncoder};
 use rtcbridge::proto::rtmp::session::RtmpSession;
 use rtcbridge::proto::srtp::{SrtpContext, SrtpProfile};
-use rtcbridge::relay::hub::PlayerRef;
-use rtcbridge::relay::{Deliver, PlayerPolicy, PlayerState, Snapshot, StreamHub};
+use rtcbridge::relay::{Action, Backlog, CoreRelay, Frame, PlayerPolicy, Registry, RelayConfig, Sink, SinkId};
 use rtcbridge::runtime::mesh::{self, CoreMsg, Mesh};
 
 const BATCH_MIN: Duration = Duration::from_millis(2);
@@ -430,15 +430,23 @@ fn chunk(b: &Bench) {
 // ---- 4. Fan-out to N in-memory players ---------------------------------------------
 
 struct Player {
-    state: PlayerState,
     session: RtmpSession,
     tx: SendQueue,
 }
 
+/// The players' send queues as the relay's backlog view (sink id = index).
+struct Queues<'a>(&'a [Player]);
+
+impl Backlog for Queues<'_> {
+    fn queued(&self, sink: SinkId) -> usize {
+        self.0.get(sink.0 as usize).map_or(0, |p| p.tx.len())
+    }
+}
+
 struct Fanout {
-    hub: StreamHub,
+    relay: CoreRelay,
+    name: Arc<str>,
     players: Vec<Player>,
-    policy: PlayerPolicy,
     now: Instant,
     ts: u32,
     n_msg: u64,
@@ -448,45 +456,46 @@ struct Fanout {
 impl Fanout {
     fn new(n: usize) -> Self {
         let name: Arc<str> = "bench".into();
-        let mut hub = StreamHub::new(Arc::clone(&name), true);
-        hub.start(Snapshot::default());
-        let players = (0..n)
-            .map(|i| {
-                hub.add_player(PlayerRef { idx: i, gen: 0 });
-                Player {
-                    state: PlayerState::new(MSID, Arc::clone(&name), hub.epoch),
-                    session: RtmpSession::new(i as u64, 0, 8 << 20, CHUNK_SIZE),
-                    tx: SendQueue::new(),
-                }
-            })
-            .collect();
-        Fanout {
-            hub,
-            players,
+        let now = Instant::now();
+        let cfg = RelayConfig {
+            gop_cache: true,
+            grace: Duration::from_secs(5),
+            keyframe_every: Duration::from_secs(2),
+            wait_for_unknown: true,
             // The server's defaults: --player-queue-kb 1024, --evict-after 10.
             policy: PlayerPolicy { queue_limit: 1024 * 1024, evict_after: Duration::from_secs(10) },
-            now: Instant::now(),
-            ts: 0,
-            n_msg: 0,
-            sink: io::sink(),
+            coalesce: None,
+            coalesce_max_bytes: 64 * 1024,
+            epoch: now,
+        };
+        let mut relay = CoreRelay::new(0, cfg, Arc::new(Registry::default()));
+        let players: Vec<Player> =
+            (0..n).map(|i| Player { session: RtmpSession::new(i as u64, 0, 8 << 20, CHUNK_SIZE), tx: SendQueue::new() }).collect();
+        let r = relay.reserve(&name, "rtmp").expect("free name");
+        let _ = relay.handle_publish(now, r, &());
+        for i in 0..n {
+            let _ = relay.handle_play(now, SinkId(i as u64), Sink::Rtmp { wants_opus: false }, &name, &Queues(&players));
         }
+        while relay.poll_action().is_some() {}
+        Fanout { relay, name, players, now, ts: 0, n_msg: 0, sink: io::sink() }
     }
 
-    /// What the worker does for one published message: build, cache, deliver to every
-    /// local player, then (end of the loop turn) flush every player's queue. Returns
-    /// the bytes written to players.
+    /// What the worker does for one published message: the relay freezes, caches and
+    /// decides per player; the shell queues each Send (chunk header + shared body),
+    /// then (end of the loop turn) flushes every player's queue. Returns the bytes
+    /// written to players.
     fn message(&mut self, kind: MediaKind, payload: &[u8]) -> usize {
         self.ts = self.ts.wrapping_add(if kind == MediaKind::Video { 33 } else { 21 });
-        let msg = MediaMsg::new(kind, self.ts, payload, CHUNK_SIZE);
-        self.hub.ingest(&msg, self.now);
-        let has_video = self.hub.has_video;
-        let mut sent = 0;
-        for p in &self.hub.players {
-            let Some(pl) = self.players.get_mut(p.idx) else { continue };
-            if let Deliver::Send(ts) = pl.state.deliver(&msg, pl.tx.len(), has_video, self.now, &self.policy) {
-                pl.session.queue_media(pl.state.msid, ts, &msg, &mut pl.tx);
+        let frame = Frame::new(kind, self.ts, payload);
+        self.relay.handle_frame(self.now, &self.name, frame, &Queues(&self.players));
+        while let Some(a) = self.relay.poll_action() {
+            if let Action::Send { sink, ts, frame, .. } = a {
+                let Some(pl) = self.players.get_mut(sink.0 as usize) else { continue };
+                let body = frame.rtmp(CHUNK_SIZE);
+                pl.session.queue_media(MSID, ts, frame.kind, &body, &mut pl.tx);
             }
         }
+        let mut sent = 0;
         for pl in self.players.iter_mut() {
             sent += pl.tx.write_to(&mut self.sink).unwrap_or(0);
         }
@@ -563,13 +572,13 @@ fn backoff(spins: &mut u32) {
     }
 }
 
-fn media(name: &Arc<str>, msg: &Arc<MediaMsg>) -> CoreMsg {
-    CoreMsg::Media { name: Arc::clone(name), msg: Arc::clone(msg) }
+fn media(name: &Arc<str>, frame: &Arc<Frame>) -> CoreMsg {
+    CoreMsg::Media { name: Arc::clone(name), frame: Arc::clone(frame) }
 }
 
 fn mesh_cases(b: &Bench) {
     let name: Arc<str> = "bench".into();
-    let msg = MediaMsg::new(MediaKind::Video, 0, &noise(6, 1000), CHUNK_SIZE);
+    let msg = Frame::new(MediaKind::Video, 0, &noise(6, 1000)).shared();
     let (mut m0, mut m1, polls) = two_meshes();
     let mut inbox = Vec::with_capacity(1024);
 

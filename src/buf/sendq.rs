@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-use super::MediaMsg;
 
 /// iovecs per `writev` call (well under Linux's IOV_MAX of 1024).
 pub const MAX_IOVECS: usize = 64;
@@ -17,8 +16,8 @@ enum Seg {
     Inline { len: u8, bytes: [u8; INLINE] },
     /// Control messages, command replies.
     Owned(Vec<u8>),
-    /// A range of a shared message's chunked body.
-    Shared { msg: Arc<MediaMsg>, start: u32, end: u32 },
+    /// A range of shared, immutable bytes (a media message's chunked body).
+    Shared { bytes: Arc<[u8]>, start: u32, end: u32 },
 }
 
 impl Seg {
@@ -26,7 +25,7 @@ impl Seg {
         match self {
             Seg::Inline { len, bytes } => bytes.get(..*len as usize).unwrap_or(&[]),
             Seg::Owned(v) => v,
-            Seg::Shared { msg, start, end } => msg.chunked.get(*start as usize..*end as usize).unwrap_or(&[]),
+            Seg::Shared { bytes, start, end } => bytes.get(*start as usize..*end as usize).unwrap_or(&[]),
         }
     }
 }
@@ -80,13 +79,13 @@ impl SendQueue {
         self.segs.push_back(Seg::Owned(v));
     }
 
-    /// Queue a range of a shared message's chunked body (refcount +1, no copy).
-    pub fn push_shared(&mut self, msg: &Arc<MediaMsg>, start: usize, end: usize) {
-        if end <= start || end > msg.chunked.len() {
+    /// Queue a range of shared bytes (a message's chunked body; refcount +1, no copy).
+    pub fn push_shared(&mut self, bytes: &Arc<[u8]>, start: usize, end: usize) {
+        if end <= start || end > bytes.len() {
             return;
         }
         self.len += end - start;
-        self.segs.push_back(Seg::Shared { msg: Arc::clone(msg), start: start as u32, end: end as u32 });
+        self.segs.push_back(Seg::Shared { bytes: Arc::clone(bytes), start: start as u32, end: end as u32 });
     }
 
     /// Drop everything queued (connection closing).
@@ -148,8 +147,6 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buf::MediaKind;
-
     /// A writer that accepts at most `cap` bytes per call.
     struct Trickle {
         out: Vec<u8>,
@@ -168,29 +165,31 @@ mod tests {
 
     #[test]
     fn writes_segments_in_order_across_partial_writes() {
-        let msg = MediaMsg::new(MediaKind::Video, 0, &[7u8; 300], 128);
+        let body: Arc<[u8]> = vec![7u8; 300].into();
         let mut q = SendQueue::new();
         q.push_bytes(b"hdr");
-        q.push_shared(&msg, 0, msg.chunked.len());
+        q.push_shared(&body, 0, body.len());
         q.push_vec(vec![9u8; 40]);
-        let expect_len = 3 + msg.chunked.len() + 40;
+        let expect_len = 3 + body.len() + 40;
         assert_eq!(q.len(), expect_len);
         let mut w = Trickle { out: Vec::new(), cap: 7 };
         q.write_to(&mut w).unwrap();
         assert!(q.is_empty());
         assert_eq!(w.out.len(), expect_len);
         assert_eq!(&w.out[..3], b"hdr");
-        assert_eq!(&w.out[3..3 + msg.chunked.len()], &msg.chunked[..]);
+        assert_eq!(&w.out[3..3 + body.len()], &body[..]);
     }
 
     #[test]
     fn chunk_payloads_reassemble_the_message() {
-        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let msg = MediaMsg::new(MediaKind::Audio, 5, &payload, 128);
+        let payload: Arc<[u8]> = (0..1000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+        let pre = crate::proto::rtmp::chunk::Prechunked::new(&payload, 128, 4);
         let mut back = Vec::new();
-        for i in 0..msg.chunk_count() {
-            back.extend_from_slice(msg.chunk_payload(i));
+        for i in 0..pre.chunk_count() {
+            back.extend_from_slice(pre.chunk_payload(i));
         }
-        assert_eq!(back, payload);
+        assert_eq!(&back[..], &payload[..]);
+        let small = crate::proto::rtmp::chunk::Prechunked::new(&payload, 4096, 4);
+        assert!(Arc::ptr_eq(&small.bytes, &payload), "a one-chunk body is the payload itself");
     }
 }

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod depack;
 pub mod dtls;
+pub mod flv;
 pub mod http;
 pub mod ice;
 pub mod rtcp;

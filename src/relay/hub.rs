@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::buf::{MediaKind, MediaMsg};
+use super::frame::{Audience, Frame};
+use super::SinkId;
+use crate::proto::flv::MediaKind;
 
 /// GOP cache bounds: beyond either, the cache is dropped until the next keyframe.
 pub const GOP_MAX_BYTES: usize = 32 * 1024 * 1024;
@@ -14,19 +16,12 @@ pub const GOP_MAX_MSGS: usize = 4096;
 /// Everything a core needs to start players on a stream owned elsewhere.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub meta: Option<Arc<MediaMsg>>,
-    pub video_cfg: Option<Arc<MediaMsg>>,
-    pub audio_cfg: Option<Arc<MediaMsg>>,
+    pub meta: Option<Arc<Frame>>,
+    pub video_cfg: Option<Arc<Frame>>,
+    pub audio_cfg: Option<Arc<Frame>>,
     /// The Enhanced RTMP Opus sequence header when the stream carries audio twice.
-    pub audio_cfg_opus: Option<Arc<MediaMsg>>,
-    pub gop: Vec<Arc<MediaMsg>>,
-}
-
-/// A player of this hub: connection slot and generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlayerRef {
-    pub idx: usize,
-    pub gen: u32,
+    pub audio_cfg_opus: Option<Arc<Frame>>,
+    pub gop: Vec<Arc<Frame>>,
 }
 
 #[derive(Debug)]
@@ -42,7 +37,7 @@ pub struct StreamHub {
     pub owner_core: Option<usize>,
     /// Owner only: the stream's shared counters.
     pub stats: Option<std::sync::Arc<crate::relay::StreamStats>>,
-    pub players: Vec<PlayerRef>,
+    pub players: Vec<SinkId>,
     /// When the publisher vanished; players get UnpublishNotify if it has not
     /// come back by `grace_until`.
     pub grace_until: Option<Instant>,
@@ -51,6 +46,8 @@ pub struct StreamHub {
     pub announced_gone: bool,
     /// Bumped at each (re)publish so players re-base their timestamps.
     pub epoch: u32,
+    /// Owner only: bumped at every new codec configuration (stamped on frames).
+    pub seq_gen: u32,
     pub has_video: bool,
     snap: Snapshot,
     gop_bytes: usize,
@@ -72,6 +69,7 @@ impl StreamHub {
             grace_until: None,
             announced_gone: true,
             epoch: 0,
+            seq_gen: 0,
             has_video: false,
             snap: Snapshot::default(),
             gop_bytes: 0,
@@ -86,7 +84,7 @@ impl StreamHub {
         self.grace_until = None;
         self.epoch = self.epoch.wrapping_add(1);
         self.has_video = snapshot.video_cfg.is_some() || snapshot.gop.iter().any(|m| m.kind == MediaKind::Video);
-        self.gop_bytes = snapshot.gop.iter().map(|m| m.chunked.len()).sum();
+        self.gop_bytes = snapshot.gop.iter().map(|m| m.held_bytes()).sum();
         self.snap = snapshot;
     }
 
@@ -114,7 +112,7 @@ impl StreamHub {
 
     /// Record one message in the caches. Returns true when it is a config
     /// message (metadata or a sequence header) that replaced a cached one.
-    pub fn ingest(&mut self, msg: &Arc<MediaMsg>, now: Instant) {
+    pub fn ingest(&mut self, msg: &Arc<Frame>, now: Instant) {
         if msg.kind == MediaKind::Video && msg.keyframe && !msg.config {
             self.gop_since = Some(now);
         }
@@ -124,7 +122,7 @@ impl StreamHub {
                 self.has_video = true;
                 self.snap.video_cfg = Some(Arc::clone(msg));
             }
-            (MediaKind::Audio, true) if msg.audience == crate::buf::Audience::Opus => {
+            (MediaKind::Audio, true) if msg.audience == Audience::Opus => {
                 self.snap.audio_cfg_opus = Some(Arc::clone(msg))
             }
             (MediaKind::Audio, true) => self.snap.audio_cfg = Some(Arc::clone(msg)),
@@ -150,24 +148,24 @@ impl StreamHub {
         }
     }
 
-    fn push_gop(&mut self, msg: &Arc<MediaMsg>) {
-        if self.snap.gop.len() >= GOP_MAX_MSGS || self.gop_bytes + msg.chunked.len() > GOP_MAX_BYTES {
+    fn push_gop(&mut self, msg: &Arc<Frame>) {
+        if self.snap.gop.len() >= GOP_MAX_MSGS || self.gop_bytes + msg.held_bytes() > GOP_MAX_BYTES {
             // A GOP this long is not worth holding; start again at the next keyframe.
             self.snap.gop.clear();
             self.gop_bytes = 0;
             return;
         }
-        self.gop_bytes += msg.chunked.len();
+        self.gop_bytes += msg.held_bytes();
         self.snap.gop.push(Arc::clone(msg));
     }
 
-    pub fn add_player(&mut self, p: PlayerRef) {
+    pub fn add_player(&mut self, p: SinkId) {
         if !self.players.contains(&p) {
             self.players.push(p);
         }
     }
 
-    pub fn remove_player(&mut self, p: PlayerRef) -> bool {
+    pub fn remove_player(&mut self, p: SinkId) -> bool {
         let before = self.players.len();
         self.players.retain(|x| *x != p);
         before != self.players.len()
@@ -184,9 +182,9 @@ impl StreamHub {
 mod tests {
     use super::*;
 
-    fn video(ts: u32, key: bool) -> Arc<MediaMsg> {
+    fn video(ts: u32, key: bool) -> Arc<Frame> {
         let b0 = if key { 0x17 } else { 0x27 };
-        MediaMsg::new(MediaKind::Video, ts, &[b0, 1, 0, 0, 0, 9, 9], 4096)
+        Frame::new(MediaKind::Video, ts, &[b0, 1, 0, 0, 0, 9, 9]).shared()
     }
 
     #[test]
@@ -194,11 +192,11 @@ mod tests {
         let t = crate::runtime::now();
         let mut h = StreamHub::new("s".into(), true);
         h.start(Snapshot::default());
-        h.ingest(&MediaMsg::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1], 4096), t);
-        h.ingest(&MediaMsg::new(MediaKind::Audio, 0, &[0xaf, 1, 5], 4096), t);
+        h.ingest(&Frame::new(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1]).shared(), t);
+        h.ingest(&Frame::new(MediaKind::Audio, 0, &[0xaf, 1, 5]).shared(), t);
         h.ingest(&video(10, false), t);
         h.ingest(&video(20, true), t);
-        h.ingest(&MediaMsg::new(MediaKind::Audio, 21, &[0xaf, 1, 5], 4096), t);
+        h.ingest(&Frame::new(MediaKind::Audio, 21, &[0xaf, 1, 5]).shared(), t);
         h.ingest(&video(30, false), t);
         let s = h.snapshot();
         assert!(s.video_cfg.is_some());

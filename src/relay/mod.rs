@@ -3,6 +3,8 @@
 //! `now` and applies the results to sockets.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub mod core;
+pub mod frame;
 pub mod hub;
 pub mod player;
 pub mod registry;
@@ -10,6 +12,8 @@ pub mod srsync;
 pub mod stats;
 pub mod webrtc;
 
+pub use self::core::{Action, Backlog, CoreMsg, CoreRelay, Flush, PlayOutcome, PublishError, RelayConfig, RelayCounters, RelayTimer, Reservation, Sink, SinkId, SinkStatus};
+pub use frame::{Audience, Frame};
 pub use hub::{Snapshot, StreamHub};
 pub use player::{Deliver, DropKind, PlayerPolicy, PlayerState};
 pub use registry::{PlayLookup, Registry};

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::buf::{Audience, MediaKind, MediaMsg};
+use super::frame::{Audience, Frame};
+use crate::proto::flv::MediaKind;
 
 /// Limits for every player of a server (from the flags).
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +38,6 @@ pub enum Deliver {
 
 #[derive(Debug)]
 pub struct PlayerState {
-    pub msid: u32,
     pub name: Arc<str>,
     /// Publisher ts minus player ts, once the first media message fixed it.
     base: Option<u32>,
@@ -69,9 +69,8 @@ impl PlayerState {
         self.started
     }
 
-    pub fn new(msid: u32, name: Arc<str>, epoch: u32) -> Self {
+    pub fn new(name: Arc<str>, epoch: u32) -> Self {
         PlayerState {
-            msid,
             name,
             base: None,
             last_out: 0,
@@ -110,7 +109,7 @@ impl PlayerState {
     }
 
     /// Decide what to do with `msg` given this player's queued bytes.
-    pub fn deliver(&mut self, msg: &MediaMsg, queued: usize, has_video: bool, now: Instant, p: &PlayerPolicy) -> Deliver {
+    pub fn deliver(&mut self, msg: &Frame, queued: usize, has_video: bool, now: Instant, p: &PlayerPolicy) -> Deliver {
         match msg.audience {
             Audience::All => {}
             Audience::Opus if self.wants_opus => {}
@@ -239,17 +238,17 @@ mod tests {
     fn pol() -> PlayerPolicy {
         PlayerPolicy { queue_limit: 1000, evict_after: Duration::from_secs(2) }
     }
-    fn v(ts: u32, key: bool) -> Arc<MediaMsg> {
-        MediaMsg::new(MediaKind::Video, ts, &[if key { 0x17 } else { 0x27 }, 1, 0, 0, 0], 4096)
+    fn v(ts: u32, key: bool) -> Arc<Frame> {
+        Frame::new(MediaKind::Video, ts, &[if key { 0x17 } else { 0x27 }, 1, 0, 0, 0]).shared()
     }
-    fn a(ts: u32) -> Arc<MediaMsg> {
-        MediaMsg::new(MediaKind::Audio, ts, &[0xaf, 1, 0], 4096)
+    fn a(ts: u32) -> Arc<Frame> {
+        Frame::new(MediaKind::Audio, ts, &[0xaf, 1, 0]).shared()
     }
 
     #[test]
     fn starts_on_keyframe_at_zero_video_first() {
         let t = crate::runtime::now();
-        let mut p = PlayerState::new(1, "s".into(), 0);
+        let mut p = PlayerState::new("s".into(), 0);
         assert_eq!(p.deliver(&a(5000), 0, true, t, &pol()), Deliver::Skip);
         assert_eq!(p.deliver(&v(5000, false), 0, true, t, &pol()), Deliver::Skip);
         assert_eq!(p.deliver(&v(5040, true), 0, true, t, &pol()), Deliver::Send(0));
@@ -262,7 +261,7 @@ mod tests {
     #[test]
     fn congestion_drops_inter_then_key_then_audio_and_resumes_at_keyframe() {
         let t = crate::runtime::now();
-        let mut p = PlayerState::new(1, "s".into(), 0);
+        let mut p = PlayerState::new("s".into(), 0);
         assert_eq!(p.deliver(&v(0, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&v(33, false), 1500, true, t, &pol()), Deliver::Dropped(DropKind::Inter));
         assert_eq!(p.deliver(&a(40), 1500, true, t, &pol()), Deliver::Send(40));
@@ -276,7 +275,7 @@ mod tests {
     #[test]
     fn evicts_after_staying_over_the_limit() {
         let t = crate::runtime::now();
-        let mut p = PlayerState::new(1, "s".into(), 0);
+        let mut p = PlayerState::new("s".into(), 0);
         assert_eq!(p.deliver(&v(0, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&a(10), 1500, true, t, &pol()), Deliver::Send(10));
         assert_eq!(p.deliver(&a(20), 1500, true, t + Duration::from_secs(1), &pol()), Deliver::Send(20));
@@ -286,7 +285,7 @@ mod tests {
     #[test]
     fn republish_continues_the_timeline() {
         let t = crate::runtime::now();
-        let mut p = PlayerState::new(1, "s".into(), 1);
+        let mut p = PlayerState::new("s".into(), 1);
         assert_eq!(p.deliver(&v(9000, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&v(9500, false), 0, true, t, &pol()), Deliver::Send(500));
         p.rebase(2);
@@ -298,7 +297,7 @@ mod tests {
     #[test]
     fn timestamps_wrap_at_2_pow_32() {
         let t = crate::runtime::now();
-        let mut p = PlayerState::new(1, "s".into(), 0);
+        let mut p = PlayerState::new("s".into(), 0);
         assert_eq!(p.deliver(&v(u32::MAX - 10, true), 0, true, t, &pol()), Deliver::Send(0));
         assert_eq!(p.deliver(&v(20, false), 0, true, t, &pol()), Deliver::Send(31));
     }

@@ -19,7 +19,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::buf::{Audience, MediaKind, MediaMsg};
+use super::frame::{Audience, Frame};
+use crate::proto::flv::MediaKind;
 use crate::config::AudioMode;
 use crate::proto::codec::aac::{opus_packet_samples, OpusToAac, BITRATE_PER_CHANNEL};
 use crate::proto::depack::h264::H264Depacketizer;
@@ -73,7 +74,7 @@ pub enum RtcEvent {
     /// The session is over; the info string is the Flashphoner status info.
     Failed(&'static str),
     /// An FLV message for the stream hub.
-    Media(Arc<MediaMsg>),
+    Media(Frame),
 }
 
 struct VideoTrack {
@@ -163,7 +164,6 @@ pub struct RtcSession {
     /// Clock for timing the Opus → AAC transcoder (`/api/streams` transcode time),
     /// supplied by the runtime; `None` (tests) leaves transcode time unmeasured.
     transcode_clock: Option<fn() -> Instant>,
-    chunk_size: usize,
     /// Video size, once the SPS is known (for metadata).
     dims: Option<(u32, u32)>,
     /// The metadata sent so far lists audio.
@@ -204,14 +204,13 @@ fn drain_aac(
     base_ms: i64,
     last_ms: &mut u32,
     now: Instant,
-    chunk_size: usize,
     audience: Audience,
-    out: &mut Vec<Arc<MediaMsg>>,
+    out: &mut Vec<Frame>,
 ) {
     while let Some(f) = aac.poll_frame() {
         let fms = (base_ms + (f.sample_pos * 1000 / 48_000) as i64).clamp(0, i64::from(u32::MAX)) as u32;
         *last_ms = fms;
-        out.push(MediaMsg::build(MediaKind::Audio, fms, &f.flv_body, chunk_size, audience, Some(now)));
+        out.push(Frame::build(MediaKind::Audio, fms, &f.flv_body, audience, Some(now)));
     }
 }
 
@@ -224,7 +223,6 @@ impl RtcSession {
         candidates: &[(IpAddr, u16)],
         seed: u64,
         now: Instant,
-        chunk_size: usize,
         stats: Arc<StreamStats>,
         audio_mode: AudioMode,
     ) -> Result<Self, RtcError> {
@@ -337,7 +335,6 @@ impl RtcSession {
             events: VecDeque::new(),
             stats,
             transcode_clock: None,
-            chunk_size,
             dims: None,
             meta_has_audio: false,
             sr_sync: SrSync::new(),
@@ -558,15 +555,14 @@ impl RtcSession {
 
     /// The session is ending: the last AAC frames still inside the encoder (its
     /// codec delay, ~43 ms), for the hub before it is told the stream stopped.
-    pub fn finish(&mut self, now: Instant) -> Vec<Arc<MediaMsg>> {
+    pub fn finish(&mut self, now: Instant) -> Vec<Frame> {
         let mut out = Vec::new();
-        let cs = self.chunk_size;
         let Some(a) = self.audio.as_mut() else { return out };
         let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
         if let Some(t) = a.aac.as_mut() {
             if t.finish().is_ok() {
                 let base_ms = a.first.map_or(0, |(_, m)| m) + self.sr_sync.shift_ms();
-                drain_aac(t, base_ms, &mut a.last_ms, now, cs, audience, &mut out);
+                drain_aac(t, base_ms, &mut a.last_ms, now, audience, &mut out);
             }
         }
         out
@@ -621,9 +617,9 @@ impl RtcSession {
                         self.dims = Some((cfg.width, cfg.height));
                         let audio = self.audio.as_ref().filter(|a| a.sent_config).map(|a| (a.aac.is_some(), a.g711));
                         self.meta_has_audio = audio.is_some();
-                        out.push(metadata_msg(ms, self.dims, audio, self.chunk_size));
+                        out.push(metadata_msg(ms, self.dims, audio));
                     }
-                    out.push(MediaMsg::new(MediaKind::Video, ms, &cfg.flv_sequence_header, self.chunk_size));
+                    out.push(Frame::new(MediaKind::Video, ms, &cfg.flv_sequence_header));
                 }
                 let Some(unit) = v.depack.take_unit() else { break };
                 let ms = Self::timeline_ms(&mut v.first, start, now, unit.ts, 90_000, v.send_delay_ms);
@@ -633,7 +629,7 @@ impl RtcSession {
                 if unit.keyframe {
                     self.stats.keyframes.fetch_add(1, Relaxed);
                 }
-                out.push(MediaMsg::build(MediaKind::Video, ms, &unit.flv_body, self.chunk_size, Audience::All, Some(now)));
+                out.push(Frame::build(MediaKind::Video, ms, &unit.flv_body, Audience::All, Some(now)));
             }
             // The payload buffer goes back to the receiver: no allocation per packet.
             recv.recycle(p.payload);
@@ -658,7 +654,6 @@ impl RtcSession {
 
     fn pump_audio(&mut self, now: Instant) {
         let start = self.first_media;
-        let cs = self.chunk_size;
         let mut out = Vec::new();
         let Some(a) = self.audio.as_mut() else { return };
         let Some(recv) = a.recv.as_mut() else { return };
@@ -679,7 +674,7 @@ impl RtcSession {
                 let mut b = Vec::with_capacity(p.payload.len() + 1);
                 b.push(tag);
                 b.extend_from_slice(&p.payload);
-                out.push(MediaMsg::build(MediaKind::Audio, ms, &b, cs, Audience::All, Some(now)));
+                out.push(Frame::build(MediaKind::Audio, ms, &b, Audience::All, Some(now)));
                 recv.recycle(p.payload);
                 continue;
             }
@@ -696,13 +691,13 @@ impl RtcSession {
                 if !a.sent_config {
                     a.sent_config = true;
                     if let Some(t) = a.aac.as_ref() {
-                        out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &t.flv_sequence_header(), cs, aac_audience));
+                        out.push(Frame::for_audience(MediaKind::Audio, ms, &t.flv_sequence_header(), aac_audience));
                     }
                     if a.opus_out {
                         let mut b = vec![EX_AUDIO_SEQUENCE_START];
                         b.extend_from_slice(FOURCC_OPUS);
                         b.extend_from_slice(&opus_head(2));
-                        out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &b, cs, Audience::Opus));
+                        out.push(Frame::for_audience(MediaKind::Audio, ms, &b, Audience::Opus));
                     }
                 }
                 if a.opus_out {
@@ -710,7 +705,7 @@ impl RtcSession {
                     b.push(EX_AUDIO_CODED_FRAMES);
                     b.extend_from_slice(FOURCC_OPUS);
                     b.extend_from_slice(&unit.data);
-                    out.push(MediaMsg::for_audience(MediaKind::Audio, ms, &b, cs, Audience::Opus));
+                    out.push(Frame::for_audience(MediaKind::Audio, ms, &b, Audience::Opus));
                 }
                 if a.aac.is_some() {
                     let t0 = self.transcode_clock.map(|c| c());
@@ -724,7 +719,7 @@ impl RtcSession {
                     }
                     if let Some(t) = a.aac.as_mut() {
                         let base_ms = a.first.map_or(0, |(_, m)| m) + shift;
-                        drain_aac(t, base_ms, &mut a.last_ms, now, cs, aac_audience, &mut out);
+                        drain_aac(t, base_ms, &mut a.last_ms, now, aac_audience, &mut out);
                     }
                 }
             }
@@ -750,14 +745,14 @@ impl RtcSession {
     /// its sequence header exists makes ffmpeg open an audio stream with no codec and
     /// give up (PROTOCOL-NOTES: players wait for announced tracks). When audio starts
     /// after the video's metadata went out, the metadata is sent again with it.
-    fn metadata(&self, ms: u32, with_audio: bool) -> Arc<MediaMsg> {
+    fn metadata(&self, ms: u32, with_audio: bool) -> Frame {
         let audio = self.audio.as_ref().map(|a| (a.aac.is_some(), a.g711));
-        metadata_msg(ms, self.dims, if with_audio { audio } else { None }, self.chunk_size)
+        metadata_msg(ms, self.dims, if with_audio { audio } else { None })
     }
 }
 
 /// The `onMetaData` body for the tracks given (see `RtcSession::metadata`).
-fn metadata_msg(ms: u32, dims: Option<(u32, u32)>, audio: Option<(bool, Option<u8>)>, chunk_size: usize) -> Arc<MediaMsg> {
+fn metadata_msg(ms: u32, dims: Option<(u32, u32)>, audio: Option<(bool, Option<u8>)>) -> Frame {
     {
         let (w, h) = dims.unwrap_or((0, 0));
         let mut props = vec![
@@ -781,7 +776,7 @@ fn metadata_msg(ms: u32, dims: Option<(u32, u32)>, audio: Option<(bool, Option<u
         props.push(("encoder".into(), Value::String("rtcbridge".into())));
         let mut body = Vec::new();
         amf0::encode_all(&[Value::String("onMetaData".into()), Value::EcmaArray(props)], &mut body);
-        MediaMsg::new(MediaKind::Data, ms, &body, chunk_size)
+        Frame::new(MediaKind::Data, ms, &body)
     }
 }
 

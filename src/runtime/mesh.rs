@@ -4,28 +4,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::buf::MediaMsg;
-use crate::relay::Snapshot;
+pub use crate::relay::CoreMsg;
 
 /// Messages per ring. At ~100 messages/s per stream this is many seconds of
 /// a stalled core; beyond it media is dropped (counted), control is kept.
 pub const RING_CAPACITY: usize = 8192;
-
-/// Everything that crosses cores: plain data, no references.
-#[derive(Debug)]
-pub enum CoreMsg {
-    /// `from` has players for `name`: send it every message.
-    Subscribe { name: Arc<str>, from: usize },
-    Unsubscribe { name: Arc<str>, from: usize },
-    /// The stream is live: `fresh` for a new or returning publisher (players
-    /// get PublishNotify), false in reply to Subscribe.
-    Start { name: Arc<str>, snapshot: Snapshot, fresh: bool, from: usize },
-    /// A player joined on `from` and the cached GOP is stale: ask the publisher for a keyframe.
-    KeyframeRequest { name: Arc<str> },
-    Media { name: Arc<str>, msg: Arc<MediaMsg> },
-    /// The publisher left; start the grace window.
-    Stop { name: Arc<str> },
-}
 
 pub struct Mesh {
     id: usize,
@@ -80,7 +63,7 @@ impl Mesh {
         let backlog = self.backlog.get_mut(to);
         if let Some(b) = backlog {
             if !b.is_empty() {
-                if matches!(msg, CoreMsg::Media { .. }) {
+                if msg.is_media() {
                     return false;
                 }
                 b.push_back(msg);
@@ -89,7 +72,7 @@ impl Mesh {
             match p.push(msg) {
                 Ok(()) => true,
                 Err(rtrb::PushError::Full(m)) => {
-                    if matches!(m, CoreMsg::Media { .. }) {
+                    if m.is_media() {
                         false
                     } else {
                         b.push_back(m);

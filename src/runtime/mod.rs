@@ -23,7 +23,7 @@ use crate::relay::{Registry, WorkerStats};
 /// State every worker can read: config, the registry, counters.
 pub struct Shared {
     pub cfg: Config,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub workers: Vec<WorkerStats>,
     pub shutdown: AtomicBool,
     /// When the server started (GOP age in the API is measured from it).
@@ -60,7 +60,7 @@ fn listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
 pub fn start(cfg: Config) -> io::Result<Server> {
     let n = cfg.worker_count();
     let shared = Arc::new(Shared {
-        registry: Registry::default(),
+        registry: Arc::new(Registry::default()),
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),
         started: now(),

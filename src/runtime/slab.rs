@@ -36,6 +36,9 @@ impl<T> Slab<T> {
     pub fn get_gen_mut(&mut self, i: usize, gen: u32) -> Option<&mut T> {
         self.slots.get_mut(i).filter(|s| s.0 == gen).and_then(|s| s.1.as_mut())
     }
+    pub fn get_gen(&self, i: usize, gen: u32) -> Option<&T> {
+        self.slots.get(i).filter(|s| s.0 == gen).and_then(|s| s.1.as_ref())
+    }
     pub fn gen(&self, i: usize) -> Option<u32> {
         self.slots.get(i).filter(|s| s.1.is_some()).map(|s| s.0)
     }

@@ -709,6 +709,62 @@ pub fn prechunk(payload: &[u8], chunk_size: usize, csid: u32, out: &mut Vec<u8>)
     }
 }
 
+/// A message body split once into chunks for one chunk size and chunk stream
+/// (see [`prechunk`]) and shared by every player that sends it: per player only
+/// the first chunk header is written. When the body fits one chunk it is the
+/// payload itself (no copy).
+#[derive(Debug, Clone)]
+pub struct Prechunked {
+    pub chunk_size: usize,
+    pub csid: u32,
+    /// Length of the message payload (without chunk separators).
+    pub len: usize,
+    /// payload[0..cs], then per further chunk a fmt-3 basic header and the next cs bytes.
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+impl Prechunked {
+    /// Chunk `payload` (shared as is when it fits one chunk).
+    pub fn new(payload: &std::sync::Arc<[u8]>, chunk_size: usize, csid: u32) -> Self {
+        let cs = chunk_size.max(1);
+        let bytes = if payload.len() <= cs {
+            std::sync::Arc::clone(payload)
+        } else {
+            let mut out = Vec::with_capacity(prechunked_len(payload.len(), cs, csid));
+            prechunk(payload, cs, csid, &mut out);
+            out.into()
+        };
+        Prechunked { chunk_size: cs, csid, len: payload.len(), bytes }
+    }
+
+    /// Bytes of the separator between chunks (the fmt-3 basic header).
+    pub fn separator_len(&self) -> usize {
+        basic_header_len(self.csid)
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        if self.len == 0 {
+            1
+        } else {
+            self.len.div_ceil(self.chunk_size)
+        }
+    }
+
+    /// Byte range in `bytes` of chunk `i`'s payload (no headers).
+    pub fn chunk_range(&self, i: usize) -> std::ops::Range<usize> {
+        let sep = self.separator_len();
+        let stride = self.chunk_size + sep;
+        let start = if i == 0 { 0 } else { self.chunk_size + (i - 1) * stride + sep };
+        let remaining = self.len.saturating_sub(i * self.chunk_size);
+        start..start + remaining.min(self.chunk_size)
+    }
+
+    /// The payload bytes of chunk `i` (no headers).
+    pub fn chunk_payload(&self, i: usize) -> &[u8] {
+        self.bytes.get(self.chunk_range(i)).unwrap_or(&[])
+    }
+}
+
 /// Length `prechunk` would produce.
 pub fn prechunked_len(payload_len: usize, chunk_size: usize, csid: u32) -> usize {
     let cs = chunk_size.max(1);

@@ -24,7 +24,9 @@ use super::amf::{AmfError, Value};
 use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RawMessage};
 use super::handshake::{HandshakeError, HandshakeServer};
 use super::amf0;
-use crate::buf::{MediaKind, MediaMsg, SendQueue};
+use super::chunk::Prechunked;
+use crate::buf::SendQueue;
+use crate::proto::flv::MediaKind;
 
 // Message type ids, RTMP spec 1.0 §5.4 and §7.1.
 const MSG_SET_CHUNK_SIZE: u8 = 1;
@@ -453,44 +455,51 @@ impl RtmpSession {
         self.status(msid, "status", "NetStream.Play.PublishNotify", &format!("{name} is now published."), q);
     }
 
+    /// The player stopped the stream itself (closeStream / deleteStream): Flash's
+    /// NetStream.Play.Stop, which the Flashphoner Flash client waits for.
+    pub fn play_stop(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
+        self.status(msid, "status", "NetStream.Play.Stop", &format!("Stopped playing {name}."), q);
+    }
+
     pub fn unpublish_notify(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
         self.status(msid, "status", "NetStream.Play.UnpublishNotify", &format!("{name} is now unpublished."), q);
     }
 
+    /// The chunk size this session writes with (what shared bodies must be chunked at).
+    pub fn out_chunk_size(&self) -> usize {
+        self.out_chunk_size
+    }
+
     /// Queue one shared media message for a player at player timestamp `ts`.
     /// Only the first chunk header is per player; the chunked body is shared.
-    pub fn queue_media(&mut self, msid: u32, ts: u32, msg: &std::sync::Arc<MediaMsg>, q: &mut SendQueue) {
-        let csid = msg.kind.csid();
-        if msg.chunk_size != self.out_chunk_size {
-            // Not built for our chunk size (cannot happen with one server-wide size,
-            // but stay correct): re-chunk a copy.
-            let payload: Vec<u8> = (0..msg.chunk_count()).flat_map(|i| msg.chunk_payload(i).iter().copied()).collect();
+    pub fn queue_media(&mut self, msid: u32, ts: u32, kind: MediaKind, body: &Prechunked, q: &mut SendQueue) {
+        let csid = kind.csid();
+        if body.chunk_size != self.out_chunk_size || body.csid != csid {
+            // Not built for our chunk size or stream: re-chunk a copy (cannot happen
+            // with one server-wide size, but stay correct).
+            let payload: Vec<u8> = (0..body.chunk_count()).flat_map(|i| body.chunk_payload(i).iter().copied()).collect();
             self.scratch.clear();
-            self.tx.encode(csid, ts, msg.kind.type_id(), msid, &payload, &mut self.scratch);
+            self.tx.encode(csid, ts, kind.type_id(), msid, &payload, &mut self.scratch);
             q.push_vec(std::mem::take(&mut self.scratch));
             return;
         }
         let mut w = std::mem::take(&mut self.scratch);
         w.clear();
-        self.tx.write_first_header(csid, ts, msg.kind.type_id(), msid, msg.len as u32, &mut w);
+        self.tx.write_first_header(csid, ts, kind.type_id(), msid, body.len as u32, &mut w);
         q.push_bytes(&w); // ≤ 18 bytes: stored inline, no allocation
         if ts < 0x00ff_ffff {
-            q.push_shared(msg, 0, msg.chunked.len());
+            q.push_shared(&body.bytes, 0, body.bytes.len());
         } else {
             // Extended timestamp: every continuation chunk repeats it (§5.3.1.3).
-            let n = msg.chunk_count();
-            let sep = msg.separator_len();
-            let stride = msg.chunk_size + sep;
-            for i in 0..n {
-                let start = if i == 0 { 0 } else { msg.chunk_size + (i - 1) * stride + sep };
-                let end = start + msg.chunk_payload(i).len();
+            for i in 0..body.chunk_count() {
                 if i > 0 {
                     w.clear();
                     super::chunk::write_basic_header(3, csid, &mut w);
                     w.extend_from_slice(&ts.to_be_bytes());
                     q.push_bytes(&w);
                 }
-                q.push_shared(msg, start, end);
+                let r = body.chunk_range(i);
+                q.push_shared(&body.bytes, r.start, r.end);
             }
         }
         self.scratch = w;
@@ -698,9 +707,10 @@ mod tests {
         assert_eq!(msgs.last().unwrap().type_id, MSG_DATA_AMF0);
         // Media: header per player + shared body decodes to the payload.
         let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let msg = MediaMsg::new(MediaKind::Video, 40, &payload, 4096);
-        s.queue_media(1, 40, &msg, &mut q);
-        s.queue_media(1, 0x0100_0000, &msg, &mut q); // extended timestamp path
+        let body: std::sync::Arc<[u8]> = payload.clone().into();
+        let pre = Prechunked::new(&body, 4096, MediaKind::Video.csid());
+        s.queue_media(1, 40, MediaKind::Video, &pre, &mut q);
+        s.queue_media(1, 0x0100_0000, MediaKind::Video, &pre, &mut q); // extended timestamp path
         let msgs = c.recv(&mut q);
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].payload, payload);

@@ -1,7 +1,6 @@
 //! One worker: a mio loop owning its listeners' accepted connections, its
 //! streams (hubs), its timers and its end of the mesh.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -19,13 +18,16 @@ use super::mesh::{CoreMsg, Mesh};
 use super::slab::Slab;
 use super::timer::TimerWheel;
 use super::{now, Shared};
-use crate::buf::{MediaKind, MediaMsg, SendQueue};
+use crate::buf::SendQueue;
 use crate::config::UnknownStream;
+use crate::proto::flv::MediaKind;
 use crate::proto::http;
 use crate::proto::rtmp::amf0;
 use crate::proto::rtmp::session::{RtmpEvent, RtmpSession};
-use crate::relay::hub::PlayerRef;
-use crate::relay::{Deliver, DropKind, PlayLookup, PlayerPolicy, PlayerState, Snapshot, StreamHub, StreamStats, WorkerStats};
+use crate::relay::{
+    Action, Backlog, CoreRelay, Flush, Frame, PlayOutcome, PlayerPolicy, PublishError, RelayConfig, RelayTimer, Sink, SinkId,
+    SinkStatus, StreamStats, WorkerStats,
+};
 
 pub const WAKER: Token = Token(0);
 const RTMP_LISTENER: Token = Token(1);
@@ -43,6 +45,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const MESH_BUDGET: usize = 1024;
 /// `--write-batch-ms`: a player's held media is written at once beyond this.
 const HOLD_MAX_BYTES: usize = 64 * 1024;
+/// Held media goes out early when the core was busier than this share of the
+/// last `LOAD_WINDOW` (the default coalescing policy, `write_early_when_idle`).
+const IDLE_LOAD: f64 = 0.05;
+const LOAD_WINDOW: Duration = Duration::from_millis(100);
 /// Bytes read per readable event before other connections get a turn.
 const READ_BUDGET: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
@@ -53,18 +59,19 @@ const PLAYER_SNDBUF: usize = 256 * 1024;
 enum Timer {
     /// Close the connection if it is still in its handshake / has not sent a request.
     ConnDeadline { idx: usize, gen: u32 },
-    /// The grace window of a stream whose publisher left.
-    Grace(Arc<str>),
+    /// A relay timer (grace windows).
+    Relay(RelayTimer),
     /// Drive the WebRTC sessions' timers (ICE consent, DTLS retransmits, NACK, RTCP).
     RtcTick,
-    /// `--write-batch-ms`: write the media held for players.
+    /// Write coalescing: the earliest held deadline is due.
     WriteBatch,
 }
 
 enum Role {
     None,
     Publisher { msid: u32, name: Arc<str>, stats: Arc<StreamStats> },
-    Player(PlayerState),
+    /// Plays a stream on message stream `msid`: a sink of the relay.
+    Player { msid: u32 },
 }
 
 struct RtmpConn {
@@ -87,8 +94,8 @@ struct Conn {
     kind: Kind,
     /// Queued output since the last flush.
     dirty: bool,
-    /// Media queued and held for the next `--write-batch-ms` tick.
-    held: bool,
+    /// Media queued and held (write coalescing) until this deadline.
+    held: Option<Instant>,
     /// Close once `tx` is written (HTTP responses).
     close_after_flush: bool,
 }
@@ -140,26 +147,32 @@ pub struct Worker {
     poll: Poll,
     listeners: Listeners,
     conns: Slab<Conn>,
-    hubs: HashMap<Arc<str>, StreamHub>,
+    /// Every stream decision of this core (sans-IO); the worker maps its sinks to sockets.
+    relay: CoreRelay,
     mesh: Mesh,
     timers: TimerWheel<Timer>,
     dirty: Vec<usize>,
-    /// Connections with held media (`--write-batch-ms`); entries whose `held` flag was
-    /// cleared by an earlier flush are skipped.
+    /// Connections with held media; entries whose `held` was cleared by an earlier
+    /// flush are skipped.
     held: Vec<usize>,
-    write_batch: Option<Duration>,
-    batch_armed: bool,
-    policy: PlayerPolicy,
+    /// The WriteBatch timer armed for this deadline.
+    batch_armed: Option<Instant>,
+    /// Held media is written when the core is idle (default policy).
+    write_early_when_idle: bool,
+    /// Busy time in the current load window, and the window's start.
+    busy: Duration,
+    load_window_start: Instant,
+    /// The core's load over the last complete window (0..1).
+    load: f64,
     started: Instant,
     seed: u64,
     /// Connections to close at the end of this turn, with the reason.
     doomed: Vec<(usize, String, bool)>,
     /// WebRTC media: this worker's UDP socket and publisher sessions.
     rtc: rtc::RtcState,
-    /// Arrival times of the media messages queued to players this turn (one entry per
-    /// message, not per player), for the latency histogram after the writes.
+    /// Arrival times of the live frames queued to players this turn (one entry per
+    /// frame, not per player), for the latency histogram after the writes.
     queued_born: Vec<Instant>,
-    last_born_msg: *const MediaMsg,
     /// Scratch for socket reads, shared by every connection of this worker.
     read_buf: Vec<u8>,
 }
@@ -183,8 +196,18 @@ impl Worker {
         let mut udp = rtc::bind_udp(&shared.cfg, id)?;
         poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
         let started = now();
-        let policy = PlayerPolicy { queue_limit: shared.cfg.queue_limit(), evict_after: shared.cfg.evict() };
-        let policy_batch = shared.cfg.write_batch();
+        let relay_cfg = RelayConfig {
+            gop_cache: !shared.cfg.no_gop_cache,
+            grace: shared.cfg.grace(),
+            keyframe_every: shared.cfg.keyframe_every(),
+            wait_for_unknown: shared.cfg.unknown_stream != UnknownStream::NotFound,
+            policy: PlayerPolicy { queue_limit: shared.cfg.queue_limit(), evict_after: shared.cfg.evict() },
+            coalesce: shared.cfg.write_batch(),
+            coalesce_max_bytes: HOLD_MAX_BYTES,
+            epoch: shared.started,
+        };
+        let relay = CoreRelay::new(id, relay_cfg, Arc::clone(&shared.registry));
+        let write_early_when_idle = shared.cfg.write_early_when_idle();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -196,20 +219,21 @@ impl Worker {
             poll,
             listeners,
             conns: Slab::new(),
-            hubs: HashMap::new(),
+            relay,
             mesh,
             timers: TimerWheel::new(started),
             dirty: Vec::new(),
             held: Vec::new(),
-            write_batch: policy_batch,
-            batch_armed: false,
-            policy,
+            batch_armed: None,
+            write_early_when_idle,
+            busy: Duration::ZERO,
+            load_window_start: started,
+            load: 0.0,
             started,
             seed,
             doomed: Vec::new(),
             rtc: rtc::RtcState::new(udp),
             queued_born: Vec::new(),
-            last_born_msg: std::ptr::null(),
             read_buf: vec![0u8; READ_CHUNK],
         })
     }
@@ -276,6 +300,7 @@ impl Worker {
             self.flush_all(now);
             self.reap(now);
             self.mesh.flush();
+            self.account_load(now);
         }
     }
 
@@ -339,7 +364,7 @@ impl Worker {
                 tx: SendQueue::new(),
                 kind,
                 dirty: false,
-                held: false,
+                held: None,
                 close_after_flush: false,
             };
             let (idx, gen) = self.conns.insert(conn);
@@ -495,10 +520,12 @@ impl Worker {
     }
 
     fn rtmp_events(&mut self, now: Instant, idx: usize) {
+        let sink = self.conns.gen(idx).map(|gen| sink_id(idx, gen));
         loop {
             let Some(c) = self.conns.get_mut(idx) else { return };
             let Kind::Rtmp(r) = &mut c.kind else { return };
             let Some(ev) = r.session.poll_event() else { return };
+            let playing = matches!(r.role, Role::Player { msid } if Some(msid) == ev_msid(&ev));
             match ev {
                 RtmpEvent::Connected { app } => {
                     crate::debug!("{} {}: connect app={app:?}", c.proto(), c.peer);
@@ -507,32 +534,101 @@ impl Worker {
                 RtmpEvent::PlayRequested { msid, name } => self.play(now, idx, msid, name),
                 RtmpEvent::Media { msid, kind, ts, payload } => self.media(now, idx, msid, kind, ts, payload),
                 RtmpEvent::StreamClosed { msid } => self.stream_closed(now, idx, msid),
-                RtmpEvent::Pause { msid, paused } => {
-                    if let Role::Player(p) = &mut r.role {
-                        if p.msid == msid {
-                            p.paused = paused;
-                            if !paused {
-                                p.rebase(p_epoch_bump(p));
-                            }
-                        }
+                RtmpEvent::Pause { paused, .. } if playing => {
+                    if let Some(sink) = sink {
+                        self.relay.handle_pause(sink, paused);
                     }
                 }
-                RtmpEvent::ReceiveAudio { msid, on } => {
-                    if let Role::Player(p) = &mut r.role {
-                        if p.msid == msid {
-                            p.audio_on = on;
-                        }
+                RtmpEvent::ReceiveAudio { on, .. } if playing => {
+                    if let Some(sink) = sink {
+                        self.relay.handle_receive(sink, MediaKind::Audio, on);
                     }
                 }
-                RtmpEvent::ReceiveVideo { msid, on } => {
-                    if let Role::Player(p) = &mut r.role {
-                        if p.msid == msid {
-                            p.video_on = on;
-                        }
+                RtmpEvent::ReceiveVideo { on, .. } if playing => {
+                    if let Some(sink) = sink {
+                        self.relay.handle_receive(sink, MediaKind::Video, on);
                     }
+                }
+                RtmpEvent::Pause { .. } | RtmpEvent::ReceiveAudio { .. } | RtmpEvent::ReceiveVideo { .. } => {}
+            }
+        }
+    }
+
+    // ---- the relay: inputs in, actions applied ----------------------------------------
+
+    /// Apply everything the relay decided, in order.
+    pub(super) fn apply_relay(&mut self, now: Instant) {
+        while let Some(a) = self.relay.poll_action() {
+            match a {
+                Action::Send { sink, ts, frame, flush } => self.send_frame(sink, ts, &frame, flush),
+                Action::Notify { sink, name, status } => {
+                    let (idx, gen) = sink_slot(sink);
+                    let Some(c) = self.conns.get_gen_mut(idx, gen) else { continue };
+                    let (proto, peer) = (c.proto(), c.peer);
+                    let Kind::Rtmp(r) = &mut c.kind else { continue };
+                    let Role::Player { msid } = r.role else { continue };
+                    match status {
+                        SinkStatus::PublishNotify => r.session.publish_notify(msid, &name, &mut c.tx),
+                        SinkStatus::UnpublishNotify => {
+                            crate::info!("{proto} {peer}: {name:?} gone for good: UnpublishNotify");
+                            r.session.unpublish_notify(msid, &name, &mut c.tx);
+                        }
+                        SinkStatus::Stopped => r.session.play_stop(msid, &name, &mut c.tx),
+                    }
+                    self.mark_dirty(idx);
+                }
+                Action::Post { core, msg } => {
+                    if !self.mesh.send(core, msg) {
+                        WorkerStats::add(&self.shared.workers[self.id].mesh_full, 1);
+                    }
+                }
+                Action::ArmTimer { at, timer } => self.timers.insert(at, Timer::Relay(timer)),
+                Action::RequestKeyframe { name } => self.request_keyframe(now, &name),
+                Action::Evict { sink, reason } => {
+                    let (idx, gen) = sink_slot(sink);
+                    if self.conns.gen(idx) == Some(gen) {
+                        self.doom(idx, reason, false);
+                    }
+                }
+                Action::Delivered { born } => self.queued_born.push(born),
+            }
+        }
+        let c = std::mem::take(&mut self.relay.counters);
+        let w = &self.shared.workers[self.id];
+        for (n, slot) in [(c.drops_inter, &w.drops_inter), (c.drops_keyframe, &w.drops_keyframe), (c.drops_audio, &w.drops_audio), (c.evictions, &w.evictions)] {
+            if n > 0 {
+                WorkerStats::add(slot, n);
+            }
+        }
+    }
+
+    /// Queue one frame to one RTMP sink, written now or held until its deadline.
+    fn send_frame(&mut self, sink: SinkId, ts: u32, frame: &Frame, flush: Flush) {
+        let (idx, gen) = sink_slot(sink);
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let Kind::Rtmp(r) = &mut c.kind else { return };
+        let Role::Player { msid } = r.role else { return };
+        let body = frame.rtmp(r.session.out_chunk_size());
+        r.session.queue_media(msid, ts, frame.kind, &body, &mut c.tx);
+        match flush {
+            _ if c.dirty => {}
+            Flush::Now => {
+                c.dirty = true;
+                self.dirty.push(idx);
+            }
+            Flush::By(at) => {
+                if c.held.is_none() {
+                    c.held = Some(at);
+                    self.held.push(idx);
                 }
             }
         }
+    }
+
+    /// A frame of the publisher on connection `idx` (or a WebRTC session) for the relay.
+    pub(super) fn relay_frame(&mut self, now: Instant, name: &Arc<str>, frame: Frame) {
+        self.relay.handle_frame(now, name, frame, &ConnBacklog(&self.conns));
+        self.apply_relay(now);
     }
 
     // ---- publish ------------------------------------------------------------------
@@ -547,35 +643,22 @@ impl Worker {
             self.mark_dirty(idx);
             return;
         }
-        let Some((stats, waiting)) = self.shared.registry.claim(&name, self.id, "rtmp") else {
-            r.session.publish_bad_name(msid, &name, &mut c.tx);
-            crate::info!("{} {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.proto(), c.peer);
-            self.mark_dirty(idx);
-            return;
+        let reservation = match self.relay.reserve(&name, "rtmp") {
+            Ok(r) => r,
+            Err(PublishError::NameInUse) => {
+                r.session.publish_bad_name(msid, &name, &mut c.tx);
+                crate::info!("{} {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.proto(), c.peer);
+                self.mark_dirty(idx);
+                return;
+            }
         };
         r.session.publish_ok(msid, &name, &mut c.tx);
-        r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(&stats) };
+        r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(reservation.stats()) };
         crate::info!("{} {}: publishing {name:?} on worker {}", c.proto(), c.peer, self.id);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
-        self.start_stream(now, &name, waiting, stats);
-    }
-
-    /// A publisher on this core claimed `name`: own its hub, start subscriber cores.
-    fn start_stream(&mut self, now: Instant, name: &Arc<str>, waiting: u64, stats: Arc<StreamStats>) {
-        let gop = !self.shared.cfg.no_gop_cache;
-        let hub = self.hubs.entry(Arc::clone(name)).or_insert_with(|| StreamHub::new(Arc::clone(name), gop));
-        hub.owned = true;
-        hub.stats = Some(stats);
-        hub.remote = waiting;
-        hub.start(Snapshot::default());
-        let mut mask = waiting;
-        while mask != 0 {
-            let j = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            self.mesh.send(j, CoreMsg::Start { name: Arc::clone(name), snapshot: Snapshot::default(), fresh: true, from: self.id });
-        }
-        self.announce_start(now, name, true);
+        let _ = self.relay.handle_publish(now, reservation, &ConnBacklog(&self.conns));
+        self.apply_relay(now);
     }
 
     fn media(&mut self, now: Instant, idx: usize, msid: u32, kind: MediaKind, ts: u32, payload: Vec<u8>) {
@@ -591,101 +674,13 @@ impl Worker {
             return;
         }
         let name = Arc::clone(name);
-        let msg = MediaMsg::new(kind, ts, &payload, self.shared.cfg.chunk_size);
-        count_media(stats, &msg, &payload);
-        self.deliver_stream(now, &name, &msg, true);
-    }
-
-    /// A message of stream `name` on this core: cache, forward (owner), fan out.
-    fn deliver_stream(&mut self, now: Instant, name: &Arc<str>, msg: &Arc<MediaMsg>, owner: bool) {
-        let Some(hub) = self.hubs.get_mut(name) else { return };
-        hub.ingest(msg, now);
-        if owner && msg.keyframe && !msg.config && msg.kind == MediaKind::Video {
-            if let Some(st) = &hub.stats {
-                let us = now.saturating_duration_since(self.shared.started).as_micros() as u64;
-                st.keyframe_at_us.store(us.max(1), Ordering::Relaxed);
-            }
-        }
-        if owner {
-            let mut mask = hub.remote;
-            while mask != 0 {
-                let j = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                if !self.mesh.send(j, CoreMsg::Media { name: Arc::clone(name), msg: Arc::clone(msg) }) {
-                    WorkerStats::add(&self.shared.workers[self.id].mesh_full, 1);
-                }
-            }
-        }
-        let has_video = hub.has_video;
-        let players = std::mem::take(&mut hub.players);
-        for p in &players {
-            self.send_to_player(now, *p, msg, has_video);
-        }
-        if let Some(hub) = self.hubs.get_mut(name) {
-            let mut players = players;
-            players.append(&mut hub.players);
-            hub.players = players;
-        }
-    }
-
-    fn send_to_player(&mut self, now: Instant, p: PlayerRef, msg: &Arc<MediaMsg>, has_video: bool) {
-        let Some(c) = self.conns.get_gen_mut(p.idx, p.gen) else { return };
-        let Kind::Rtmp(r) = &mut c.kind else { return };
-        let Role::Player(ps) = &mut r.role else { return };
-        let w = &self.shared.workers[self.id];
-        let was_started = ps.is_started();
-        match ps.deliver(msg, c.tx.len(), has_video, now, &self.policy) {
-            Deliver::Send(ts) => {
-                r.session.queue_media(ps.msid, ts, msg, &mut c.tx);
-                if let Some(b) = msg.born {
-                    if !std::ptr::eq(self.last_born_msg, Arc::as_ptr(msg)) {
-                        self.last_born_msg = Arc::as_ptr(msg);
-                        self.queued_born.push(b);
-                    }
-                }
-                // --write-batch-ms: hold media of a started player for the next tick.
-                // (A connection already dirty is written this turn anyway.)
-                let hold = self.write_batch.filter(|_| was_started && c.tx.len() < HOLD_MAX_BYTES);
-                match hold {
-                    _ if c.dirty => {}
-                    Some(batch) => {
-                        if !c.held {
-                            c.held = true;
-                            self.held.push(p.idx);
-                        }
-                        if !self.batch_armed {
-                            self.batch_armed = true;
-                            self.timers.insert(now + batch, Timer::WriteBatch);
-                        }
-                    }
-                    None => {
-                        c.dirty = true;
-                        self.dirty.push(p.idx);
-                    }
-                }
-            }
-            Deliver::Skip => {}
-            Deliver::Dropped(k) => WorkerStats::add(
-                match k {
-                    DropKind::Inter => &w.drops_inter,
-                    DropKind::Keyframe => &w.drops_keyframe,
-                    DropKind::Audio => &w.drops_audio,
-                },
-                1,
-            ),
-            Deliver::Evict => {
-                WorkerStats::add(&w.evictions, 1);
-                let why = format!(
-                    "evicted: send queue over {} KiB for {:.1} s",
-                    self.policy.queue_limit / 1024,
-                    self.policy.evict_after.as_secs_f64()
-                );
-                self.doom(p.idx, why, false);
-            }
-        }
+        let frame = Frame::new(kind, ts, &payload);
+        count_media(stats, &frame);
+        self.relay_frame(now, &name, frame);
     }
 
     fn stream_closed(&mut self, now: Instant, idx: usize, msid: u32) {
+        let Some(gen) = self.conns.gen(idx) else { return };
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
         match &r.role {
@@ -697,40 +692,24 @@ impl Worker {
                 self.mark_dirty(idx);
                 self.unpublish(now, &name);
             }
-            Role::Player(p) if p.msid == msid => {
-                let name = Arc::clone(&p.name);
-                r.role = Role::None;
-                self.leave(idx, &name);
+            Role::Player { msid: m } if *m == msid => {
+                // Flash's NetStream.close() / deleteStream: Play.Stop first (the
+                // Flashphoner Flash client re-enables Play only on it), then teardown.
+                // The role stays until the status is written.
+                self.leave(now, sink_id(idx, gen), true);
+                if let Some(Kind::Rtmp(r)) = self.conns.get_mut(idx).map(|c| &mut c.kind) {
+                    r.role = Role::None;
+                }
             }
             _ => {}
         }
     }
 
     /// The local publisher of `name` is gone: grace window here and on every subscriber core.
-    fn unpublish(&mut self, now: Instant, name: &Arc<str>) {
-        self.shared.registry.release(name, self.id);
+    pub(super) fn unpublish(&mut self, now: Instant, name: &Arc<str>) {
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, -1);
-        let grace = self.shared.cfg.grace();
-        if let Some(hub) = self.hubs.get_mut(name) {
-            hub.owned = false;
-            let mut mask = std::mem::take(&mut hub.remote);
-            while mask != 0 {
-                let j = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                self.mesh.send(j, CoreMsg::Stop { name: Arc::clone(name) });
-            }
-        }
-        self.stop_hub(now, name, grace);
-    }
-
-    fn stop_hub(&mut self, now: Instant, name: &Arc<str>, grace: Duration) {
-        let Some(hub) = self.hubs.get_mut(name) else { return };
-        hub.stop(now + grace);
-        if hub.is_idle() {
-            self.hubs.remove(name);
-            return;
-        }
-        self.timers.insert(now + grace, Timer::Grace(Arc::clone(name)));
+        self.relay.handle_unpublish(now, name);
+        self.apply_relay(now);
     }
 
     // ---- play ---------------------------------------------------------------------
@@ -745,168 +724,45 @@ impl Worker {
             self.mark_dirty(idx);
             return;
         }
-        let not_found_mode = self.shared.cfg.unknown_stream == UnknownStream::NotFound;
-        let first_here = self.hubs.get(&name).is_none_or(|h| h.players.is_empty());
-        let mut stats = None;
-        let mut remote_owner = None;
-        if first_here {
-            let (look, st) = self.shared.registry.add_interest(&name, self.id, !not_found_mode);
-            if not_found_mode && look == PlayLookup::Absent {
-                if st.is_some() {
-                    let _ = self.shared.registry.drop_interest(&name, self.id);
-                }
-                r.session.play_not_found(msid, &name, &mut c.tx);
-                crate::info!("{} {}: play {name:?}: stream not found", c.proto(), c.peer);
-                self.mark_dirty(idx);
-                return;
-            }
-            if let PlayLookup::Remote(owner) = look {
-                self.mesh.send(owner, CoreMsg::Subscribe { name: Arc::clone(&name), from: self.id });
-                remote_owner = Some(owner);
-            }
-            stats = st;
-        } else if not_found_mode && !self.hubs.get(&name).is_some_and(|h| h.live) {
+        let sink = sink_id(idx, gen);
+        let kind = Sink::Rtmp { wants_opus: r.session.four_cc_list().iter().any(|c| c == "Opus") };
+        // The relay only queues actions here; Play.Start is written before they are applied.
+        let outcome = self.relay.handle_play(now, sink, kind, &name, &ConnBacklog(&self.conns));
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        let Kind::Rtmp(r) = &mut c.kind else { return };
+        if outcome == PlayOutcome::NotFound {
             r.session.play_not_found(msid, &name, &mut c.tx);
+            crate::info!("{} {}: play {name:?}: stream not found", c.proto(), c.peer);
             self.mark_dirty(idx);
             return;
         }
-        let stats = stats.or_else(|| self.shared.registry.stats(&name));
-        if let Some(s) = &stats {
-            s.players.fetch_add(1, Ordering::Relaxed);
-        }
-        let gop = !self.shared.cfg.no_gop_cache;
-        let hub = self.hubs.entry(Arc::clone(&name)).or_insert_with(|| StreamHub::new(Arc::clone(&name), gop));
         r.session.play_start(msid, &name, &mut c.tx);
-        let mut ps = PlayerState::new(msid, Arc::clone(&name), hub.epoch);
-        ps.wants_opus = r.session.four_cc_list().iter().any(|c| c == "Opus");
-        r.role = Role::Player(ps);
-        hub.add_player(PlayerRef { idx, gen });
+        r.role = Role::Player { msid };
         WorkerStats::gauge(&self.shared.workers[self.id].players, 1);
-        let live = hub.live;
-        let state = match (live, remote_owner) {
-            (true, _) => String::new(),
-            (false, Some(o)) => format!(" (subscribing to worker {o})"),
-            (false, None) => " (waiting for a publisher)".into(),
+        let state = match outcome {
+            PlayOutcome::Subscribing { owner } => format!(" (subscribing to worker {owner})"),
+            PlayOutcome::Waiting => " (waiting for a publisher)".into(),
+            PlayOutcome::Live | PlayOutcome::NotFound => String::new(),
         };
         crate::info!("{} {}: playing {name:?} on worker {}{state}", c.proto(), c.peer, self.id);
         self.mark_dirty(idx);
-        if live {
-            self.join(now, &name, PlayerRef { idx, gen });
-            // A stale GOP (WebRTC publishers send keyframes only when asked) means a long
-            // wait or a long catch-up for this player: ask for a fresh one.
-            let stale = self.hubs.get(&name).is_some_and(|h| {
-                h.gop_started().is_none_or(|t| now.saturating_duration_since(t) > self.shared.cfg.keyframe_every())
-            });
-            if stale {
-                let owner = self.hubs.get(&name).and_then(|h| if h.owned { Some(self.id) } else { h.owner_core });
-                match owner {
-                    Some(o) if o == self.id => self.request_keyframe(now, &name),
-                    Some(o) => {
-                        self.mesh.send(o, CoreMsg::KeyframeRequest { name: Arc::clone(&name) });
-                    }
-                    None => {}
-                }
-            }
-        }
+        self.apply_relay(now);
     }
 
-    /// Send a player what it needs to start: metadata, sequence headers, the cached GOP.
-    fn join(&mut self, now: Instant, name: &Arc<str>, p: PlayerRef) {
-        let Some(hub) = self.hubs.get(name) else { return };
-        let snap = hub.cached().clone();
-        let has_video = hub.has_video;
-        for m in snap.meta.iter().chain(snap.video_cfg.iter()).chain(snap.audio_cfg.iter()).chain(snap.audio_cfg_opus.iter()) {
-            self.send_to_player(now, p, m, has_video);
+    /// Sink `sink` stopped playing (`stopped`: at its request; else it disconnected).
+    fn leave(&mut self, now: Instant, sink: SinkId, stopped: bool) {
+        if self.relay.sink_stream(sink).is_some() {
+            WorkerStats::gauge(&self.shared.workers[self.id].players, -1);
         }
-        for m in &snap.gop {
-            self.send_to_player(now, p, m, has_video);
-        }
-        // The cached start is never held (--write-batch-ms): joins stay instant.
-        self.mark_dirty(p.idx);
-    }
-
-    /// A publisher started: tell waiting players (PublishNotify when `fresh`) and
-    /// send them the cached start.
-    fn announce_start(&mut self, now: Instant, name: &Arc<str>, fresh: bool) {
-        let Some(hub) = self.hubs.get_mut(name) else { return };
-        hub.announced_gone = false;
-        let epoch = hub.epoch;
-        let players = hub.players.clone();
-        for p in &players {
-            let Some(c) = self.conns.get_gen_mut(p.idx, p.gen) else { continue };
-            let Kind::Rtmp(r) = &mut c.kind else { continue };
-            let Role::Player(ps) = &mut r.role else { continue };
-            ps.rebase(epoch);
-            if fresh {
-                r.session.publish_notify(ps.msid, name, &mut c.tx);
-            }
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(p.idx);
-            }
-        }
-        for p in players {
-            self.join(now, name, p);
-        }
-    }
-
-    /// Player `idx` stopped playing `name` (deleteStream or disconnect).
-    fn leave(&mut self, idx: usize, name: &Arc<str>) {
-        WorkerStats::gauge(&self.shared.workers[self.id].players, -1);
-        if let Some(s) = self.shared.registry.stats(name) {
-            s.players.fetch_sub(1, Ordering::Relaxed);
-        }
-        let Some(hub) = self.hubs.get_mut(name) else { return };
-        hub.players.retain(|p| p.idx != idx);
-        if hub.players.is_empty() {
-            if let Some(owner) = self.shared.registry.drop_interest(name, self.id) {
-                self.mesh.send(owner, CoreMsg::Unsubscribe { name: Arc::clone(name), from: self.id });
-            }
-            if hub.is_idle() {
-                self.hubs.remove(name);
-            }
-        }
+        self.relay.handle_leave(now, sink, stopped);
+        self.apply_relay(now);
     }
 
     // ---- cross-core and timers ----------------------------------------------------
 
     fn handle_core_msg(&mut self, now: Instant, m: CoreMsg) {
-        match m {
-            CoreMsg::Subscribe { name, from } => {
-                let Some(hub) = self.hubs.get_mut(&name) else { return };
-                if !hub.owned {
-                    // The publisher left meanwhile; `from` stays interested in the
-                    // registry and the next publisher will start it.
-                    return;
-                }
-                hub.remote |= 1u64 << from;
-                let snapshot = hub.snapshot();
-                self.mesh.send(from, CoreMsg::Start { name, snapshot, fresh: false, from: self.id });
-            }
-            CoreMsg::Unsubscribe { name, from } => {
-                if let Some(hub) = self.hubs.get_mut(&name) {
-                    hub.remote &= !(1u64 << from);
-                    if hub.is_idle() {
-                        self.hubs.remove(&name);
-                    }
-                }
-            }
-            CoreMsg::Start { name, snapshot, fresh, from } => {
-                let Some(hub) = self.hubs.get_mut(&name) else { return };
-                if hub.players.is_empty() {
-                    return;
-                }
-                hub.owner_core = Some(from);
-                hub.start(snapshot);
-                self.announce_start(now, &name, fresh);
-            }
-            CoreMsg::Media { name, msg } => self.deliver_stream(now, &name, &msg, false),
-            CoreMsg::KeyframeRequest { name } => self.request_keyframe(now, &name),
-            CoreMsg::Stop { name } => {
-                let grace = self.shared.cfg.grace();
-                self.stop_hub(now, &name, grace);
-            }
-        }
+        self.relay.handle_core_msg(now, m, &ConnBacklog(&self.conns));
+        self.apply_relay(now);
     }
 
     fn timer(&mut self, now: Instant, t: Timer) {
@@ -923,59 +779,58 @@ impl Worker {
                 }
             }
             Timer::RtcTick => self.rtc_tick(now),
-            Timer::WriteBatch => self.release_held(),
-            Timer::Grace(name) => {
-                let Some(hub) = self.hubs.get_mut(&name) else { return };
-                match hub.grace_until {
-                    Some(until) if !hub.live && until <= now => {}
-                    _ => return,
-                }
-                hub.grace_until = None;
-                hub.announced_gone = true;
-                let players = hub.players.clone();
-                crate::info!("stream {name:?}: publisher gone for good; UnpublishNotify to {} player(s) on worker {}", players.len(), self.id);
-                for p in players {
-                    let Some(c) = self.conns.get_gen_mut(p.idx, p.gen) else { continue };
-                    let Kind::Rtmp(r) = &mut c.kind else { continue };
-                    let Role::Player(ps) = &r.role else { continue };
-                    r.session.unpublish_notify(ps.msid, &name, &mut c.tx);
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(p.idx);
-                    }
-                }
-                if self.hubs.get(&name).is_some_and(StreamHub::is_idle) {
-                    self.hubs.remove(&name);
-                }
+            // flush_all at the end of this turn writes what is due.
+            Timer::WriteBatch => self.batch_armed = None,
+            Timer::Relay(t) => {
+                self.relay.handle_timer(now, t);
+                self.apply_relay(now);
             }
         }
     }
 
     // ---- output and teardown ------------------------------------------------------
 
-    /// `--write-batch-ms` tick: every connection with held media is written this turn.
-    fn release_held(&mut self) {
-        self.batch_armed = false;
+    /// Held connections whose deadline passed (or all of them, when the core is idle
+    /// under the default policy) are written this turn; the next deadline is armed.
+    fn release_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let idle = self.write_early_when_idle && self.load < IDLE_LOAD;
+        let mut next: Option<Instant> = None;
         for idx in std::mem::take(&mut self.held) {
             let Some(c) = self.conns.get_mut(idx) else { continue };
-            if c.held {
-                c.held = false;
+            let Some(at) = c.held else { continue };
+            if idle || at <= now || c.dirty {
+                c.held = None;
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push(idx);
                 }
+            } else {
+                next = Some(next.map_or(at, |n: Instant| n.min(at)));
+                self.held.push(idx);
+            }
+        }
+        if let Some(at) = next {
+            if self.batch_armed.is_none_or(|a| a > at) {
+                self.batch_armed = Some(at);
+                self.timers.insert(at, Timer::WriteBatch);
             }
         }
     }
 
-    /// One writev batch per connection with new output this turn.
-    fn flush_all(&mut self, _now: Instant) {
+    /// One writev batch per connection with output due this turn.
+    fn flush_all(&mut self, now: Instant) {
+        self.release_held(now);
         let dirty = std::mem::take(&mut self.dirty);
         let mut out_bytes = 0u64;
         for idx in &dirty {
+            let Some(gen) = self.conns.gen(*idx) else { continue };
             let Some(c) = self.conns.get_mut(*idx) else { continue };
             c.dirty = false;
-            c.held = false;
+            c.held = None;
+            let player = matches!(&c.kind, Kind::Rtmp(r) if matches!(r.role, Role::Player { .. }));
             let res = c.tx.write_to(&mut c.sock).and_then(|n| c.sock.flush_pending().map(|()| n));
             match res {
                 Ok(n) => {
@@ -986,6 +841,9 @@ impl Worker {
                 }
                 Err(e) => self.doom(*idx, format!("write error: {e}"), false),
             }
+            if player {
+                self.relay.handle_flushed(sink_id(*idx, gen));
+            }
         }
         self.dirty = dirty;
         self.dirty.clear();
@@ -993,12 +851,23 @@ impl Worker {
         if !self.queued_born.is_empty() {
             // A second clock read, only in turns that wrote WebRTC media: the end of the
             // writes is what server-added latency is measured to.
-            let written = now();
+            let written = super::now();
             let w = &self.shared.workers[self.id];
             for b in self.queued_born.drain(..) {
                 w.record_latency(written.saturating_duration_since(b));
             }
-            self.last_born_msg = std::ptr::null();
+        }
+    }
+
+    /// End of a loop turn that started at `began`: account the core's busy time.
+    fn account_load(&mut self, began: Instant) {
+        let end = super::now();
+        self.busy += end.saturating_duration_since(began);
+        let window = end.saturating_duration_since(self.load_window_start);
+        if window >= LOAD_WINDOW {
+            self.load = self.busy.as_secs_f64() / window.as_secs_f64();
+            self.busy = Duration::ZERO;
+            self.load_window_start = end;
         }
     }
 
@@ -1009,6 +878,7 @@ impl Worker {
     }
 
     fn close(&mut self, now: Instant, idx: usize, why: &str, proto_err: bool) {
+        let gen = self.conns.gen(idx);
         let Some(mut c) = self.conns.remove(idx) else { return };
         let _ = self.poll.registry().deregister(&mut c.sock);
         WorkerStats::gauge(&self.shared.workers[self.id].connections, -1);
@@ -1029,7 +899,11 @@ impl Worker {
                     crate::info!("{proto} {}: publisher of {name:?} gone", c.peer);
                     self.unpublish(now, &name);
                 }
-                Role::Player(p) => self.leave(idx, &p.name),
+                Role::Player { .. } => {
+                    if let Some(gen) = gen {
+                        self.leave(now, sink_id(idx, gen), false);
+                    }
+                }
                 Role::None => {}
             }
         }
@@ -1047,13 +921,37 @@ impl Worker {
     }
 }
 
-/// Unpausing restarts the player at the next keyframe without moving its timeline.
-fn p_epoch_bump(p: &PlayerState) -> u32 {
-    p.epoch_id().wrapping_add(0x8000_0000)
+/// A sink id names a connection slot and its generation (a stale id for a reused
+/// slot matches nothing).
+fn sink_id(idx: usize, gen: u32) -> SinkId {
+    SinkId((u64::from(gen) << 32) | idx as u64)
+}
+
+fn sink_slot(sink: SinkId) -> (usize, u32) {
+    ((sink.0 & 0xffff_ffff) as usize, (sink.0 >> 32) as u32)
+}
+
+/// The message stream an RTMP event is about, for events a player sends.
+fn ev_msid(ev: &RtmpEvent) -> Option<u32> {
+    match ev {
+        RtmpEvent::Pause { msid, .. } | RtmpEvent::ReceiveAudio { msid, .. } | RtmpEvent::ReceiveVideo { msid, .. } => Some(*msid),
+        _ => None,
+    }
+}
+
+/// The relay's view of each sink's unsent bytes: its connection's send queue.
+struct ConnBacklog<'a>(&'a Slab<Conn>);
+
+impl Backlog for ConnBacklog<'_> {
+    fn queued(&self, sink: SinkId) -> usize {
+        let (idx, gen) = sink_slot(sink);
+        self.0.get_gen(idx, gen).map_or(0, |c| c.tx.len())
+    }
 }
 
 /// Per-stream counters from one publisher message (FLV tag inspection).
-fn count_media(stats: &StreamStats, msg: &MediaMsg, payload: &[u8]) {
+fn count_media(stats: &StreamStats, msg: &Frame) {
+    let payload = msg.body();
     match msg.kind {
         MediaKind::Video => {
             if let Some(b0) = payload.first() {

@@ -352,9 +352,10 @@ impl Worker {
         if name.is_empty() || name.len() > 256 {
             return Err((400, "Bad stream name".into()));
         }
-        let Some((stats, waiting)) = self.shared.registry.claim(&name, self.id, "webrtc") else {
+        let Ok(reservation) = self.relay.reserve(&name, "webrtc") else {
             return Err((409, sig::INFO_STREAM_NAME_IN_USE.into()));
         };
+        let stats = Arc::clone(reservation.stats());
         let port = self.shared.cfg.udp_port + self.id as u16;
         let cand_port = self.shared.cfg.candidate_port.map_or(port, |p| p.saturating_add(self.id as u16));
         let cands: Vec<(IpAddr, u16)> = if self.shared.cfg.public_ip.is_empty() {
@@ -364,10 +365,10 @@ impl Worker {
             self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
         };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, self.shared.cfg.chunk_size, Arc::clone(&stats), self.shared.cfg.audio) {
+        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, Arc::clone(&stats), self.shared.cfg.audio) {
             Ok(s) => s.with_transcode_clock(crate::runtime::now),
             Err(e) => {
-                self.shared.registry.release(&name, self.id);
+                self.relay.cancel(reservation);
                 let status = if matches!(e, RtcError::NoCommonCodecs) { 406 } else { 400 };
                 return Err((status, e.info()));
             }
@@ -394,7 +395,8 @@ impl Worker {
         }
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         crate::info!("webrtc: publishing {name:?} on worker {} (udp port {port})", self.id);
-        self.start_stream(now, &name, waiting, stats);
+        let _ = self.relay.handle_publish(now, reservation, &super::ConnBacklog(&self.conns));
+        self.apply_relay(now);
         self.arm_rtc_tick(now);
         Ok(answer)
     }
@@ -404,7 +406,7 @@ impl Worker {
         let Some(mut e) = self.rtc.sessions.remove(slot) else { return };
         if e.publishing {
             for m in e.session.finish(now) {
-                self.deliver_stream(now, &e.name, &m, true);
+                self.relay_frame(now, &e.name, m);
             }
         }
         self.rtc.by_ufrag.retain(|_, s| *s != slot);
@@ -510,7 +512,7 @@ impl Worker {
             }
         }
         for m in media {
-            self.deliver_stream(now, &name, &m, true);
+            self.relay_frame(now, &name, m);
         }
         if let Some(info) = stop {
             self.rtc_stop(now, slot, Some(&info));

@@ -800,7 +800,9 @@ fn summary(args: &Args, load: &mut Load, end: Instant, t0: Instant, cpu0: (f64, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtcbridge::buf::{MediaKind, MediaMsg, SendQueue};
+    use rtcbridge::buf::SendQueue;
+    use rtcbridge::proto::flv::MediaKind;
+    use rtcbridge::relay::Frame;
     use rtcbridge::proto::rtmp::chunk::RawMessage;
     use rtcbridge::proto::rtmp::session::{RtmpEvent, RtmpSession};
 
@@ -843,7 +845,8 @@ mod tests {
                         assert_eq!(name, "cam");
                         s.play_start(msid, &name, &mut q);
                         for (kind, ts, payload) in media() {
-                            s.queue_media(msid, ts, &MediaMsg::new(kind, ts, &payload, 4096), &mut q);
+                            let f = Frame::new(kind, ts, &payload);
+                            s.queue_media(msid, ts, kind, &f.rtmp(4096), &mut q);
                         }
                     }
                 }
