@@ -34,7 +34,11 @@ pub enum AudioMode {
 Web SDK's WebSocket protocol, or WHIP) or from an RTMP encoder, and serves it to RTMP players \
 (ffmpeg, VLC, OBS, nginx-rtmp/SRS edges, Flash) at rtmp://HOST:1935/live/NAME.\n\n\
 Open http://HOST:8080/ to publish from this browser (https with --https for other hosts). \
-One event loop per core; see README.md for the architecture and the benchmarks.\n\n\
+One event loop per core (a thin shell over sockets) drives that core's relay: every \
+decision about streams (joins, the GOP cache, grace windows, status events, which frame each \
+player gets, how soon it is written) is made there and applied by the loop; every player is \
+a sink of a stream, and each frame is built once and shared by all of them. See README.md for \
+the architecture and the benchmarks.\n\n\
 RTMPS (RTMP over TLS) with --rtmps and a certificate.\n\n\
 Not built yet: WebRTC playback (playStream answers FAILED), RTMP push to other servers."
 )]

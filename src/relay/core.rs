@@ -665,7 +665,6 @@ mod tests {
 
     /// Cores, their sinks, and the mesh between them.
     struct Sim {
-        t0: Instant,
         now: Instant,
         cores: Vec<CoreRelay>,
         sinks: RefCell<HashMap<SinkId, SinkLog>>,
@@ -698,7 +697,6 @@ mod tests {
             let t0 = crate::runtime::now();
             let reg = Arc::new(Registry::default());
             Sim {
-                t0,
                 now: t0,
                 cores: (0..n).map(|i| CoreRelay::new(i, cfg(t0), Arc::clone(&reg))).collect(),
                 sinks: RefCell::new(HashMap::new()),

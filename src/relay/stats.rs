@@ -20,14 +20,15 @@ pub struct WorkerStats {
     pub ignored_messages: AtomicU64,
     /// Media hand-offs to other cores dropped because the mesh queue was full.
     pub mesh_full: AtomicU64,
-    /// Server-added latency of WebRTC media: last RTP packet of a frame in → its FLV
-    /// message written to player sockets (cumulative-style buckets of `LATENCY_BUCKETS_MS`).
+    /// Server-added latency of media: the input that completed a frame (last RTP packet,
+    /// last RTMP chunk) in → its FLV message written to player sockets (cumulative-style buckets of `LATENCY_BUCKETS_MS`).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     pub latency_sum_us: AtomicU64,
 }
 
 /// Upper bounds (ms) of the latency histogram buckets; the last bucket is +Inf.
-pub const LATENCY_BUCKETS_MS: [f64; 14] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+pub const LATENCY_BUCKETS_MS: [f64; 19] =
+    [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
 
 impl WorkerStats {
     /// Count one latency sample.
@@ -93,6 +94,46 @@ pub struct StreamStats {
 }
 
 impl StreamStats {
+    /// Count one frame an RTMP publisher sent (FLV tag inspection: codecs, frames,
+    /// keyframes, and the size its onMetaData announces).
+    pub fn count_rtmp_input(&self, msg: &super::frame::Frame) {
+        let payload = msg.body();
+        match msg.kind {
+            crate::proto::flv::MediaKind::Video => {
+                if let Some(b0) = payload.first() {
+                    self.video_codec.store(u64::from(b0 & 0x0f), Relaxed);
+                }
+                if !msg.config {
+                    self.video_frames.fetch_add(1, Relaxed);
+                    if msg.keyframe {
+                        self.keyframes.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            crate::proto::flv::MediaKind::Audio => {
+                if let Some(b0) = payload.first() {
+                    self.audio_codec.store(u64::from(b0 >> 4), Relaxed);
+                }
+                if !msg.config {
+                    self.audio_frames.fetch_add(1, Relaxed);
+                }
+            }
+            crate::proto::flv::MediaKind::Data => {
+                if let Ok(vals) = crate::proto::rtmp::amf0::decode_all(payload) {
+                    if let Some(obj) = vals.get(1) {
+                        for (key, slot) in [("width", &self.width), ("height", &self.height)] {
+                            if let Some(v) = obj.get(key).and_then(|v| v.as_f64()) {
+                                if v > 0.0 && v < 65536.0 {
+                                    slot.store(v as u64, Relaxed);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A new publisher took the name: its media counters start from zero.
     pub fn reset_media(&self) {
         for c in [

@@ -156,7 +156,7 @@ pub fn metrics(shared: &Shared) -> String {
     }
     let _ = writeln!(
         o,
-        "# HELP rtcbridge_server_latency_seconds WebRTC media: last RTP packet of a frame in to its FLV message written to players.\n# TYPE rtcbridge_server_latency_seconds histogram"
+        "# HELP rtcbridge_server_latency_seconds Media: the input that completed a frame (last RTP packet or RTMP chunk) in to its FLV message written to players.\n# TYPE rtcbridge_server_latency_seconds histogram"
     );
     for (i, w) in shared.workers.iter().enumerate() {
         let mut cum = 0u64;

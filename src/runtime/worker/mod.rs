@@ -22,10 +22,9 @@ use crate::buf::SendQueue;
 use crate::config::UnknownStream;
 use crate::proto::flv::MediaKind;
 use crate::proto::http;
-use crate::proto::rtmp::amf0;
 use crate::proto::rtmp::session::{RtmpEvent, RtmpSession};
 use crate::relay::{
-    Action, Backlog, CoreRelay, Flush, Frame, PlayOutcome, PlayerPolicy, PublishError, RelayConfig, RelayTimer, Sink, SinkId,
+    Action, Audience, Backlog, CoreRelay, Flush, Frame, PlayOutcome, PlayerPolicy, PublishError, RelayConfig, RelayTimer, Sink, SinkId,
     SinkStatus, StreamStats, WorkerStats,
 };
 
@@ -674,8 +673,10 @@ impl Worker {
             return;
         }
         let name = Arc::clone(name);
-        let frame = Frame::new(kind, ts, &payload);
-        count_media(stats, &frame);
+        // Born at this turn's wake-up (when its last chunk was read), for the
+        // server-added latency histogram.
+        let frame = Frame::build(kind, ts, &payload, Audience::All, Some(now));
+        stats.count_rtmp_input(&frame);
         self.relay_frame(now, &name, frame);
     }
 
@@ -949,41 +950,3 @@ impl Backlog for ConnBacklog<'_> {
     }
 }
 
-/// Per-stream counters from one publisher message (FLV tag inspection).
-fn count_media(stats: &StreamStats, msg: &Frame) {
-    let payload = msg.body();
-    match msg.kind {
-        MediaKind::Video => {
-            if let Some(b0) = payload.first() {
-                stats.video_codec.store(u64::from(b0 & 0x0f), Ordering::Relaxed);
-            }
-            if !msg.config {
-                stats.video_frames.fetch_add(1, Ordering::Relaxed);
-                if msg.keyframe {
-                    stats.keyframes.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        MediaKind::Audio => {
-            if let Some(b0) = payload.first() {
-                stats.audio_codec.store(u64::from(b0 >> 4), Ordering::Relaxed);
-            }
-            if !msg.config {
-                stats.audio_frames.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        MediaKind::Data => {
-            if let Ok(vals) = amf0::decode_all(payload) {
-                if let Some(obj) = vals.get(1) {
-                    for (key, slot) in [("width", &stats.width), ("height", &stats.height)] {
-                        if let Some(v) = obj.get(key).and_then(|v| v.as_f64()) {
-                            if v > 0.0 && v < 65536.0 {
-                                slot.store(v as u64, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
