@@ -114,6 +114,33 @@ pub struct Config {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub evict_after: f64,
 
+    /// Most TCP connections each listener (RTMP, HTTP, and RTMPS/HTTPS when on) holds at
+    /// once, over all workers. Beyond it a new connection is closed at once (counted in
+    /// /metrics as rtcbridge_connections_refused_total{reason="limit"}).
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    pub max_conns: usize,
+
+    /// Most TCP connections one source address may hold on each listener (0: no limit).
+    /// Beyond it its new connections are closed at once (reason="per_ip"). Load tests from
+    /// one host need 0 or a larger value.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_conns_per_ip: usize,
+
+    /// Close an RTMP connection that neither publishes nor plays for this long (after its
+    /// handshake, or after it stopped publishing or playing).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub rtmp_idle_timeout: f64,
+
+    /// An RTMP publisher that sends no media for this long loses its name (players get
+    /// the usual grace window) and is disconnected, as a silent WebRTC publisher is.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub publisher_timeout: f64,
+
+    /// Testing only: enables POST /debug/fault/{panic,stall}?worker=N[&secs=S], which
+    /// makes worker N panic or stop turning its loop, to check supervision.
+    #[arg(long, hide = true)]
+    pub debug_faults: bool,
+
     /// Largest incoming RTMP message; a longer message length ends that connection.
     #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
     pub max_message_bytes: u32,
@@ -181,6 +208,15 @@ impl Config {
         if !(0.2..=60.0).contains(&self.keyframe_interval) {
             return Err("--keyframe-interval: must be 0.2..=60 seconds".into());
         }
+        if !(1.0..=86400.0).contains(&self.rtmp_idle_timeout) {
+            return Err("--rtmp-idle-timeout: must be 1..=86400 seconds".into());
+        }
+        if !(1.0..=3600.0).contains(&self.publisher_timeout) {
+            return Err("--publisher-timeout: must be 1..=3600 seconds".into());
+        }
+        if self.max_conns == 0 {
+            return Err("--max-conns: must be at least 1".into());
+        }
         if !(0.1..=3600.0).contains(&self.evict_after) {
             return Err("--evict-after: must be 0.1..=3600 seconds".into());
         }
@@ -207,6 +243,12 @@ impl Config {
     }
     pub fn keyframe_every(&self) -> Duration {
         Duration::from_secs_f64(self.keyframe_interval)
+    }
+    pub fn rtmp_idle(&self) -> Duration {
+        Duration::from_secs_f64(self.rtmp_idle_timeout)
+    }
+    pub fn publisher_silence(&self) -> Duration {
+        Duration::from_secs_f64(self.publisher_timeout)
     }
     pub fn evict(&self) -> Duration {
         Duration::from_secs_f64(self.evict_after)

@@ -11,3 +11,4 @@ pub mod log;
 pub mod proto;
 pub mod relay;
 pub mod runtime;
+pub mod sys;

@@ -77,3 +77,9 @@ macro_rules! info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info,
 macro_rules! debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
 #[macro_export]
 macro_rules! trace { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Trace, $($arg)*) }; }
+
+/// Make sure every line logged so far has reached stderr (before an abort).
+pub fn flush() {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+}

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         cfg.worker_count(),
         if cfg.no_pin { " (not pinned)" } else { " (pinned)" }
     );
+    // Every connection is a descriptor: take the hard limit, and say what it is.
+    let nofile = rtcbridge::sys::raise_nofile_limit();
     let server = match rtcbridge::runtime::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -40,6 +42,11 @@ fn main() -> ExitCode {
         }
     };
     rtcbridge::info!("{summary}");
+    match nofile {
+        Ok((before, after)) if after > before => rtcbridge::info!("open-file limit raised from {before} to {after} (the hard limit)"),
+        Ok((_, after)) => rtcbridge::info!("open-file limit {after} (already the hard limit)"),
+        Err(e) => rtcbridge::warn!("open-file limit: cannot read or raise it: {e}"),
+    }
     rtcbridge::info!("not built yet: WebRTC playback (playStream), RTMP push to other servers");
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");

@@ -20,6 +20,19 @@ pub struct WorkerStats {
     pub ignored_messages: AtomicU64,
     /// Media hand-offs to other cores dropped because the mesh queue was full.
     pub mesh_full: AtomicU64,
+    /// Connections closed at accept: over `--max-conns`, over `--max-conns-per-ip`, out
+    /// of file descriptors.
+    pub refused_limit: AtomicU64,
+    pub refused_per_ip: AtomicU64,
+    pub refused_no_fd: AtomicU64,
+    /// RTMP connections closed for neither publishing nor playing.
+    pub idle_closed: AtomicU64,
+    /// RTMP publishers disconnected for sending no media.
+    pub publisher_timeouts: AtomicU64,
+    /// The worker's last loop turn, ms since the process started (/healthz: stalled?).
+    pub loop_at_ms: AtomicU64,
+    /// The worker's loop ended with an error.
+    pub failed: std::sync::atomic::AtomicBool,
     /// Server-added latency of media: the input that completed a frame (last RTP packet,
     /// last RTMP chunk) in → its FLV message written to player sockets (cumulative-style buckets of `LATENCY_BUCKETS_MS`).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],

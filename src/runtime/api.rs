@@ -9,7 +9,11 @@ use crate::relay::StreamStats;
 /// Plain HTTP routes (WebSocket upgrades and WHIP are handled by the worker).
 pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
     match (req.method, req.path) {
-        ("GET" | "HEAD", "/healthz") => response(200, "OK", "text/plain", b"ok"),
+        ("GET" | "HEAD", "/healthz") => match unhealthy(shared) {
+            None => response(200, "OK", "text/plain", b"ok"),
+            Some(why) => response(503, "Service Unavailable", "text/plain", format!("unhealthy: {why}\n").as_bytes()),
+        },
+        ("POST", p) if shared.cfg.debug_faults && p.starts_with("/debug/fault/") => debug_fault(p, req.query, shared),
         ("GET", "/api/streams") => response(200, "OK", "application/json", streams_json(shared).as_bytes()),
         ("GET", "/metrics") => response(200, "OK", "text/plain; version=0.0.4", metrics(shared).as_bytes()),
         ("GET", "/" | "/index.html") => response(200, "OK", "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
@@ -17,6 +21,50 @@ pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
         _ => response(405, "Method Not Allowed", "text/plain", b"method not allowed\n"),
     }
 }
+
+/// A worker that has not turned its loop for this long is stalled (every worker turns
+/// at least once a second: its heartbeat timer).
+pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why the server is not healthy: a worker whose loop failed or stalled.
+pub fn unhealthy(shared: &Shared) -> Option<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now_ms = super::now().saturating_duration_since(shared.started).as_millis() as u64;
+    let mut why = Vec::new();
+    for (i, w) in shared.workers.iter().enumerate() {
+        if w.failed.load(Relaxed) {
+            why.push(format!("worker {i} failed"));
+            continue;
+        }
+        let at = w.loop_at_ms.load(Relaxed);
+        let age = now_ms.saturating_sub(at);
+        if at > 0 && age > STALL_AFTER.as_millis() as u64 {
+            why.push(format!("worker {i} has not turned its loop for {:.1} s", age as f64 / 1000.0));
+        }
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// `--debug-faults`: `/debug/fault/panic?worker=N` or `/debug/fault/stall?worker=N&secs=S`.
+fn debug_fault(path: &str, query: Option<&str>, shared: &Shared) -> Vec<u8> {
+    let arg = |k: &str| {
+        query.unwrap_or("").split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('='))).and_then(|v| v.parse::<u64>().ok())
+    };
+    let Some(slot) = arg("worker").and_then(|w| shared.faults.get(w as usize)) else {
+        return response(400, "Bad Request", "text/plain", b"worker=N required (0..workers-1)\n");
+    };
+    let fault = match path {
+        "/debug/fault/panic" => FAULT_PANIC,
+        "/debug/fault/stall" => FAULT_STALL_BASE + arg("secs").unwrap_or(10).min(3600),
+        _ => return response(404, "Not Found", "text/plain", b"faults: panic, stall\n"),
+    };
+    slot.store(fault, std::sync::atomic::Ordering::SeqCst);
+    response(202, "Accepted", "text/plain", b"fault armed: the worker takes it at its next heartbeat\n")
+}
+
+/// Values of `Shared::faults`: panic, or stall for (value - FAULT_STALL_BASE) seconds.
+pub const FAULT_PANIC: u64 = 1;
+pub const FAULT_STALL_BASE: u64 = 1000;
 
 /// The publisher demo page (Flashphoner-compatible protocol), embedded in the binary.
 const DEMO_PAGE: &str = include_str!("../web/index.html");
@@ -134,18 +182,26 @@ pub fn metrics(shared: &Shared) -> String {
     }
     let _ = writeln!(o, "# HELP rtcbridge_streams Live streams.\n# TYPE rtcbridge_streams gauge");
     let _ = writeln!(o, "rtcbridge_streams {}", shared.registry.live_count());
-    let counters: [WorkerMetric<u64>; 6] = [
+    let counters: [WorkerMetric<u64>; 8] = [
         ("rtcbridge_bytes_in_total", "Bytes received on TCP.", |w| w.bytes_in.load(Relaxed)),
         ("rtcbridge_bytes_out_total", "Bytes written on TCP.", |w| w.bytes_out.load(Relaxed)),
         ("rtcbridge_evictions_total", "Players disconnected for staying behind.", |w| w.evictions.load(Relaxed)),
         ("rtcbridge_protocol_errors_total", "Connections ended for bad input.", |w| w.protocol_errors.load(Relaxed)),
         ("rtcbridge_ignored_messages_total", "Peer messages ignored (unsupported or unreadable).", |w| w.ignored_messages.load(Relaxed)),
         ("rtcbridge_mesh_full_total", "Media hand-offs dropped: cross-core queue full.", |w| w.mesh_full.load(Relaxed)),
+        ("rtcbridge_idle_closed_total", "RTMP connections closed for neither publishing nor playing (--rtmp-idle-timeout).", |w| w.idle_closed.load(Relaxed)),
+        ("rtcbridge_publisher_timeouts_total", "RTMP publishers disconnected for sending no media (--publisher-timeout).", |w| w.publisher_timeouts.load(Relaxed)),
     ];
     for (name, help, f) in counters {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
         for (i, w) in shared.workers.iter().enumerate() {
             let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", f(w));
+        }
+    }
+    let _ = writeln!(o, "# HELP rtcbridge_connections_refused_total Connections closed at accept, by reason.\n# TYPE rtcbridge_connections_refused_total counter");
+    for (i, w) in shared.workers.iter().enumerate() {
+        for (reason, c) in [("limit", &w.refused_limit), ("per_ip", &w.refused_per_ip), ("no_fd", &w.refused_no_fd)] {
+            let _ = writeln!(o, "rtcbridge_connections_refused_total{{worker=\"{i}\",reason=\"{reason}\"}} {}", c.load(Relaxed));
         }
     }
     let _ = writeln!(o, "# HELP rtcbridge_drops_total Media messages dropped for slow players, by what was dropped.\n# TYPE rtcbridge_drops_total counter");

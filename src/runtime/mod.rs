@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod conn_io;
+pub mod limits;
 pub mod mesh;
 pub mod slab;
 pub mod timer;
@@ -24,6 +25,11 @@ use crate::relay::{Registry, WorkerStats};
 pub struct Shared {
     pub cfg: Config,
     pub registry: Arc<Registry>,
+    /// Connection budgets per listener (`--max-conns`, `--max-conns-per-ip`).
+    pub limits: limits::ConnLimits,
+    /// `--debug-faults`: a fault requested for each worker (`FAULT_*`), taken by the
+    /// worker at its next heartbeat.
+    pub faults: Vec<std::sync::atomic::AtomicU64>,
     pub workers: Vec<WorkerStats>,
     pub shutdown: AtomicBool,
     /// When the server started (GOP age in the API is measured from it).
@@ -61,6 +67,8 @@ pub fn start(cfg: Config) -> io::Result<Server> {
     let n = cfg.worker_count();
     let shared = Arc::new(Shared {
         registry: Arc::new(Registry::default()),
+        limits: limits::ConnLimits::new(cfg.max_conns, cfg.max_conns_per_ip),
+        faults: (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),
         started: now(),
@@ -105,9 +113,27 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let w = worker::Worker::new(id, shared, poll, listeners, mesh);
-            if let Err(e) = w.and_then(|w| w.run()) {
-                crate::error!("worker {id} stopped: {e}");
+            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh).and_then(|w| w.run()));
+            match std::panic::catch_unwind(run) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // A worker that stops serving: /healthz reports it from now on.
+                    shared.workers[id].failed.store(true, Ordering::SeqCst);
+                    crate::error!("worker {id} stopped: {e}");
+                }
+                Err(panic) => {
+                    // Supervision policy (README "Supervision"): a panic anywhere in a worker
+                    // aborts the whole process, so the service manager restarts it with every
+                    // name released; nothing half-dead keeps /healthz ok or names claimed.
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(no message)".into());
+                    crate::error!("worker {id} panicked: {msg}; aborting the process (the service manager restarts it)");
+                    crate::log::flush();
+                    std::process::abort();
+                }
             }
         })?;
         threads.push(t);

@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use super::conn_io::Io;
 use mio::{Events, Interest, Poll, Token};
 
+use super::limits::{ListenerKind, Refusal};
 use super::mesh::{CoreMsg, Mesh};
 use super::slab::Slab;
 use super::timer::TimerWheel;
@@ -51,6 +52,10 @@ const LOAD_WINDOW: Duration = Duration::from_millis(100);
 /// Bytes read per readable event before other connections get a turn.
 const READ_BUDGET: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// Every worker turns its loop at least this often (liveness for /healthz).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// After running out of descriptors with none in reserve, accept again after this.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// SO_SNDBUF for RTMP sockets (the kernel doubles it).
 const PLAYER_SNDBUF: usize = 256 * 1024;
 
@@ -64,11 +69,19 @@ enum Timer {
     RtcTick,
     /// Write coalescing: the earliest held deadline is due.
     WriteBatch,
+    /// An RTMP connection may have been idle (no publish, no play) too long.
+    Idle { idx: usize, gen: u32 },
+    /// An RTMP publisher may have sent no media too long.
+    PublisherSilence { idx: usize, gen: u32 },
+    /// Once a second: the worker's liveness stamp, and `--debug-faults`.
+    Heartbeat,
+    /// Accept again after running out of descriptors.
+    AcceptRetry,
 }
 
 enum Role {
     None,
-    Publisher { msid: u32, name: Arc<str>, stats: Arc<StreamStats> },
+    Publisher { msid: u32, name: Arc<str>, stats: Arc<StreamStats>, last_media: Instant },
     /// Plays a stream on message stream `msid`: a sink of the relay.
     Player { msid: u32 },
 }
@@ -76,6 +89,8 @@ enum Role {
 struct RtmpConn {
     session: RtmpSession,
     role: Role,
+    /// Neither publishing nor playing since then (`--rtmp-idle-timeout`).
+    idle_since: Option<Instant>,
 }
 
 enum Kind {
@@ -88,6 +103,8 @@ enum Kind {
 struct Conn {
     sock: Io,
     peer: SocketAddr,
+    /// The listener that accepted it (its connection budget).
+    listener: ListenerKind,
     rx: Vec<u8>,
     tx: SendQueue,
     kind: Kind,
@@ -109,25 +126,6 @@ impl Conn {
             (Kind::Http, true) => "https",
             (Kind::Ws(_), false) => "ws",
             (Kind::Ws(_), true) => "wss",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listener {
-    Rtmp,
-    Http,
-    Https,
-    Rtmps,
-}
-
-impl Listener {
-    fn label(self) -> &'static str {
-        match self {
-            Listener::Rtmp => "rtmp",
-            Listener::Http => "http",
-            Listener::Https => "https",
-            Listener::Rtmps => "rtmps",
         }
     }
 }
@@ -174,6 +172,13 @@ pub struct Worker {
     queued_born: Vec<Instant>,
     /// Scratch for socket reads, shared by every connection of this worker.
     read_buf: Vec<u8>,
+    /// One descriptor held back so that accept can shed connections when the process
+    /// is out of descriptors (EMFILE) instead of leaving them queued forever.
+    reserve_fd: Option<std::fs::File>,
+    accept_retry: bool,
+    /// Refused connections are logged at most once a second.
+    last_refusal_log: Option<Instant>,
+    refusals_unlogged: u64,
 }
 
 impl Worker {
@@ -234,6 +239,10 @@ impl Worker {
             rtc: rtc::RtcState::new(udp),
             queued_born: Vec::new(),
             read_buf: vec![0u8; READ_CHUNK],
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+            accept_retry: false,
+            last_refusal_log: None,
+            refusals_unlogged: 0,
         })
     }
 
@@ -247,6 +256,7 @@ impl Worker {
         let mut expired = Vec::new();
         let mut mesh_more = false;
         crate::debug!("worker {} running", self.id);
+        self.timers.insert(now() + HEARTBEAT, Timer::Heartbeat);
         loop {
             let timeout = if mesh_more {
                 Some(Duration::ZERO)
@@ -260,6 +270,8 @@ impl Worker {
                 return Err(e);
             }
             let now = now(); // one clock read per wake-up
+            let turn_ms = now.saturating_duration_since(self.shared.started).as_millis() as u64;
+            self.stats().loop_at_ms.store(turn_ms.max(1), Ordering::Relaxed);
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 self.close_all();
                 return Ok(());
@@ -267,10 +279,10 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    RTMP_LISTENER => self.accept(now, Listener::Rtmp),
-                    HTTP_LISTENER => self.accept(now, Listener::Http),
-                    HTTPS_LISTENER => self.accept(now, Listener::Https),
-                    RTMPS_LISTENER => self.accept(now, Listener::Rtmps),
+                    RTMP_LISTENER => self.accept(now, ListenerKind::Rtmp),
+                    HTTP_LISTENER => self.accept(now, ListenerKind::Http),
+                    HTTPS_LISTENER => self.accept(now, ListenerKind::Https),
+                    RTMPS_LISTENER => self.accept(now, ListenerKind::Rtmps),
                     UDP => self.udp_readable(now),
                     Token(t) => {
                         let idx = t - CONN_BASE;
@@ -305,26 +317,61 @@ impl Worker {
 
     // ---- connections -------------------------------------------------------------
 
-    fn accept(&mut self, now: Instant, which: Listener) {
-        let rtmp = matches!(which, Listener::Rtmp | Listener::Rtmps);
-        let tls = matches!(which, Listener::Https | Listener::Rtmps);
+    fn accept(&mut self, now: Instant, which: ListenerKind) {
+        let rtmp = matches!(which, ListenerKind::Rtmp | ListenerKind::Rtmps);
+        let tls = matches!(which, ListenerKind::Https | ListenerKind::Rtmps);
         let label = which.label();
         loop {
             let l = match which {
-                Listener::Rtmp => Some(&self.listeners.rtmp),
-                Listener::Http => Some(&self.listeners.http),
-                Listener::Https => self.listeners.https.as_ref(),
-                Listener::Rtmps => self.listeners.rtmps.as_ref(),
+                ListenerKind::Rtmp => Some(&self.listeners.rtmp),
+                ListenerKind::Http => Some(&self.listeners.http),
+                ListenerKind::Https => self.listeners.https.as_ref(),
+                ListenerKind::Rtmps => self.listeners.rtmps.as_ref(),
             };
             let Some(l) = l else { return };
             let (sock, peer) = match l.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: free the reserved one, take the connection off the
+                    // queue and close it at once, then reserve again. Edge-triggered: if we
+                    // left it queued we would never hear of this listener again.
+                    self.reserve_fd = None;
+                    let shed = l.accept();
+                    drop(shed);
+                    self.reserve_fd = std::fs::File::open("/dev/null").ok();
+                    WorkerStats::add(&self.shared.workers[self.id].refused_no_fd, 1);
+                    self.refusal_log(now, format_args!("{label}: out of file descriptors ({e}): closing new connections until some leave"));
+                    if self.reserve_fd.is_none() {
+                        // Not even one descriptor to shed with: try again shortly.
+                        if !self.accept_retry {
+                            self.accept_retry = true;
+                            self.timers.insert(now + ACCEPT_RETRY, Timer::AcceptRetry);
+                        }
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     crate::warn!("worker {}: accept failed: {e}", self.id);
                     return;
                 }
             };
+            match self.shared.limits.admit(which, peer.ip()) {
+                Ok(()) => {}
+                Err(r) => {
+                    let w = &self.shared.workers[self.id];
+                    let (counter, why) = match r {
+                        Refusal::Total => (&w.refused_limit, "--max-conns"),
+                        Refusal::PerIp => (&w.refused_per_ip, "--max-conns-per-ip"),
+                    };
+                    WorkerStats::add(counter, 1);
+                    self.refusal_log(now, format_args!("{label} {peer}: refused: over {why}"));
+                    drop(sock);
+                    continue;
+                }
+            }
             let _ = sock.set_nodelay(true);
             if rtmp {
                 // Keep the kernel's share of a slow player's backlog small so our own
@@ -342,6 +389,7 @@ impl Worker {
                         self.shared.cfg.chunk_size,
                     ),
                     role: Role::None,
+                    idle_since: Some(now),
                 }))
             } else {
                 Kind::Http
@@ -351,6 +399,7 @@ impl Worker {
                     Ok(t) => Io::Tls(Box::new(t)),
                     Err(e) => {
                         crate::warn!("{label} {peer}: TLS setup failed: {e}");
+                        self.shared.limits.release(which, peer.ip());
                         continue;
                     }
                 },
@@ -359,6 +408,7 @@ impl Worker {
             let conn = Conn {
                 sock,
                 peer,
+                listener: which,
                 rx: Vec::new(),
                 tx: SendQueue::new(),
                 kind,
@@ -373,11 +423,15 @@ impl Worker {
             {
                 crate::warn!("worker {}: register {peer}: {e}", self.id);
                 self.conns.remove(idx);
+                self.shared.limits.release(which, peer.ip());
                 continue;
             }
             WorkerStats::gauge(&self.stats().connections, 1);
             let limit = if rtmp { HANDSHAKE_TIMEOUT } else { HTTP_TIMEOUT };
             self.timers.insert(now + limit, Timer::ConnDeadline { idx, gen });
+            if rtmp {
+                self.timers.insert(now + self.shared.cfg.rtmp_idle(), Timer::Idle { idx, gen });
+            }
             crate::debug!("{label} {peer}: accepted on worker {}", self.id);
         }
     }
@@ -435,6 +489,47 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// `--debug-faults`: a fault asked for this worker (POST /debug/fault/...).
+    fn take_fault(&mut self) {
+        let Some(slot) = self.shared.faults.get(self.id) else { return };
+        match slot.swap(0, Ordering::SeqCst) {
+            0 => {}
+            super::api::FAULT_PANIC => panic!("debug fault: panic requested for worker {}", self.id),
+            f => {
+                let secs = f.saturating_sub(super::api::FAULT_STALL_BASE);
+                crate::warn!("worker {}: debug fault: stalling the loop for {secs} s", self.id);
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+        }
+    }
+
+    /// An RTMP connection stopped publishing or playing: its idle clock starts.
+    fn became_idle(&mut self, now: Instant, idx: usize, gen: u32) {
+        if let Some(Kind::Rtmp(r)) = self.conns.get_gen_mut(idx, gen).map(|c| &mut c.kind) {
+            if matches!(r.role, Role::None) {
+                r.idle_since = Some(now);
+                self.timers.insert(now + self.shared.cfg.rtmp_idle(), Timer::Idle { idx, gen });
+            }
+        }
+    }
+
+    /// A refused connection's log line, at most one per second per worker (a flood of
+    /// refusals must not become a flood of log lines); the next line says how many
+    /// were not logged.
+    fn refusal_log(&mut self, now: Instant, line: std::fmt::Arguments<'_>) {
+        if self.last_refusal_log.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            self.refusals_unlogged += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.refusals_unlogged);
+        self.last_refusal_log = Some(now);
+        if more > 0 {
+            crate::warn!("{line} (and {more} more refused connections in the last second)");
+        } else {
+            crate::warn!("{line}");
         }
     }
 
@@ -652,7 +747,13 @@ impl Worker {
             }
         };
         r.session.publish_ok(msid, &name, &mut c.tx);
-        r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(reservation.stats()) };
+        r.role = Role::Publisher { msid, name: Arc::clone(&name), stats: Arc::clone(reservation.stats()), last_media: now };
+        r.idle_since = None;
+        let silence = self.shared.cfg.publisher_silence();
+        if let Some(gen) = self.conns.gen(idx) {
+            self.timers.insert(now + silence, Timer::PublisherSilence { idx, gen });
+        }
+        let Some(c) = self.conns.get_mut(idx) else { return };
         crate::info!("{} {}: publishing {name:?} on worker {}", c.proto(), c.peer, self.id);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
@@ -663,7 +764,7 @@ impl Worker {
     fn media(&mut self, now: Instant, idx: usize, msid: u32, kind: MediaKind, ts: u32, payload: Vec<u8>) {
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
-        let Role::Publisher { msid: pm, name, stats } = &r.role else {
+        let Role::Publisher { msid: pm, name, stats, last_media } = &mut r.role else {
             // Media from a connection that is not publishing: ignore (counted).
             WorkerStats::add(&self.shared.workers[self.id].ignored_messages, 1);
             return;
@@ -672,6 +773,7 @@ impl Worker {
             WorkerStats::add(&self.shared.workers[self.id].ignored_messages, 1);
             return;
         }
+        *last_media = now;
         let name = Arc::clone(name);
         // Born at this turn's wake-up (when its last chunk was read), for the
         // server-added latency histogram.
@@ -692,6 +794,7 @@ impl Worker {
                 crate::info!("{} {}: unpublished {name:?}", c.proto(), c.peer);
                 self.mark_dirty(idx);
                 self.unpublish(now, &name);
+                self.became_idle(now, idx, gen);
             }
             Role::Player { msid: m } if *m == msid => {
                 // Flash's NetStream.close() / deleteStream: Play.Stop first (the
@@ -701,6 +804,7 @@ impl Worker {
                 if let Some(Kind::Rtmp(r)) = self.conns.get_mut(idx).map(|c| &mut c.kind) {
                     r.role = Role::None;
                 }
+                self.became_idle(now, idx, gen);
             }
             _ => {}
         }
@@ -739,6 +843,7 @@ impl Worker {
         }
         r.session.play_start(msid, &name, &mut c.tx);
         r.role = Role::Player { msid };
+        r.idle_since = None;
         WorkerStats::gauge(&self.shared.workers[self.id].players, 1);
         let state = match outcome {
             PlayOutcome::Subscribing { owner } => format!(" (subscribing to worker {owner})"),
@@ -785,6 +890,41 @@ impl Worker {
             Timer::Relay(t) => {
                 self.relay.handle_timer(now, t);
                 self.apply_relay(now);
+            }
+            Timer::Idle { idx, gen } => {
+                let limit = self.shared.cfg.rtmp_idle();
+                let Some(Kind::Rtmp(r)) = self.conns.get_gen_mut(idx, gen).map(|c| &mut c.kind) else { return };
+                // A stale timer (the connection published or played since) is ignored; a
+                // later idle period armed its own.
+                if r.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= limit) && matches!(r.role, Role::None) {
+                    WorkerStats::add(&self.shared.workers[self.id].idle_closed, 1);
+                    self.doom(idx, format!("idle: neither published nor played for {:.0} s (--rtmp-idle-timeout)", limit.as_secs_f64()), false);
+                }
+            }
+            Timer::PublisherSilence { idx, gen } => {
+                let limit = self.shared.cfg.publisher_silence();
+                let Some(Kind::Rtmp(r)) = self.conns.get_gen_mut(idx, gen).map(|c| &mut c.kind) else { return };
+                let Role::Publisher { last_media, .. } = &r.role else { return };
+                let due = *last_media + limit;
+                if due <= now {
+                    WorkerStats::add(&self.shared.workers[self.id].publisher_timeouts, 1);
+                    self.doom(idx, format!("publisher sent no media for {:.0} s (--publisher-timeout)", limit.as_secs_f64()), false);
+                } else {
+                    self.timers.insert(due, Timer::PublisherSilence { idx, gen });
+                }
+            }
+            Timer::Heartbeat => {
+                self.timers.insert(now + HEARTBEAT, Timer::Heartbeat);
+                self.take_fault();
+            }
+            Timer::AcceptRetry => {
+                self.accept_retry = false;
+                if self.reserve_fd.is_none() {
+                    self.reserve_fd = std::fs::File::open("/dev/null").ok();
+                }
+                for l in ListenerKind::ALL {
+                    self.accept(now, l);
+                }
             }
         }
     }
@@ -882,6 +1022,7 @@ impl Worker {
         let gen = self.conns.gen(idx);
         let Some(mut c) = self.conns.remove(idx) else { return };
         let _ = self.poll.registry().deregister(&mut c.sock);
+        self.shared.limits.release(c.listener, c.peer.ip());
         WorkerStats::gauge(&self.shared.workers[self.id].connections, -1);
         let proto = c.proto();
         if proto_err {
