@@ -781,7 +781,7 @@ mod tests {
         fn second(&mut self, core: usize, name: &str, start_ms: u32, gop: u32) {
             for i in 0..25u32 {
                 let ts = start_ms + i * 40;
-                let key = (start_ms / 40 + i) % gop == 0;
+                let key = (start_ms / 40 + i).is_multiple_of(gop);
                 self.frame(core, name, video(ts, key));
                 self.frame(core, name, audio(ts));
                 self.frame(core, name, audio(ts + 20));
