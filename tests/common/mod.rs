@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod hostile;
 pub mod netns;
 pub mod signal;
 
@@ -270,13 +271,23 @@ fn spawn_logged(cmd: &mut Command, what: &str, log: &Path) -> Child {
 
 /// A minimal HTTP/1.1 GET over a plain TcpStream. Returns (status, body).
 pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
+    http_request_timeout(port, "GET", path, Duration::from_secs(5))
+}
+
+/// GET with a deadline for connecting and for each read.
+pub fn http_get_timeout(port: u16, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    http_request_timeout(port, "GET", path, timeout)
+}
+
+/// A bodiless request (GET, POST, DELETE) with a deadline for connecting and each read.
+pub fn http_request_timeout(port: u16, method: &str, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
@@ -515,6 +526,12 @@ impl Server {
     /// Starts `rtcbridge` on free ports with `extra_args` appended. Defaults
     /// (unless given in `extra_args`): `--workers 1 --log info`, always `--no-pin`.
     pub fn start(extra_args: &[&str]) -> Server {
+        Self::start_wrapped(&[], extra_args)
+    }
+
+    /// As `start`, with the server run through `wrapper` (a command that execs the rest
+    /// of its arguments, such as `prlimit --nofile=512:512 --`).
+    pub fn start_wrapped(wrapper: &[&str], extra_args: &[&str]) -> Server {
         let bin = env!("CARGO_BIN_EXE_rtcbridge");
         let has = |flag: &str| extra_args.contains(&flag);
         let workers: u16 = extra_args
@@ -545,7 +562,15 @@ impl Server {
         let log_path = scratch_path("rtcbridge", "log");
         let log = File::create(&log_path).expect("create server log");
         let out = log.try_clone().expect("clone log fd");
-        let child = Command::new(bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
@@ -730,6 +755,16 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// The server's exit status if it has exited. A test that expects the process to
+    /// end (an abort) calls this; the server then counts as stopped.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        let st = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        LIVE_SERVERS.fetch_sub(1, Ordering::SeqCst);
+        self.stop_checked = true;
+        Some(st)
     }
 
     /// SIGTERM, then asserts the contract: exit status 0 within 2 s.

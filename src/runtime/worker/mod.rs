@@ -337,10 +337,19 @@ impl Worker {
                     // Out of descriptors: free the reserved one, take the connection off the
                     // queue and close it at once, then reserve again. Edge-triggered: if we
                     // left it queued we would never hear of this listener again.
+                    // (Linux checks for a free descriptor before it looks at the queue: an
+                    // EMFILE does not mean a connection is waiting.)
                     self.reserve_fd = None;
                     let shed = l.accept();
+                    let waiting = match &shed {
+                        Ok(_) => true,
+                        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+                    };
                     drop(shed);
                     self.reserve_fd = std::fs::File::open("/dev/null").ok();
+                    if !waiting {
+                        return;
+                    }
                     WorkerStats::add(&self.shared.workers[self.id].refused_no_fd, 1);
                     self.refusal_log(now, format_args!("{label}: out of file descriptors ({e}): closing new connections until some leave"));
                     if self.reserve_fd.is_none() {
