@@ -110,8 +110,9 @@ pub enum Action {
     /// The sink stayed over its queue limit too long: close it with this reason.
     Evict { sink: SinkId, reason: String },
     /// A live frame born at `born` (the input that completed it) was queued to at
-    /// least one sink here: the shell measures born → written.
-    Delivered { born: Instant },
+    /// least one sink here, and is all written by `by` (the latest write deadline of
+    /// its sinks; None: this turn): the shell measures born → written.
+    Delivered { born: Instant, by: Option<Instant> },
 }
 
 /// How the shell reports each sink's unsent bytes (the drop policy needs them).
@@ -573,7 +574,7 @@ impl CoreRelay {
         let has_video = hub.has_video;
         let start = snap.meta.iter().chain(snap.video_cfg.iter()).chain(snap.audio_cfg.iter()).chain(snap.audio_cfg_opus.iter());
         for f in start.chain(snap.gop.iter()) {
-            self.send_to(now, sink, f, has_video, q, true);
+            let _ = self.send_to(now, sink, f, has_video, q, true);
         }
     }
 
@@ -584,8 +585,16 @@ impl CoreRelay {
         let has_video = hub.has_video;
         let players = std::mem::take(&mut hub.players);
         let mut sent = false;
+        let mut by: Option<Instant> = None;
         for sink in &players {
-            sent |= self.send_to(now, *sink, frame, has_video, q, false);
+            match self.send_to(now, *sink, frame, has_video, q, false) {
+                Some(Flush::By(t)) => {
+                    sent = true;
+                    by = Some(by.map_or(t, |b: Instant| b.max(t)));
+                }
+                Some(Flush::Now) => sent = true,
+                None => {}
+            }
         }
         if let Some(hub) = self.hubs.get_mut(name) {
             let mut players = players;
@@ -593,15 +602,15 @@ impl CoreRelay {
             hub.players = players;
         }
         if let (true, Some(born)) = (sent, frame.born) {
-            self.actions.push_back(Action::Delivered { born });
+            self.actions.push_back(Action::Delivered { born, by });
         }
     }
 
-    /// One sink's decision on one frame. Returns whether it was queued.
-    fn send_to(&mut self, now: Instant, sink: SinkId, frame: &Arc<Frame>, has_video: bool, q: &impl Backlog, join: bool) -> bool {
-        let Some(s) = self.sinks.get_mut(&sink) else { return false };
+    /// One sink's decision on one frame. Returns how soon it is written, if queued.
+    fn send_to(&mut self, now: Instant, sink: SinkId, frame: &Arc<Frame>, has_video: bool, q: &impl Backlog, join: bool) -> Option<Flush> {
+        let Some(s) = self.sinks.get_mut(&sink) else { return None };
         if s.evicted {
-            return false;
+            return None;
         }
         let queued = q.queued(sink);
         let was_started = s.player.is_started();
@@ -614,16 +623,16 @@ impl CoreRelay {
                     _ => Flush::Now,
                 };
                 self.actions.push_back(Action::Send { sink, ts, frame: Arc::clone(frame), flush });
-                true
+                Some(flush)
             }
-            Deliver::Skip => false,
+            Deliver::Skip => None,
             Deliver::Dropped(k) => {
                 match k {
                     DropKind::Inter => self.counters.drops_inter += 1,
                     DropKind::Keyframe => self.counters.drops_keyframe += 1,
                     DropKind::Audio => self.counters.drops_audio += 1,
                 }
-                false
+                None
             }
             Deliver::Evict => {
                 self.counters.evictions += 1;
@@ -635,7 +644,7 @@ impl CoreRelay {
                 self.actions.push_back(Action::Evict { sink, reason });
                 // The shell closes it and reports the leave; until then it gets nothing.
                 s.evicted = true;
-                false
+                None
             }
         }
     }

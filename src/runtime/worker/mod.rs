@@ -67,8 +67,6 @@ enum Timer {
     Relay(RelayTimer),
     /// Drive the WebRTC sessions' timers (ICE consent, DTLS retransmits, NACK, RTCP).
     RtcTick,
-    /// Write coalescing: the earliest held deadline is due.
-    WriteBatch,
     /// An RTMP connection may have been idle (no publish, no play) too long.
     Idle { idx: usize, gen: u32 },
     /// An RTMP publisher may have sent no media too long.
@@ -152,8 +150,8 @@ pub struct Worker {
     /// Connections with held media; entries whose `held` was cleared by an earlier
     /// flush are skipped.
     held: Vec<usize>,
-    /// The WriteBatch timer armed for this deadline.
-    batch_armed: Option<Instant>,
+    /// The earliest write deadline of a held connection (the poll timeout honours it).
+    next_write_at: Option<Instant>,
     /// Held media is written when the core is idle (default policy).
     write_early_when_idle: bool,
     /// Busy time in the current load window, and the window's start.
@@ -169,7 +167,7 @@ pub struct Worker {
     rtc: rtc::RtcState,
     /// Arrival times of the live frames queued to players this turn (one entry per
     /// frame, not per player), for the latency histogram after the writes.
-    queued_born: Vec<Instant>,
+    queued_born: Vec<(Instant, Option<Instant>)>,
     /// Scratch for socket reads, shared by every connection of this worker.
     read_buf: Vec<u8>,
     /// One descriptor held back so that accept can shed connections when the process
@@ -228,7 +226,7 @@ impl Worker {
             timers: TimerWheel::new(started),
             dirty: Vec::new(),
             held: Vec::new(),
-            batch_armed: None,
+            next_write_at: None,
             write_early_when_idle,
             busy: Duration::ZERO,
             load_window_start: started,
@@ -261,7 +259,13 @@ impl Worker {
             let timeout = if mesh_more {
                 Some(Duration::ZERO)
             } else {
-                self.timers.next_deadline().map(|d| d.saturating_duration_since(now()))
+                // Write deadlines are kept exactly (not on the wheel's 5 ms ticks): they
+                // are the latency bound of write coalescing.
+                let next = match (self.timers.next_deadline(), self.next_write_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|d| d.saturating_duration_since(now()))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -693,7 +697,7 @@ impl Worker {
                         self.doom(idx, reason, false);
                     }
                 }
-                Action::Delivered { born } => self.queued_born.push(born),
+                Action::Delivered { born, by } => self.queued_born.push((born, by)),
             }
         }
         let c = std::mem::take(&mut self.relay.counters);
@@ -894,8 +898,6 @@ impl Worker {
                 }
             }
             Timer::RtcTick => self.rtc_tick(now),
-            // flush_all at the end of this turn writes what is due.
-            Timer::WriteBatch => self.batch_armed = None,
             Timer::Relay(t) => {
                 self.relay.handle_timer(now, t);
                 self.apply_relay(now);
@@ -941,10 +943,12 @@ impl Worker {
     // ---- output and teardown ------------------------------------------------------
 
     /// Held connections whose deadline passed (or all of them, when the core is idle
-    /// under the default policy) are written this turn; the next deadline is armed.
-    fn release_held(&mut self, now: Instant) {
+    /// under the default policy) are written this turn; the next deadline is kept for
+    /// the poll timeout. Returns whether everything held was released.
+    fn release_held(&mut self, now: Instant) -> bool {
+        self.next_write_at = None;
         if self.held.is_empty() {
-            return;
+            return true;
         }
         let idle = self.write_early_when_idle && self.load < IDLE_LOAD;
         let mut next: Option<Instant> = None;
@@ -962,17 +966,13 @@ impl Worker {
                 self.held.push(idx);
             }
         }
-        if let Some(at) = next {
-            if self.batch_armed.is_none_or(|a| a > at) {
-                self.batch_armed = Some(at);
-                self.timers.insert(at, Timer::WriteBatch);
-            }
-        }
+        self.next_write_at = next;
+        next.is_none()
     }
 
     /// One writev batch per connection with output due this turn.
     fn flush_all(&mut self, now: Instant) {
-        self.release_held(now);
+        let all_released = self.release_held(now);
         let dirty = std::mem::take(&mut self.dirty);
         let mut out_bytes = 0u64;
         for idx in &dirty {
@@ -999,13 +999,17 @@ impl Worker {
         self.dirty.clear();
         WorkerStats::add(&self.shared.workers[self.id].bytes_out, out_bytes);
         if !self.queued_born.is_empty() {
-            // A second clock read, only in turns that wrote WebRTC media: the end of the
-            // writes is what server-added latency is measured to.
+            // A second clock read, only in turns that queued live media: a frame's latency
+            // ends when the last of its players' writes is done (now, or at its deadline).
             let written = super::now();
             let w = &self.shared.workers[self.id];
-            for b in self.queued_born.drain(..) {
-                w.record_latency(written.saturating_duration_since(b));
-            }
+            self.queued_born.retain(|&(born, by)| {
+                let done = all_released || by.is_none_or(|t| t <= now);
+                if done {
+                    w.record_latency(written.saturating_duration_since(born));
+                }
+                !done
+            });
         }
     }
 
