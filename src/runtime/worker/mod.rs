@@ -55,8 +55,11 @@ enum Timer {
     ConnDeadline { idx: usize, gen: u32 },
     /// The grace window of a stream whose publisher left.
     Grace(Arc<str>),
-    /// Drive the WebRTC sessions' timers (ICE consent, DTLS retransmits, NACK, RTCP).
-    RtcTick,
+    /// A WebRTC session's next deadline (its `poll_timeout`): ICE, DTLS retransmit,
+    /// NACK, RTCP. Stale when the slot's generation or the armed deadline moved on.
+    RtcSession { slot: usize, gen: u32, at: Instant },
+    /// The keep-alive ping on a signaling WebSocket.
+    WsPing { idx: usize, gen: u32 },
     /// `--write-batch-ms`: write the media held for players.
     WriteBatch,
 }
@@ -922,7 +925,8 @@ impl Worker {
                     self.doom(idx, "timed out before completing its handshake or request".into(), true);
                 }
             }
-            Timer::RtcTick => self.rtc_tick(now),
+            Timer::RtcSession { slot, gen, at } => self.rtc_timeout(now, slot, gen, at),
+            Timer::WsPing { idx, gen } => self.ws_ping(now, idx, gen),
             Timer::WriteBatch => self.release_held(),
             Timer::Grace(name) => {
                 let Some(hub) = self.hubs.get_mut(&name) else { return };
