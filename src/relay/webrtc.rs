@@ -985,7 +985,7 @@ impl RtcSession {
             at.add(self.created.checked_add(CONNECT_TIMEOUT));
             return at.0;
         };
-        at.add(self.last_rtp.unwrap_or(self.created).checked_add(RTP_INACTIVITY));
+        at.add(self.last_rtp.unwrap_or(connected).checked_add(RTP_INACTIVITY));
         for r in [self.video.as_ref().and_then(|v| v.recv.as_ref()), self.audio.as_ref().and_then(|a| a.recv.as_ref())]
             .into_iter()
             .flatten()
@@ -1021,13 +1021,13 @@ impl RtcSession {
         if self.failed {
             return;
         }
-        if self.connected.is_none() {
+        let Some(connected) = self.connected else {
             if now.saturating_duration_since(self.created) >= CONNECT_TIMEOUT {
                 self.fail(if self.remote.is_some() { RtcError::DtlsFailed } else { RtcError::IceTimeout });
             }
             return;
-        }
-        if now.saturating_duration_since(self.last_rtp.unwrap_or(self.created)) >= RTP_INACTIVITY {
+        };
+        if now.saturating_duration_since(self.last_rtp.unwrap_or(connected)) >= RTP_INACTIVITY {
             self.fail(RtcError::RtpInactivity);
             return;
         }
@@ -1125,6 +1125,19 @@ fn srtp_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), String> 
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_reasons_index_their_counters_and_have_distinct_labels() {
+        for (i, d) in RtcDrop::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i, "{d:?} out of order in ALL");
+        }
+        let mut labels: Vec<_> = RtcDrop::ALL.iter().map(|d| d.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), RtcDrop::ALL.len());
+        assert_eq!(RtcDrop::from(SrtpError::Replay), RtcDrop::SrtpReplay);
+        assert_eq!(RtcDrop::from(IceDrop::Indication).label(), "stun_indication");
+    }
 
     #[test]
     fn toffset_is_24_bit_signed_90khz_ticks_within_bounds() {
