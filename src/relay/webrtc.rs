@@ -2,8 +2,12 @@
 //! NACK, RTX, loss → PLI), depacketization, and the stream timeline, turning
 //! a browser's H.264 and Opus into FLV messages for the stream hub.
 //!
-//! Sans-IO: the worker feeds datagrams and timeouts with `now` and drains
-//! datagrams to send and events.
+//! Sans-IO: the worker feeds datagrams (`handle_datagram`, which says why it
+//! discarded one: `RtcDrop`) and timeouts (`handle_timeout`, at `poll_timeout`)
+//! with `now`, runs the Opus → AAC transcoder in its own call
+//! (`handle_transcode`, so that the worker can time it), and drains datagrams
+//! to send and events. The session reads no clock; why it ended is an
+//! `RtcError`, which the signaling paths turn into their own words.
 //!
 //! Timeline: one per session, from the first media packet, using the SDP
 //! clock rates (90 kHz video, 48 kHz Opus): each track is anchored once at its
