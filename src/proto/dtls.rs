@@ -56,7 +56,10 @@ impl DtlsIdentity {
         let cert = params.self_signed(&key).map_err(|_| DtlsError::Certificate("self-signing failed"))?;
         let der = cert.der().to_vec();
         let fingerprint = format_fingerprint(&Sha256::digest(&der));
+        // RustCrypto, named rather than left to feature order: a build that also turns on
+        // dimpl's aws-lc-rs (str0m in our dev-dependencies does) would otherwise prefer it.
         let config = dimpl::Config::builder()
+            .with_crypto_provider(dimpl::crypto::rust_crypto::default_provider())
             .require_client_certificate(true)
             .build()
             .map_err(|_| DtlsError::Certificate("DTLS config rejected"))?;

@@ -234,6 +234,8 @@ struct Hole {
 pub struct RtpReceiver {
     clock_rate: u32,
     max_wait: Duration,
+    /// Holes are NACKed (off: only waited for, then given up).
+    nack: bool,
     ext: SeqExtender,
     slots: Vec<Slot>,
     started: bool,
@@ -277,6 +279,7 @@ impl RtpReceiver {
         RtpReceiver {
             clock_rate,
             max_wait,
+            nack: true,
             ext: SeqExtender::new(),
             slots: (0..REORDER_SLOTS).map(|_| Slot::Empty).collect(),
             started: false,
@@ -429,12 +432,18 @@ impl RtpReceiver {
         }
     }
 
+    /// Never NACK: holes are only waited for `max_wait`, then given up (for a track
+    /// whose sender was not offered NACK, or where a late packet is worth little).
+    pub fn disable_nack(&mut self) {
+        self.nack = false;
+    }
+
     /// Earliest instant at which a NACK retry or a give-up is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.holes
             .iter()
             .flat_map(|h| {
-                let nack = (h.nacks < MAX_NACKS_PER_HOLE).then_some(h.next_nack);
+                let nack = (self.nack && h.nacks < MAX_NACKS_PER_HOLE).then_some(h.next_nack);
                 let give_up = Some(h.first_seen.checked_add(self.max_wait).unwrap_or(h.first_seen));
                 nack.into_iter().chain(give_up)
             })
@@ -485,6 +494,9 @@ impl RtpReceiver {
     /// [`poll_nack`](Self::poll_nack) appending to a caller's vector; returns
     /// whether anything was appended.
     pub fn poll_nack_into(&mut self, now: Instant, out: &mut Vec<u16>) -> bool {
+        if !self.nack {
+            return false;
+        }
         let interval = self.rtt.max(MIN_NACK_INTERVAL);
         let mut any = false;
         for h in self.holes.iter_mut() {

@@ -108,6 +108,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::sdp::SdpError;
+
 /// Largest signaling message accepted (a Chrome offer is 5–20 KB).
 pub const MAX_SIGNAL_MESSAGE: usize = 128 * 1024;
 /// Longest stream name accepted, in bytes.
@@ -137,6 +139,75 @@ pub const INFO_FAILED_BY_RTMP_WRITER_ERROR: &str = "Failed by RTMP writer error"
 pub const INFO_STOPPED_BY_PUBLISHER_STOP: &str = "Stopped by publisher stop";
 pub const INFO_STOPPED_BY_SESSION_DISCONNECT: &str = "Stopped by session disconnect";
 pub const INFO_FAILED_BY_ERROR: &str = "Failed by error";
+
+/// Why a WebRTC publish could not start, or why it ended: the session core's verdict
+/// (`relay::webrtc::RtcSession`), told to the client in the words of the path it came by.
+/// Flashphoner clients get [`RtcError::info`] in a `notifyStreamStatusEvent` (FAILED, or
+/// UNPUBLISHED when [`RtcError::is_failure`] is false); WHIP clients get
+/// [`RtcError::http_status`] for a refused offer (later failures have no WHIP message:
+/// the resource just ends). It lives here, below the relay, because it is this
+/// vocabulary the two signaling paths share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtcError {
+    /// The offer does not parse, or lacks what WebRTC needs (ICE credentials, fingerprint).
+    BadOffer(SdpError),
+    /// Nothing offered can be carried to RTMP.
+    NoCommonCodecs,
+    /// The AAC encoder for the stream's Opus audio could not be set up.
+    AudioEncoder,
+    /// No ICE nomination within the connect timeout (RFC 8445 §2.5: we are lite and wait).
+    IceTimeout,
+    /// ICE consent lost: no check from the selected address for 30 s (RFC 7675 §5.1).
+    IceConsentLost,
+    /// The DTLS handshake failed or did not finish in time, or its keys were unusable.
+    DtlsFailed,
+    /// The peer's certificate does not hash to the offer's fingerprint (RFC 8122 §5).
+    DtlsFingerprint,
+    /// No RTP for the inactivity limit after DTLS came up.
+    RtpInactivity,
+    /// The peer closed DTLS (close_notify): it stopped publishing. Not a failure.
+    PeerClosed,
+}
+
+impl RtcError {
+    /// The status `info` a Flashphoner client gets (SDK `STREAM_STATUS_INFO` spellings).
+    pub fn info(&self) -> std::borrow::Cow<'static, str> {
+        let s = match self {
+            RtcError::BadOffer(e) => return format!("Bad SDP offer: {e}").into(),
+            RtcError::NoCommonCodecs => INFO_NO_COMMON_CODECS,
+            RtcError::AudioEncoder => INFO_FAILED_BY_ERROR,
+            RtcError::IceTimeout | RtcError::IceConsentLost => INFO_FAILED_BY_ICE_TIMEOUT,
+            RtcError::DtlsFailed => INFO_FAILED_BY_DTLS_ERROR,
+            RtcError::DtlsFingerprint => INFO_FAILED_BY_DTLS_FINGERPRINT_ERROR,
+            RtcError::RtpInactivity => INFO_FAILED_BY_RTP_ACTIVITY,
+            RtcError::PeerClosed => INFO_STOPPED_BY_PUBLISHER_STOP,
+        };
+        s.into()
+    }
+
+    /// FAILED (true) or UNPUBLISHED (false) for the stream status.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, RtcError::PeerClosed)
+    }
+
+    /// Status code and reason phrase for a WHIP POST the session refused (RFC 9725 §4.2
+    /// leaves the codes to HTTP: 406 when no codec fits, 400 for an unusable offer).
+    pub fn http_status(&self) -> (u16, &'static str) {
+        match self {
+            RtcError::NoCommonCodecs => (406, "Not Acceptable"),
+            RtcError::AudioEncoder => (500, "Internal Server Error"),
+            _ => (400, "Bad Request"),
+        }
+    }
+}
+
+impl std::fmt::Display for RtcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.info())
+    }
+}
+
+impl std::error::Error for RtcError {}
 
 /// Why a client message was refused. The session answers with [`fail`] and goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -679,5 +750,21 @@ mod tests {
                 .collect();
             let _ = parse_client_msg(&text);
         }
+    }
+
+    #[test]
+    fn rtc_errors_speak_flashphoner_and_http() {
+        // The SDK compares these spellings (constants.STREAM_STATUS_INFO).
+        assert_eq!(RtcError::IceTimeout.info(), "Failed by ICE timeout");
+        assert_eq!(RtcError::IceConsentLost.info(), "Failed by ICE timeout");
+        assert_eq!(RtcError::DtlsFailed.info(), "Failed by DTLS error");
+        assert_eq!(RtcError::DtlsFingerprint.info(), "Failed by DTLS fingerprint error");
+        assert_eq!(RtcError::RtpInactivity.info(), "Failed by RTP activity");
+        assert_eq!(RtcError::NoCommonCodecs.info(), "No common codecs");
+        assert_eq!(RtcError::PeerClosed.info(), "Stopped by publisher stop");
+        assert_eq!(RtcError::BadOffer(SdpError::NotSdp).info(), "Bad SDP offer: SDP does not start with v=0");
+        assert!(RtcError::RtpInactivity.is_failure() && !RtcError::PeerClosed.is_failure());
+        assert_eq!(RtcError::NoCommonCodecs.http_status(), (406, "Not Acceptable"));
+        assert_eq!(RtcError::BadOffer(SdpError::NotBundled).http_status(), (400, "Bad Request"));
     }
 }

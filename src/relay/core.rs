@@ -608,7 +608,7 @@ impl CoreRelay {
 
     /// One sink's decision on one frame. Returns how soon it is written, if queued.
     fn send_to(&mut self, now: Instant, sink: SinkId, frame: &Arc<Frame>, has_video: bool, q: &impl Backlog, join: bool) -> Option<Flush> {
-        let Some(s) = self.sinks.get_mut(&sink) else { return None };
+        let s = self.sinks.get_mut(&sink)?;
         if s.evicted {
             return None;
         }

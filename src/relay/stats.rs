@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use super::webrtc::RtcDrop;
+
 /// Per-worker counters and gauges (`/metrics`).
 #[derive(Default, Debug)]
 pub struct WorkerStats {
@@ -37,6 +39,8 @@ pub struct WorkerStats {
     /// last RTMP chunk) in → its FLV message written to player sockets (cumulative-style buckets of `LATENCY_BUCKETS_MS`).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     pub latency_sum_us: AtomicU64,
+    /// WebRTC datagrams discarded, by reason (`RtcDrop::index`).
+    pub webrtc_dropped: [AtomicU64; RtcDrop::ALL.len()],
 }
 
 /// Upper bounds (ms) of the latency histogram buckets; the last bucket is +Inf.
@@ -44,6 +48,13 @@ pub const LATENCY_BUCKETS_MS: [f64; 19] =
     [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
 
 impl WorkerStats {
+    /// Count one WebRTC datagram discarded for `why`.
+    pub fn webrtc_drop(&self, why: RtcDrop) {
+        if let Some(c) = self.webrtc_dropped.get(why.index()) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Count one latency sample.
     pub fn record_latency(&self, d: std::time::Duration) {
         let ms = d.as_secs_f64() * 1000.0;

@@ -2,8 +2,12 @@
 //! NACK, RTX, loss → PLI), depacketization, and the stream timeline, turning
 //! a browser's H.264 and Opus into FLV messages for the stream hub.
 //!
-//! Sans-IO: the worker feeds datagrams and timeouts with `now` and drains
-//! datagrams to send and events.
+//! Sans-IO: the worker feeds datagrams (`handle_datagram`, which says why it
+//! discarded one: `RtcDrop`) and timeouts (`handle_timeout`, at `poll_timeout`)
+//! with `now`, runs the Opus → AAC transcoder in its own call
+//! (`handle_transcode`, so that the worker can time it), and drains datagrams
+//! to send and events. The session reads no clock; why it ended is an
+//! `RtcError`, which the signaling paths turn into their own words.
 //!
 //! Timeline: one per session, from the first media packet, using the SDP
 //! clock rates (90 kHz video, 48 kHz Opus): each track is anchored once at its
@@ -27,11 +31,11 @@ use crate::proto::depack::h264::H264Depacketizer;
 use crate::proto::depack::opus::OpusDepacketizer;
 use crate::proto::depack::{Pushed, RtpView};
 use crate::proto::dtls::{DtlsEvent, DtlsIdentity, DtlsServer, SrtpKeys, SrtpSuite};
-use crate::proto::ice::{IceEvent, IceLite};
+use crate::proto::ice::{IceAnswer, IceDrop, IceEvent, IceLite};
 use crate::proto::rtmp::{amf::Value, amf0};
-use crate::proto::rtp_recv::{RtpReceiver, TwccRecorder};
+use crate::proto::rtp_recv::{RecvError, RtpReceiver, TwccRecorder};
 use crate::proto::sdp::{self, CodecPrefs, LocalParams, SdpAudioCodec, SdpError};
-use crate::proto::srtp::{SrtpContext, SrtpProfile};
+use crate::proto::srtp::{SrtpContext, SrtpError, SrtpProfile};
 use crate::proto::{rtcp, rtp, stun};
 use crate::relay::srsync::{self, shifted, SrSync, TrackClock};
 use crate::relay::StreamStats;
@@ -45,36 +49,151 @@ const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// Periodic keyframe request so the GOP cache stays fresh (PROTOCOL-NOTES: about 2 s).
 const PLI_PERIODIC: Duration = Duration::from_secs(2);
 const RR_INTERVAL: Duration = Duration::from_secs(1);
-const TWCC_INTERVAL: Duration = Duration::from_millis(50);
+/// Transport-cc feedback packets sent per timeout at most; a larger backlog goes on the
+/// next one (the recorder says it is due at once).
+const TWCC_BURST: usize = 8;
 /// Datagrams queued for sending, at most.
 const MAX_TRANSMIT: usize = 256;
+/// Opus packets waiting for the shell to run the transcoder (`handle_transcode`), at
+/// most: one second of 20 ms packets. The shell runs it after every input, so this only
+/// guards against a shell that does not; past it the oldest packet is dropped.
+const MAX_TRANSCODE_BACKLOG: usize = 50;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RtcError {
-    NoCommonCodecs,
-    BadOffer(String),
-    Dtls(String),
-}
-
-impl RtcError {
-    /// The text a Flashphoner client or WHIP client gets.
-    pub fn info(&self) -> String {
-        match self {
-            RtcError::NoCommonCodecs => "No common codecs".into(),
-            RtcError::BadOffer(s) => format!("Bad SDP offer: {s}"),
-            RtcError::Dtls(s) => s.clone(),
-        }
-    }
-}
+pub use crate::proto::signaling::RtcError;
 
 #[derive(Debug)]
 pub enum RtcEvent {
     /// ICE nominated and DTLS-SRTP up: the stream is publishing.
     Connected,
-    /// The session is over; the info string is the Flashphoner status info.
-    Failed(&'static str),
+    /// The session is over (failed, or the peer closed it); nothing more will come.
+    Ended(RtcError),
     /// An FLV message for the stream hub.
     Media(Frame),
+}
+
+/// Why the session discarded a datagram. Never fatal: the shell counts it per reason
+/// (`/metrics` `rtcbridge_webrtc_dropped_total`) and the session goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RtcDrop {
+    /// No session owns the datagram (unknown ICE ufrag, unknown source address). Counted
+    /// by the shell, which routes datagrams to sessions.
+    UnknownSession,
+    /// The session has ended; the datagram came before the shell removed it.
+    SessionEnded,
+    /// The first byte matches no protocol of RFC 7983 §7.
+    NotDemuxed,
+    /// STUN that does not parse (RFC 5389 §6).
+    StunMalformed,
+    /// STUN with a wrong FINGERPRINT (RFC 5389 §7.3), an indication, or a response
+    /// (a lite agent sends no requests).
+    StunBadFingerprint,
+    StunIndication,
+    StunResponse,
+    /// DTLS or SRTP from an address that passed no ICE check (RFC 8445 §7.3 valid pairs).
+    UnvalidatedSource,
+    /// SRTP/SRTCP before DTLS gave the keys.
+    BeforeKeys,
+    /// SRTP/SRTCP whose authentication tag fails (RFC 3711 §3.3 step 5).
+    SrtpAuth,
+    /// SRTP/SRTCP replayed or older than the replay window (RFC 3711 §3.3.2).
+    SrtpReplay,
+    /// SRTP/SRTCP too short, too long or not version 2.
+    SrtpMalformed,
+    /// RTP whose header does not parse (RFC 3550 §5.1).
+    RtpMalformed,
+    /// RTP with a payload type the answer did not accept.
+    RtpUnknownPayloadType,
+    /// RTP already received, or arriving after it was given up as lost.
+    RtpDuplicate,
+    RtpLate,
+    /// RTP payload over an Ethernet MTU.
+    RtpTooLarge,
+    /// RTP after a large sequence jump, held until the next packet confirms a restart.
+    RtpSeqJump,
+}
+
+impl RtcDrop {
+    /// Every reason, in `index` order.
+    pub const ALL: [RtcDrop; 18] = [
+        RtcDrop::UnknownSession,
+        RtcDrop::SessionEnded,
+        RtcDrop::NotDemuxed,
+        RtcDrop::StunMalformed,
+        RtcDrop::StunBadFingerprint,
+        RtcDrop::StunIndication,
+        RtcDrop::StunResponse,
+        RtcDrop::UnvalidatedSource,
+        RtcDrop::BeforeKeys,
+        RtcDrop::SrtpAuth,
+        RtcDrop::SrtpReplay,
+        RtcDrop::SrtpMalformed,
+        RtcDrop::RtpMalformed,
+        RtcDrop::RtpUnknownPayloadType,
+        RtcDrop::RtpDuplicate,
+        RtcDrop::RtpLate,
+        RtcDrop::RtpTooLarge,
+        RtcDrop::RtpSeqJump,
+    ];
+
+    /// Position in [`RtcDrop::ALL`] (and in the shell's counter array).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The Prometheus `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RtcDrop::UnknownSession => "unknown_session",
+            RtcDrop::SessionEnded => "session_ended",
+            RtcDrop::NotDemuxed => "not_demuxed",
+            RtcDrop::StunMalformed => "stun_malformed",
+            RtcDrop::StunBadFingerprint => "stun_bad_fingerprint",
+            RtcDrop::StunIndication => "stun_indication",
+            RtcDrop::StunResponse => "stun_response",
+            RtcDrop::UnvalidatedSource => "unvalidated_source",
+            RtcDrop::BeforeKeys => "before_keys",
+            RtcDrop::SrtpAuth => "srtp_auth",
+            RtcDrop::SrtpReplay => "srtp_replay",
+            RtcDrop::SrtpMalformed => "srtp_malformed",
+            RtcDrop::RtpMalformed => "rtp_malformed",
+            RtcDrop::RtpUnknownPayloadType => "rtp_unknown_payload_type",
+            RtcDrop::RtpDuplicate => "rtp_duplicate",
+            RtcDrop::RtpLate => "rtp_late",
+            RtcDrop::RtpTooLarge => "rtp_too_large",
+            RtcDrop::RtpSeqJump => "rtp_seq_jump",
+        }
+    }
+}
+
+impl From<IceDrop> for RtcDrop {
+    fn from(d: IceDrop) -> Self {
+        match d {
+            IceDrop::BadFingerprint => RtcDrop::StunBadFingerprint,
+            IceDrop::Indication => RtcDrop::StunIndication,
+            IceDrop::Response => RtcDrop::StunResponse,
+        }
+    }
+}
+
+impl From<SrtpError> for RtcDrop {
+    fn from(e: SrtpError) -> Self {
+        match e {
+            SrtpError::AuthFailed => RtcDrop::SrtpAuth,
+            SrtpError::Replay => RtcDrop::SrtpReplay,
+            _ => RtcDrop::SrtpMalformed,
+        }
+    }
+}
+
+impl From<RecvError> for RtcDrop {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::PayloadTooLarge { .. } => RtcDrop::RtpTooLarge,
+            RecvError::Duplicate { .. } => RtcDrop::RtpDuplicate,
+            RecvError::Late { .. } => RtcDrop::RtpLate,
+            RecvError::SeqJump { .. } => RtcDrop::RtpSeqJump,
+        }
+    }
 }
 
 struct VideoTrack {
@@ -105,6 +224,9 @@ struct AudioTrack {
     depack: OpusDepacketizer,
     /// Opus → AAC-LC, once per stream (absent with `--audio none`).
     aac: Option<OpusToAac>,
+    /// Opus packets for `aac`, with the timeline shift (srsync.rs) in force when each
+    /// arrived; transcoded when the shell calls `handle_transcode`.
+    transcode: VecDeque<(u64, Vec<u8>, i64)>,
     /// Also send Enhanced RTMP Opus to players that asked for it (`--audio opus`).
     opus_out: bool,
     /// G.711 from the browser: passed through as FLV SoundFormat 7 (A-law) or 8 (µ-law),
@@ -151,19 +273,16 @@ pub struct RtcSession {
     twcc: Option<(u8, TwccRecorder)>,
     local_ssrc: u32,
     created: Instant,
-    connected: bool,
+    /// When DTLS-SRTP came up (`None` before): the periodic RTCP starts from it.
+    connected: Option<Instant>,
     failed: bool,
     first_media: Option<Instant>,
     last_rtp: Option<Instant>,
     last_pli: Option<Instant>,
     last_rr: Option<Instant>,
-    last_twcc: Option<Instant>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<RtcEvent>,
     stats: Arc<StreamStats>,
-    /// Clock for timing the Opus → AAC transcoder (`/api/streams` transcode time),
-    /// supplied by the runtime; `None` (tests) leaves transcode time unmeasured.
-    transcode_clock: Option<fn() -> Instant>,
     /// Video size, once the SPS is known (for metadata).
     dims: Option<(u32, u32)>,
     /// The metadata sent so far lists audio.
@@ -226,11 +345,11 @@ impl RtcSession {
         stats: Arc<StreamStats>,
         audio_mode: AudioMode,
     ) -> Result<Self, RtcError> {
-        let offer = sdp::parse_offer(offer_text).map_err(|e| RtcError::BadOffer(e.to_string()))?;
+        let offer = sdp::parse_offer(offer_text).map_err(RtcError::BadOffer)?;
         let prefs = CodecPrefs { allow_g711: true, require_video_codec: true };
         let neg = sdp::negotiate(&offer, &prefs).map_err(|e| match e {
             SdpError::NoCommonCodecs => RtcError::NoCommonCodecs,
-            other => RtcError::BadOffer(other.to_string()),
+            other => RtcError::BadOffer(other),
         })?;
         let mut seed = seed | 1;
         let ufrag = token(&mut seed, 8);
@@ -276,10 +395,7 @@ impl RtcSession {
                         // mono audio costs ~1.5x the mono one for nothing (perf/micro.rs
                         // opus_to_aac: 98 against 64 µs per 20 ms packet).
                         let ch: u8 = if a.stereo { 2 } else { 1 };
-                        Some(
-                            OpusToAac::new(ch, BITRATE_PER_CHANNEL * u32::from(ch))
-                                .map_err(|e| RtcError::BadOffer(format!("AAC encoder: {e}")))?,
-                        )
+                        Some(OpusToAac::new(ch, BITRATE_PER_CHANNEL * u32::from(ch)).map_err(|_| RtcError::AudioEncoder)?)
                     }
                 };
                 Some(AudioTrack {
@@ -289,6 +405,7 @@ impl RtcSession {
                     recv: None,
                     depack: OpusDepacketizer::new(),
                     aac,
+                    transcode: VecDeque::new(),
                     opus_out: audio_mode == AudioMode::Opus && a.codec == SdpAudioCodec::Opus,
                     g711,
                     first: None,
@@ -324,17 +441,15 @@ impl RtcSession {
             twcc: twcc_id.map(|id| (id, TwccRecorder::new())),
             local_ssrc: (seed >> 3) as u32 | 1,
             created: now,
-            connected: false,
+            connected: None,
             failed: false,
             first_media: None,
             last_rtp: None,
             last_pli: None,
             last_rr: None,
-            last_twcc: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats,
-            transcode_clock: None,
             dims: None,
             meta_has_audio: false,
             sr_sync: SrSync::new(),
@@ -367,72 +482,77 @@ impl RtcSession {
         }
     }
 
-    fn fail(&mut self, info: &'static str) {
+    fn fail(&mut self, why: RtcError) {
         if !self.failed {
             self.failed = true;
-            self.events.push_back(RtcEvent::Failed(info));
+            self.events.push_back(RtcEvent::Ended(why));
         }
     }
 
     /// One UDP datagram from `from` (RFC 7983 demultiplexing on the first byte).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: &mut [u8]) {
+    /// `Err` says why it was discarded, for the shell to count; the session goes on.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: &mut [u8]) -> Result<(), RtcDrop> {
         if self.failed {
-            return;
+            return Err(RtcDrop::SessionEnded);
         }
         match d.first().copied() {
             Some(0..=3) => self.handle_stun(now, from, d),
             Some(20..=63) => {
                 if !self.ice.is_valid_remote(from) {
-                    return;
+                    return Err(RtcDrop::UnvalidatedSource);
                 }
                 if let Err(e) = self.dtls.handle_datagram(d) {
                     crate::info!("webrtc {from}: {e}");
                     self.fail(if matches!(e, crate::proto::dtls::DtlsError::FingerprintMismatch) {
-                        crate::proto::signaling::INFO_FAILED_BY_DTLS_FINGERPRINT_ERROR
+                        RtcError::DtlsFingerprint
                     } else {
-                        crate::proto::signaling::INFO_FAILED_BY_DTLS_ERROR
+                        RtcError::DtlsFailed
                     });
-                    return;
+                    return Ok(());
                 }
                 self.drain_dtls(now, from);
+                Ok(())
             }
             Some(128..=191) => {
                 if Some(from) != self.remote && !self.ice.is_valid_remote(from) {
-                    return;
+                    return Err(RtcDrop::UnvalidatedSource);
                 }
                 if rtp::is_rtcp(d) {
-                    self.handle_rtcp(now, d);
+                    self.handle_rtcp(now, d)
                 } else {
-                    self.handle_rtp(now, d);
+                    self.handle_rtp(now, d)
                 }
             }
-            _ => {}
+            _ => Err(RtcDrop::NotDemuxed),
         }
     }
 
-    fn handle_stun(&mut self, now: Instant, from: SocketAddr, d: &[u8]) {
-        let Ok(msg) = stun::parse(d) else { return };
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<(), RtcDrop> {
+        let msg = stun::parse(d).map_err(|_| RtcDrop::StunMalformed)?;
         let mut out = Vec::new();
-        if self.ice.handle_stun(now, from, &msg, &mut out).is_err() {
-            return;
-        }
+        // `Err` only once the agent has ended, and then the session has too.
+        let answer = self.ice.handle_stun(now, from, &msg, &mut out).map_err(|_| RtcDrop::SessionEnded)?;
         if !out.is_empty() {
             self.send(from, out);
         }
         self.drain_ice();
+        match answer {
+            IceAnswer::Dropped(why) => Err(why.into()),
+            IceAnswer::Respond | IceAnswer::Nominated { .. } | IceAnswer::Rejected { .. } => Ok(()),
+        }
     }
 
     fn drain_ice(&mut self) {
         while let Some(ev) = self.ice.poll_event() {
             match ev {
                 IceEvent::Nominated { remote } => self.remote = Some(remote),
-                IceEvent::Disconnected => self.fail(crate::proto::signaling::INFO_FAILED_BY_ICE_TIMEOUT),
-                IceEvent::Failed => self.fail(crate::proto::signaling::INFO_FAILED_BY_ICE_TIMEOUT),
+                IceEvent::Disconnected => self.fail(RtcError::IceConsentLost),
+                IceEvent::Failed => self.fail(RtcError::IceTimeout),
             }
         }
     }
 
-    fn drain_dtls(&mut self, _now: Instant, to: SocketAddr) {
+    fn drain_dtls(&mut self, now: Instant, to: SocketAddr) {
         while let Some(p) = self.dtls.poll_transmit() {
             self.send(to, p);
         }
@@ -442,25 +562,25 @@ impl RtcSession {
                     Ok((i, o)) => {
                         self.srtp_in = Some(i);
                         self.srtp_out = Some(o);
-                        if !self.connected {
-                            self.connected = true;
+                        if self.connected.is_none() {
+                            self.connected = Some(now);
                             self.events.push_back(RtcEvent::Connected);
                         }
                     }
                     Err(e) => {
                         crate::info!("webrtc {to}: SRTP setup failed: {e}");
-                        self.fail(crate::proto::signaling::INFO_FAILED_BY_DTLS_ERROR);
+                        self.fail(RtcError::DtlsFailed);
                     }
                 },
-                DtlsEvent::Closed => self.fail(crate::proto::signaling::INFO_STOPPED_BY_PUBLISHER_STOP),
+                DtlsEvent::Closed => self.fail(RtcError::PeerClosed),
             }
         }
     }
 
-    fn handle_rtcp(&mut self, now: Instant, d: &mut [u8]) {
-        let Some(ctx) = self.srtp_in.as_mut() else { return };
-        let Ok(len) = ctx.unprotect_rtcp(d) else { return };
-        let Some(plain) = d.get(..len) else { return };
+    fn handle_rtcp(&mut self, now: Instant, d: &mut [u8]) -> Result<(), RtcDrop> {
+        let ctx = self.srtp_in.as_mut().ok_or(RtcDrop::BeforeKeys)?;
+        let len = ctx.unprotect_rtcp(d)?;
+        let plain = d.get(..len).ok_or(RtcDrop::SrtpMalformed)?;
         let mut got_sr = false;
         for pkt in rtcp::parse(plain) {
             let Ok(rtcp::RtcpPacket::SenderReport { info, .. }) = pkt else { continue };
@@ -485,6 +605,7 @@ impl RtcSession {
         if got_sr {
             self.update_sr_sync();
         }
+        Ok(())
     }
 
     /// Feed the sender's current A/V mapping to the sync and publish what it says:
@@ -505,11 +626,11 @@ impl RtcSession {
         self.stats.av_sr_shift_ms.store(self.sr_sync.shift_ms(), Relaxed);
     }
 
-    fn handle_rtp(&mut self, now: Instant, d: &mut [u8]) {
-        let Some(ctx) = self.srtp_in.as_mut() else { return };
-        let Ok(len) = ctx.unprotect_rtp(d) else { return };
-        let Some(plain) = d.get(..len) else { return };
-        let Ok(pkt) = rtp::parse(plain) else { return };
+    fn handle_rtp(&mut self, now: Instant, d: &mut [u8]) -> Result<(), RtcDrop> {
+        let ctx = self.srtp_in.as_mut().ok_or(RtcDrop::BeforeKeys)?;
+        let len = ctx.unprotect_rtp(d)?;
+        let plain = d.get(..len).ok_or(RtcDrop::SrtpMalformed)?;
+        let pkt = rtp::parse(plain).map_err(|_| RtcDrop::RtpMalformed)?;
         self.last_rtp = Some(now);
         self.first_media.get_or_insert(now);
         self.stats.rtp_packets.fetch_add(1, Relaxed);
@@ -526,7 +647,7 @@ impl RtcSession {
                 let (seq, payload) = if Some(pt) == v.rtx_pt {
                     match crate::proto::rtp_recv::unwrap_rtx(pkt.payload) {
                         Some(x) => x,
-                        None => return, // RTX padding probe
+                        None => return Ok(()), // RTX padding probe: bandwidth probing, not media
                     }
                 } else {
                     if v.ssrc != Some(pkt.ssrc) {
@@ -538,25 +659,70 @@ impl RtcSession {
                     (pkt.seq, pkt.payload)
                 };
                 let recv = v.recv.get_or_insert_with(|| RtpReceiver::new(90_000, now));
-                let _ = recv.handle_packet(now, seq, pkt.ts, pkt.marker, payload);
+                let r = recv.handle_packet(now, seq, pkt.ts, pkt.marker, payload);
                 self.pump_video(now);
-                return;
+                return r.map_err(RtcDrop::from);
             }
         }
         if let Some(a) = self.audio.as_mut() {
             if pt == a.pt {
                 a.ssrc = Some(pkt.ssrc);
-                let recv = a.recv.get_or_insert_with(|| RtpReceiver::new(a.clock, now));
-                let _ = recv.handle_packet(now, pkt.seq, pkt.ts, pkt.marker, pkt.payload);
+                let recv = a.recv.get_or_insert_with(|| {
+                    // Audio holes are waited for, not NACKed: a late Opus packet is
+                    // worth less than the delay of asking for it.
+                    let mut r = RtpReceiver::new(a.clock, now);
+                    r.disable_nack();
+                    r
+                });
+                let r = recv.handle_packet(now, pkt.seq, pkt.ts, pkt.marker, pkt.payload);
                 self.pump_audio(now);
+                return r.map_err(RtcDrop::from);
             }
         }
+        Err(RtcDrop::RtpUnknownPayloadType)
+    }
+
+    /// True when Opus packets wait for the transcoder: the shell should call
+    /// [`handle_transcode`](Self::handle_transcode) (and may time it).
+    pub fn transcode_pending(&self) -> bool {
+        self.audio.as_ref().is_some_and(|a| !a.transcode.is_empty())
+    }
+
+    /// Run the Opus → AAC transcoder over the packets received since the last call and
+    /// queue the AAC frames it finishes as media events. Returns how many Opus packets
+    /// it transcoded. The CPU-heavy step of the session is its own call so that the
+    /// shell can time it (`/api/streams` transcode cost) without the core reading a clock.
+    pub fn handle_transcode(&mut self, now: Instant) -> usize {
+        let mut out = Vec::new();
+        let done = self.transcode_into(now, &mut out);
+        self.events.extend(out.into_iter().map(RtcEvent::Media));
+        done
+    }
+
+    fn transcode_into(&mut self, now: Instant, out: &mut Vec<Frame>) -> usize {
+        let mut done = 0;
+        if let Some(a) = self.audio.as_mut() {
+            let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
+            let first_ms = a.first.map_or(0, |(_, m)| m);
+            if let Some(t) = a.aac.as_mut() {
+                while let Some((ts, data, shift)) = a.transcode.pop_front() {
+                    let _ = t.push_opus(ts, &data);
+                    drain_aac(t, first_ms + shift, &mut a.last_ms, now, audience, out);
+                    done += 1;
+                }
+            }
+        }
+        if done > 0 {
+            self.note_av_offset();
+        }
+        done
     }
 
     /// The session is ending: the last AAC frames still inside the encoder (its
     /// codec delay, ~43 ms), for the hub before it is told the stream stopped.
     pub fn finish(&mut self, now: Instant) -> Vec<Frame> {
         let mut out = Vec::new();
+        self.transcode_into(now, &mut out);
         let Some(a) = self.audio.as_mut() else { return out };
         let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
         if let Some(t) = a.aac.as_mut() {
@@ -566,13 +732,6 @@ impl RtcSession {
             }
         }
         out
-    }
-
-    /// Time the Opus → AAC transcoder with `clock` (the runtime's clock): its cost per
-    /// packet is reported in `/api/streams` and `/metrics`.
-    pub fn with_transcode_clock(mut self, clock: fn() -> Instant) -> Self {
-        self.transcode_clock = Some(clock);
-        self
     }
 
     /// Time of an RTP timestamp on the session timeline, in milliseconds.
@@ -708,19 +867,10 @@ impl RtcSession {
                     out.push(Frame::for_audience(MediaKind::Audio, ms, &b, Audience::Opus));
                 }
                 if a.aac.is_some() {
-                    let t0 = self.transcode_clock.map(|c| c());
-                    if let Some(t) = a.aac.as_mut() {
-                        let _ = t.push_opus(unit.ts, &unit.data);
+                    if a.transcode.len() >= MAX_TRANSCODE_BACKLOG {
+                        a.transcode.pop_front();
                     }
-                    if let (Some(c), Some(t0)) = (self.transcode_clock, t0) {
-                        let ns = c().saturating_duration_since(t0).as_nanos() as u64;
-                        self.stats.transcode_ns.fetch_add(ns, Relaxed);
-                        self.stats.transcoded_packets.fetch_add(1, Relaxed);
-                    }
-                    if let Some(t) = a.aac.as_mut() {
-                        let base_ms = a.first.map_or(0, |(_, m)| m) + shift;
-                        drain_aac(t, base_ms, &mut a.last_ms, now, aac_audience, &mut out);
-                    }
+                    a.transcode.push_back((unit.ts, unit.data, shift));
                 }
             }
             recv.recycle(p.payload);
@@ -731,13 +881,18 @@ impl RtcSession {
             let ms = self.video.as_ref().map(|v| v.last_ms).unwrap_or(0);
             out.insert(0, self.metadata(ms, true));
         }
+        self.note_av_offset();
+        for m in out {
+            self.events.push_back(RtcEvent::Media(m));
+        }
+    }
+
+    /// `/api/streams` `av_offset_ms`: latest audio minus latest video on the timeline.
+    fn note_av_offset(&self) {
         if let (Some(a), Some(v)) = (self.audio.as_ref(), self.video.as_ref()) {
             if a.first.is_some() && v.first.is_some() {
                 self.stats.av_offset_ms.store(i64::from(a.last_ms) - i64::from(v.last_ms), Relaxed);
             }
-        }
-        for m in out {
-            self.events.push_back(RtcEvent::Media(m));
         }
     }
 
@@ -782,16 +937,22 @@ fn metadata_msg(ms: u32, dims: Option<(u32, u32)>, audio: Option<(bool, Option<u
 
 impl RtcSession {
 
-    /// Ask the publisher for a keyframe (PLI, RFC 4585 §6.3.1), rate limited.
+    /// Ask the publisher for a keyframe (PLI, RFC 4585 §6.3.1), rate limited unless
+    /// `force`. Nothing before DTLS is up (no keys to send it with).
     pub fn request_keyframe(&mut self, now: Instant, force: bool) {
+        if self.connected.is_none() || self.failed {
+            return;
+        }
         if !force && self.last_pli.is_some_and(|t| now.saturating_duration_since(t) < PLI_MIN_INTERVAL) {
             return;
         }
         let Some(media_ssrc) = self.video.as_ref().and_then(|v| v.ssrc) else { return };
         let mut p = Vec::with_capacity(64);
         rtcp::write_pli(self.local_ssrc, media_ssrc, &mut p);
+        // The attempt counts for the periodic timer even if it could not be sent (no
+        // nominated address, SRTCP key limit): the timer must move on.
+        self.last_pli = Some(now);
         if self.send_rtcp(p) {
-            self.last_pli = Some(now);
             self.stats.plis.fetch_add(1, Relaxed);
         }
     }
@@ -805,36 +966,69 @@ impl RtcSession {
         true
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next: the earliest of
+    /// the ICE agent's (connect timeout, consent), the DTLS retransmit, the connect and
+    /// RTP inactivity limits, the receivers' NACK retries and give-ups, transport-cc
+    /// feedback, and the periodic receiver report and keyframe request. `None` once the
+    /// session has ended.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.failed {
+            return None;
+        }
+        let mut at = Earliest::default();
+        at.add(self.ice.poll_timeout());
+        at.add(self.dtls.poll_timeout());
+        let Some(connected) = self.connected else {
+            at.add(self.created.checked_add(CONNECT_TIMEOUT));
+            return at.0;
+        };
+        at.add(self.last_rtp.unwrap_or(connected).checked_add(RTP_INACTIVITY));
+        for r in [self.video.as_ref().and_then(|v| v.recv.as_ref()), self.audio.as_ref().and_then(|a| a.recv.as_ref())]
+            .into_iter()
+            .flatten()
+        {
+            at.add(r.poll_timeout());
+        }
+        if let Some((_, rec)) = self.twcc.as_ref() {
+            at.add(rec.poll_timeout());
+        }
+        at.add(self.last_rr.map_or(Some(connected), |t| t.checked_add(RR_INTERVAL)));
+        if self.video.as_ref().is_some_and(|v| v.ssrc.is_some()) {
+            at.add(self.last_pli.map_or(Some(connected), |t| t.checked_add(PLI_PERIODIC)));
+        }
+        at.0
+    }
+
+    /// Do whatever is due at `now`; nothing at all when [`poll_timeout`](Self::poll_timeout)
+    /// is later (an early or stale timer is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_none_or(|at| now < at) {
             return;
         }
         self.ice.handle_timeout(now);
         self.drain_ice();
         if let Err(e) = self.dtls.handle_timeout(now) {
             crate::info!("webrtc {:?}: {e}", self.name);
-            self.fail(crate::proto::signaling::INFO_FAILED_BY_DTLS_ERROR);
+            self.fail(RtcError::DtlsFailed);
             return;
         }
         if let Some(to) = self.remote {
             self.drain_dtls(now, to);
         }
-        if !self.connected {
-            if now.saturating_duration_since(self.created) > CONNECT_TIMEOUT {
-                self.fail(if self.remote.is_some() {
-                    crate::proto::signaling::INFO_FAILED_BY_DTLS_ERROR
-                } else {
-                    crate::proto::signaling::INFO_FAILED_BY_ICE_TIMEOUT
-                });
+        if self.failed {
+            return;
+        }
+        let Some(connected) = self.connected else {
+            if now.saturating_duration_since(self.created) >= CONNECT_TIMEOUT {
+                self.fail(if self.remote.is_some() { RtcError::DtlsFailed } else { RtcError::IceTimeout });
             }
             return;
-        }
-        let since_rtp = now.saturating_duration_since(self.last_rtp.unwrap_or(self.created));
-        if since_rtp > RTP_INACTIVITY {
-            self.fail(crate::proto::signaling::INFO_FAILED_BY_RTP_ACTIVITY);
+        };
+        if now.saturating_duration_since(self.last_rtp.unwrap_or(connected)) >= RTP_INACTIVITY {
+            self.fail(RtcError::RtpInactivity);
             return;
         }
-        // NACKs for holes.
         let mut rtcp_out = Vec::new();
         for r in [self.video.as_mut().and_then(|v| v.recv.as_mut()), self.audio.as_mut().and_then(|a| a.recv.as_mut())]
             .into_iter()
@@ -843,8 +1037,10 @@ impl RtcSession {
             r.handle_timeout(now);
         }
         if let Some(v) = self.video.as_mut() {
-            if let (Some(recv), Some(ssrc)) = (v.recv.as_mut(), v.ssrc) {
-                if let Some(seqs) = recv.poll_nack(now) {
+            // NACKs for holes (RFC 4585 §6.2.1).
+            // (Polled even before the media SSRC is known, so the retry times move on.)
+            if let Some(seqs) = v.recv.as_mut().and_then(|r| r.poll_nack(now)) {
+                if let Some(ssrc) = v.ssrc {
                     self.stats.nacks.fetch_add(seqs.len() as u64, Relaxed);
                     let mut rest: &[u16] = &seqs;
                     while !rest.is_empty() {
@@ -884,18 +1080,30 @@ impl RtcSession {
                 rtcp_out.push(p);
             }
         }
-        if self.last_twcc.is_none_or(|t| now.saturating_duration_since(t) >= TWCC_INTERVAL) {
-            self.last_twcc = Some(now);
-            let media = self.video.as_ref().and_then(|v| v.ssrc).or(self.audio.as_ref().and_then(|a| a.ssrc)).unwrap_or(0);
-            if let Some((_, rec)) = self.twcc.as_mut() {
+        let media = self.video.as_ref().and_then(|v| v.ssrc).or(self.audio.as_ref().and_then(|a| a.ssrc)).unwrap_or(0);
+        if let Some((_, rec)) = self.twcc.as_mut() {
+            for _ in 0..TWCC_BURST {
                 let mut p = Vec::new();
-                if rec.poll_feedback(now, self.local_ssrc, media, &mut p) {
-                    rtcp_out.push(p);
+                if !rec.poll_feedback(now, self.local_ssrc, media, &mut p) {
+                    break;
                 }
+                rtcp_out.push(p);
             }
         }
         for p in rtcp_out {
             self.send_rtcp(p);
+        }
+    }
+}
+
+/// The earliest of some optional deadlines.
+#[derive(Default)]
+struct Earliest(Option<Instant>);
+
+impl Earliest {
+    fn add(&mut self, t: Option<Instant>) {
+        if let Some(t) = t {
+            self.0 = Some(self.0.map_or(t, |c| c.min(t)));
         }
     }
 }
@@ -915,6 +1123,19 @@ fn srtp_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), String> 
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_reasons_index_their_counters_and_have_distinct_labels() {
+        for (i, d) in RtcDrop::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i, "{d:?} out of order in ALL");
+        }
+        let mut labels: Vec<_> = RtcDrop::ALL.iter().map(|d| d.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), RtcDrop::ALL.len());
+        assert_eq!(RtcDrop::from(SrtpError::Replay), RtcDrop::SrtpReplay);
+        assert_eq!(RtcDrop::from(IceDrop::Indication).label(), "stun_indication");
+    }
 
     #[test]
     fn toffset_is_24_bit_signed_90khz_ticks_within_bounds() {

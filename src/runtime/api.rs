@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::Shared;
 use crate::proto::http::{response, Request};
+use crate::relay::webrtc::RtcDrop;
 use crate::relay::StreamStats;
 
 /// Plain HTTP routes (WebSocket upgrades and WHIP are handled by the worker).
@@ -208,6 +209,13 @@ pub fn metrics(shared: &Shared) -> String {
     for (i, w) in shared.workers.iter().enumerate() {
         for (reason, c) in [("inter", &w.drops_inter), ("keyframe", &w.drops_keyframe), ("audio", &w.drops_audio)] {
             let _ = writeln!(o, "rtcbridge_drops_total{{worker=\"{i}\",reason=\"{reason}\"}} {}", c.load(Relaxed));
+        }
+    }
+    let _ = writeln!(o, "# HELP rtcbridge_webrtc_dropped_total WebRTC datagrams discarded, by why (the session lives on).\n# TYPE rtcbridge_webrtc_dropped_total counter");
+    for (i, w) in shared.workers.iter().enumerate() {
+        for why in RtcDrop::ALL {
+            let n = w.webrtc_dropped.get(why.index()).map_or(0, |c| c.load(Relaxed));
+            let _ = writeln!(o, "rtcbridge_webrtc_dropped_total{{worker=\"{i}\",reason=\"{}\"}} {n}", why.label());
         }
     }
     let _ = writeln!(

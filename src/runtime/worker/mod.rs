@@ -65,8 +65,11 @@ enum Timer {
     ConnDeadline { idx: usize, gen: u32 },
     /// A relay timer (grace windows).
     Relay(RelayTimer),
-    /// Drive the WebRTC sessions' timers (ICE consent, DTLS retransmits, NACK, RTCP).
-    RtcTick,
+    /// A WebRTC session's next deadline (its `poll_timeout`): ICE, DTLS retransmit,
+    /// NACK, RTCP. Stale when the slot's generation or the armed deadline moved on.
+    RtcSession { slot: usize, gen: u32, at: Instant },
+    /// The keep-alive ping on a signaling WebSocket.
+    WsPing { idx: usize, gen: u32 },
     /// An RTMP connection may have been idle (no publish, no play) too long.
     Idle { idx: usize, gen: u32 },
     /// An RTMP publisher may have sent no media too long.
@@ -897,7 +900,8 @@ impl Worker {
                     self.doom(idx, "timed out before completing its handshake or request".into(), true);
                 }
             }
-            Timer::RtcTick => self.rtc_tick(now),
+            Timer::RtcSession { slot, gen, at } => self.rtc_timeout(now, slot, gen, at),
+            Timer::WsPing { idx, gen } => self.ws_ping(now, idx, gen),
             Timer::Relay(t) => {
                 self.relay.handle_timer(now, t);
                 self.apply_relay(now);

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,9 @@ use crate::config::Config;
 use crate::proto::http::{self, Request};
 use crate::proto::signaling::{self as sig, ClientMsg, StreamMedia};
 use crate::proto::{stun, ws};
-use crate::relay::webrtc::{RtcError, RtcEvent, RtcSession};
-use crate::relay::WorkerStats;
+use crate::relay::webrtc::{RtcDrop, RtcError, RtcEvent, RtcSession};
+use crate::relay::{StreamStats, WorkerStats};
 
-/// How often the sessions' timers are driven.
-const RTC_TICK: Duration = Duration::from_millis(10);
 /// Flashphoner clients count a missing message per probe interval; a JSON
 /// ping keeps them (and NAT bindings) alive.
 const WS_PING_EVERY: Duration = Duration::from_secs(5);
@@ -67,6 +66,33 @@ impl OwnedRequest {
     }
 }
 
+/// Why a publish request got no session.
+#[derive(Debug)]
+enum Refused {
+    BadName,
+    NameInUse,
+    Session(RtcError),
+}
+
+impl Refused {
+    /// Status `info` for Flashphoner, body text for WHIP.
+    fn info(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Refused::BadName => "Bad stream name".into(),
+            Refused::NameInUse => sig::INFO_STREAM_NAME_IN_USE.into(),
+            Refused::Session(e) => e.info(),
+        }
+    }
+
+    fn http_status(&self) -> (u16, &'static str) {
+        match self {
+            Refused::BadName => (400, "Bad Request"),
+            Refused::NameInUse => (409, "Conflict"),
+            Refused::Session(e) => e.http_status(),
+        }
+    }
+}
+
 /// Who asked for a session, and how to tell them about it.
 #[derive(Debug, Clone)]
 enum Owner {
@@ -80,13 +106,19 @@ struct Entry {
     name: Arc<str>,
     publishing: bool,
     remote: Option<SocketAddr>,
+    /// The stream's counters: the transcode cost is timed here, in the shell.
+    stats: Arc<StreamStats>,
+    /// The deadline of the session's timer in the wheel, if one is armed and has not
+    /// fired. Timers are never cancelled: a new one is armed only when the session's
+    /// deadline moves earlier than this (or this one fired), and a timer that is not
+    /// this one when it fires is stale and ignored.
+    armed: Option<Instant>,
 }
 
 pub struct WsConn {
     decoder: ws::WsDecoder,
     /// mediaSessionId → session slot.
     sessions: Vec<(String, usize)>,
-    last_ping: Option<Instant>,
 }
 
 pub struct RtcState {
@@ -95,9 +127,6 @@ pub struct RtcState {
     by_ufrag: HashMap<String, usize>,
     by_addr: HashMap<SocketAddr, usize>,
     by_resource: HashMap<String, usize>,
-    tick_armed: bool,
-    /// Open signaling connections (slot, generation), for the keep-alive ping.
-    ws_conns: Vec<(usize, u32)>,
     buf: Vec<u8>,
     next_resource: u64,
 }
@@ -110,8 +139,6 @@ impl RtcState {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             by_resource: HashMap::new(),
-            tick_armed: false,
-            ws_conns: Vec::new(),
             buf: vec![0u8; 65536],
             next_resource: 1,
         }
@@ -129,13 +156,12 @@ impl Worker {
             match ws::upgrade_response(&req.header_refs(), &[]) {
                 Ok(resp) => {
                     c.tx.push_vec(resp);
-                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), sessions: Vec::new(), last_ping: Some(now) }));
+                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), sessions: Vec::new() }));
                     crate::info!("ws {}: signaling connection opened on worker {}", c.peer, self.id);
                     if let Some(gen) = self.conns.gen(idx) {
-                        self.rtc.ws_conns.push((idx, gen));
+                        self.timers.insert(now + WS_PING_EVERY, Timer::WsPing { idx, gen });
                     }
                     self.mark_dirty(idx);
-                    self.arm_rtc_tick(now);
                     // Frames may have arrived with the upgrade request.
                     self.process_ws(now, idx);
                 }
@@ -187,13 +213,9 @@ impl Worker {
                         out.extend_from_slice(answer.as_bytes());
                         out
                     }
-                    Err((status, why)) => {
-                        let reason = match status {
-                            409 => "Conflict",
-                            406 => "Not Acceptable",
-                            _ => "Bad Request",
-                        };
-                        http::response(status, reason, "text/plain", format!("{why}\n").as_bytes())
+                    Err(refused) => {
+                        let (status, reason) = refused.http_status();
+                        http::response(status, reason, "text/plain", format!("{}\n", refused.info()).as_bytes())
                     }
                 }
             }
@@ -304,7 +326,8 @@ impl Worker {
                     Ok(answer) => {
                         self.ws_send(idx, &sig::set_remote_sdp(&req.media_session_id, &answer));
                     }
-                    Err((_, why)) => {
+                    Err(refused) => {
+                        let why = refused.info();
                         crate::info!("ws {peer:?}: publish {:?} failed: {why}", req.name);
                         self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(&why), media));
                     }
@@ -316,7 +339,7 @@ impl Worker {
                     _ => None,
                 };
                 if let Some(s) = slot {
-                    self.rtc_stop(now, s, Some(sig::INFO_STOPPED_BY_PUBLISHER_STOP));
+                    self.rtc_stop(now, s, Some(&RtcError::PeerClosed));
                 }
             }
             ClientMsg::PlayStream(v) => {
@@ -337,8 +360,7 @@ impl Worker {
     }
 
     /// The signaling connection is gone: its publishers end with it.
-    pub(super) fn ws_closed(&mut self, now: Instant, idx: usize, w: WsConn) {
-        self.rtc.ws_conns.retain(|(i, _)| *i != idx);
+    pub(super) fn ws_closed(&mut self, now: Instant, _idx: usize, w: WsConn) {
         for (_, s) in w.sessions {
             self.rtc_stop(now, s, None);
         }
@@ -346,14 +368,14 @@ impl Worker {
 
     // ---- sessions -------------------------------------------------------------------
 
-    /// Claim the name, build the session, return the SDP answer; or (HTTP status, info).
-    fn rtc_start(&mut self, now: Instant, name: &str, offer: &str, local_ip: Option<IpAddr>, owner: Owner) -> Result<String, (u16, String)> {
+    /// Claim the name, build the session, return the SDP answer; or why not.
+    fn rtc_start(&mut self, now: Instant, name: &str, offer: &str, local_ip: Option<IpAddr>, owner: Owner) -> Result<String, Refused> {
         let name: Arc<str> = name.split('?').next().unwrap_or(name).into();
         if name.is_empty() || name.len() > 256 {
-            return Err((400, "Bad stream name".into()));
+            return Err(Refused::BadName);
         }
         let Ok(reservation) = self.relay.reserve(&name, "webrtc") else {
-            return Err((409, sig::INFO_STREAM_NAME_IN_USE.into()));
+            return Err(Refused::NameInUse);
         };
         let stats = Arc::clone(reservation.stats());
         let port = self.shared.cfg.udp_port + self.id as u16;
@@ -366,11 +388,10 @@ impl Worker {
         };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, Arc::clone(&stats), self.shared.cfg.audio) {
-            Ok(s) => s.with_transcode_clock(crate::runtime::now),
+            Ok(s) => s,
             Err(e) => {
                 self.relay.cancel(reservation);
-                let status = if matches!(e, RtcError::NoCommonCodecs) { 406 } else { 400 };
-                return Err((status, e.info()));
+                return Err(Refused::Session(e));
             }
         };
         let answer = session.answer().to_owned();
@@ -383,7 +404,8 @@ impl Worker {
             Owner::Ws { idx, media_session_id, .. } => Some((*idx, media_session_id.clone())),
             Owner::Whip { .. } => None,
         };
-        let (slot, _) = self.rtc.sessions.insert(Entry { session, owner, name: Arc::clone(&name), publishing: false, remote: None });
+        let entry = Entry { session, owner, name: Arc::clone(&name), publishing: false, remote: None, stats: Arc::clone(&stats), armed: None };
+        let (slot, _) = self.rtc.sessions.insert(entry);
         self.rtc.by_ufrag.insert(ufrag, slot);
         if let Some(r) = whip_resource {
             self.rtc.by_resource.insert(r, slot);
@@ -397,12 +419,13 @@ impl Worker {
         crate::info!("webrtc: publishing {name:?} on worker {} (udp port {port})", self.id);
         let _ = self.relay.handle_publish(now, reservation, &super::ConnBacklog(&self.conns));
         self.apply_relay(now);
-        self.arm_rtc_tick(now);
+        self.rtc_arm(slot);
         Ok(answer)
     }
 
-    /// End a session: tell its owner (status + info), release the name.
-    fn rtc_stop(&mut self, now: Instant, slot: usize, failed: Option<&str>) {
+    /// End a session: tell its owner (status + info), release the name. `why` is None
+    /// when the owner itself ended it (WHIP DELETE, signaling connection gone).
+    fn rtc_stop(&mut self, now: Instant, slot: usize, why: Option<&RtcError>) {
         let Some(mut e) = self.rtc.sessions.remove(slot) else { return };
         if e.publishing {
             for m in e.session.finish(now) {
@@ -413,12 +436,12 @@ impl Worker {
         self.rtc.by_addr.retain(|_, s| *s != slot);
         self.rtc.by_resource.retain(|_, s| *s != slot);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, -1);
-        let is_failure = failed.is_some_and(|f| f.starts_with("Failed"));
-        crate::info!("webrtc: {:?} ended{}", e.name, failed.map(|f| format!(": {f}")).unwrap_or_default());
+        let info = why.map(RtcError::info);
+        crate::info!("webrtc: {:?} ended{}", e.name, info.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
         if let Owner::Ws { idx, gen, media_session_id, media } = &e.owner {
             if self.conns.get_gen_mut(*idx, *gen).is_some() {
-                let (status, info) = if is_failure { (sig::STATUS_FAILED, failed) } else { (sig::STATUS_UNPUBLISHED, failed) };
-                self.ws_send(*idx, &sig::stream_status(media_session_id, &e.name, status, info, *media));
+                let status = if why.is_some_and(RtcError::is_failure) { sig::STATUS_FAILED } else { sig::STATUS_UNPUBLISHED };
+                self.ws_send(*idx, &sig::stream_status(media_session_id, &e.name, status, info.as_deref(), *media));
                 if let Some(Kind::Ws(w)) = self.conns.get_mut(*idx).map(|c| &mut c.kind) {
                     w.sessions.retain(|(_, s)| *s != slot);
                 }
@@ -452,25 +475,37 @@ impl Worker {
             match (slot, data.get_mut(..n)) {
                 (Some(s), Some(d)) => {
                     if let Some(e) = self.rtc.sessions.get_mut(s) {
-                        e.session.handle_datagram(now, from, d);
+                        if let Err(why) = e.session.handle_datagram(now, from, d) {
+                            self.shared.workers[self.id].webrtc_drop(why);
+                        }
                     }
                     self.rtc.buf = data;
                     self.rtc_drain(now, s);
                 }
                 _ => {
                     self.rtc.buf = data;
-                    WorkerStats::add(&self.shared.workers[self.id].ignored_messages, 1);
+                    let w = &self.shared.workers[self.id];
+                    WorkerStats::add(&w.ignored_messages, 1);
+                    w.webrtc_drop(RtcDrop::UnknownSession);
                 }
             }
         }
     }
 
-    /// Send what a session queued, act on its events.
+    /// Run the session's transcoder (timed here: the core reads no clock), send what it
+    /// queued, act on its events, and arm its timer.
     fn rtc_drain(&mut self, now: Instant, slot: usize) {
-        let mut stop: Option<String> = None;
+        let mut stop: Option<RtcError> = None;
         let mut media = Vec::new();
         let mut publishing_now = None;
         let Some(e) = self.rtc.sessions.get_mut(slot) else { return };
+        if e.session.transcode_pending() {
+            let t0 = crate::runtime::now();
+            let n = e.session.handle_transcode(now);
+            let ns = crate::runtime::now().saturating_duration_since(t0).as_nanos() as u64;
+            e.stats.transcoded_packets.fetch_add(n as u64, Ordering::Relaxed);
+            e.stats.transcode_ns.fetch_add(ns, Ordering::Relaxed);
+        }
         while let Some((to, d)) = e.session.poll_transmit() {
             match self.rtc.udp.send_to(&d, to) {
                 Ok(n) => WorkerStats::add(&self.shared.workers[self.id].bytes_out, n as u64),
@@ -495,8 +530,8 @@ impl Worker {
                         publishing_now = Some(e.owner.clone());
                     }
                 }
-                RtcEvent::Failed(info) => {
-                    stop = Some(info.to_owned());
+                RtcEvent::Ended(why) => {
+                    stop = Some(why);
                     break;
                 }
                 RtcEvent::Media(m) => media.push(m),
@@ -514,16 +549,44 @@ impl Worker {
         for m in media {
             self.relay_frame(now, &name, m);
         }
-        if let Some(info) = stop {
-            self.rtc_stop(now, slot, Some(&info));
+        match stop {
+            Some(why) => self.rtc_stop(now, slot, Some(&why)),
+            None => self.rtc_arm(slot),
         }
     }
 
-    fn arm_rtc_tick(&mut self, now: Instant) {
-        if !self.rtc.tick_armed {
-            self.rtc.tick_armed = true;
-            self.timers.insert(now + RTC_TICK, Timer::RtcTick);
+    /// Arm the session's timer at its `poll_timeout`, unless the armed one is due no later.
+    fn rtc_arm(&mut self, slot: usize) {
+        let Some(gen) = self.rtc.sessions.gen(slot) else { return };
+        let Some(e) = self.rtc.sessions.get_mut(slot) else { return };
+        let Some(at) = e.session.poll_timeout() else { return };
+        if e.armed.is_some_and(|armed| armed <= at) {
+            return;
         }
+        e.armed = Some(at);
+        self.timers.insert(at, Timer::RtcSession { slot, gen, at });
+    }
+
+    /// A session's timer fired. One for a reused slot (generation) or one superseded by
+    /// an earlier timer is stale and ignored.
+    pub(super) fn rtc_timeout(&mut self, now: Instant, slot: usize, gen: u32, at: Instant) {
+        let Some(e) = self.rtc.sessions.get_gen_mut(slot, gen) else { return };
+        if e.armed != Some(at) {
+            return;
+        }
+        e.armed = None;
+        e.session.handle_timeout(now);
+        self.rtc_drain(now, slot);
+    }
+
+    /// Keep Flashphoner clients' probes satisfied: a JSON ping every `WS_PING_EVERY`
+    /// while the signaling connection `(idx, gen)` is open.
+    pub(super) fn ws_ping(&mut self, now: Instant, idx: usize, gen: u32) {
+        if !self.conns.get_gen_mut(idx, gen).is_some_and(|c| matches!(c.kind, Kind::Ws(_))) {
+            return;
+        }
+        self.ws_send(idx, &sig::ping());
+        self.timers.insert(now + WS_PING_EVERY, Timer::WsPing { idx, gen });
     }
 
     /// A player wants a keyframe of `name`: PLI to its WebRTC publisher on this core
@@ -537,35 +600,6 @@ impl Worker {
                     return;
                 }
             }
-        }
-    }
-
-    pub(super) fn rtc_tick(&mut self, now: Instant) {
-        self.rtc.tick_armed = false;
-        for slot in self.rtc.sessions.indices() {
-            if let Some(e) = self.rtc.sessions.get_mut(slot) {
-                e.session.handle_timeout(now);
-            }
-            self.rtc_drain(now, slot);
-        }
-        // Keep Flashphoner clients' probes satisfied.
-        let mut due = Vec::new();
-        for &(idx, gen) in &self.rtc.ws_conns {
-            if let Some(c) = self.conns.get_gen_mut(idx, gen) {
-                if let Kind::Ws(w) = &mut c.kind {
-                    if w.last_ping.is_none_or(|t| now.saturating_duration_since(t) >= WS_PING_EVERY) {
-                        w.last_ping = Some(now);
-                        due.push(idx);
-                    }
-                }
-            }
-        }
-        for idx in due {
-            self.ws_send(idx, &sig::ping());
-        }
-        let any_ws = !self.rtc.ws_conns.is_empty();
-        if !self.rtc.sessions.is_empty() || any_ws {
-            self.arm_rtc_tick(now);
         }
     }
 }

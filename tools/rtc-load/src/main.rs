@@ -51,6 +51,7 @@ const MAX_PUBLISHERS: usize = 10_000;
 
 const USAGE: &str = "usage: rtc-load --url http://HOST:PORT [--name NAME] [--publishers M] [--seconds S]
                 [--kbps K] [--fps F] [--size WxH] [--gop N] [--idr-min-ms MS] [--ramp-ms MS]
+                [--no-media]
        rtc-load --bench-srtp [--packet-bytes N] [--iterations N] [--profile gcm|gcm256|cm]
 
 M synthetic WebRTC publishers in one process and one event loop. Each POSTs an SDP
@@ -81,6 +82,11 @@ once at start and looped, 20 ms per packet.
                      all; a request inside the interval is served by the next key frame.
                      (rtcbridge asks each publisher every 2 s, and after a loss)
   --ramp-ms MS       spread the M WHIP requests evenly over MS milliseconds (default 1000)
+  --no-media         idle publishers: ICE and DTLS up, then no audio or video, only the
+                     consent checks, an (empty) RTCP SR timer and one padding-only RTP
+                     packet a second on the video SSRC (as browsers pad for bandwidth
+                     probing), which keeps rtcbridge from ending the session for RTP
+                     inactivity (10 s). For the cost of idle sessions (perf/README.md).
 
   --bench-srtp       no publishers: time SrtpContext::unprotect_rtp on RTP packets of
                      --packet-bytes N bytes on the wire (default 1100) with --profile
@@ -106,6 +112,7 @@ struct Args {
     gop: u32,
     idr_min_ms: u64,
     ramp_ms: u64,
+    no_media: bool,
 }
 
 struct BenchArgs {
@@ -134,6 +141,7 @@ fn parse_args() -> Result<Mode, String> {
         gop: 60,
         idr_min_ms: 1000,
         ramp_ms: 1000,
+        no_media: false,
     };
     let mut bench = false;
     let mut b = BenchArgs { packet_bytes: 1100, iterations: 200_000, profile: SrtpProfile::AeadAes128Gcm };
@@ -160,6 +168,7 @@ fn parse_args() -> Result<Mode, String> {
                 a.height = num("--size", h.to_string())?;
             }
             "--bench-srtp" => bench = true,
+            "--no-media" => a.no_media = true,
             "--packet-bytes" => b.packet_bytes = num("--packet-bytes", val("--packet-bytes")?)?,
             "--iterations" => b.iterations = num("--iterations", val("--iterations")?)?,
             "--profile" => {
@@ -294,8 +303,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map(|i| {
             let name = if i == 0 { args.name.clone() } else { format!("{}-{i}", args.name) };
             let ramp = Duration::from_millis(args.ramp_ms).mul_f64(i as f64 / m as f64);
+            let mut p = RtcPublisher::new(name, seed ^ ((i as u64 + 1) << 40).wrapping_mul(0x9e37_79b9));
+            p.keepalive_only = args.no_media;
             Slot {
-                p: RtcPublisher::new(name, seed ^ ((i as u64 + 1) << 40).wrapping_mul(0x9e37_79b9)),
+                p,
                 start_at: t0 + ramp,
                 http: None,
                 udp: None,
@@ -344,7 +355,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         // Video frames due.
         let due = t0 + frame_dur.mul_f64(next_frame as f64);
-        if due <= now {
+        if due <= now && !args.no_media {
             let behind = (now.duration_since(due).as_secs_f64() / frame_dur.as_secs_f64()) as u64;
             if behind > MAX_CATCH_UP_FRAMES {
                 late_frames += behind;
@@ -374,7 +385,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         // Audio frames due.
         let adue = t0 + OPUS_FRAME * next_audio as u32;
-        if adue <= now {
+        if adue <= now && !args.no_media {
             let behind = (now.duration_since(adue).as_secs_f64() / OPUS_FRAME.as_secs_f64()) as u64;
             if behind > 5 {
                 next_audio += behind;
@@ -392,7 +403,10 @@ fn run(args: &Args) -> Result<(), String> {
         }
 
         // Sleep until the next deadline.
-        let mut wake = end.min(t0 + frame_dur.mul_f64(next_frame as f64)).min(t0 + OPUS_FRAME * next_audio as u32);
+        let mut wake = end;
+        if !args.no_media {
+            wake = wake.min(t0 + frame_dur.mul_f64(next_frame as f64)).min(t0 + OPUS_FRAME * next_audio as u32);
+        }
         for s in &slots {
             if s.p.phase == Phase::Idle {
                 wake = wake.min(s.start_at);

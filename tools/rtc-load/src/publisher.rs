@@ -132,6 +132,9 @@ pub struct RtcPublisher {
     pub stats: PublisherStats,
     /// `Location` of the WHIP resource (for DELETE at the end).
     pub location: Option<String>,
+    /// `--no-media`: send no audio or video, only a padding-only RTP packet with each SR
+    /// tick, so that the server sees RTP activity.
+    pub keepalive_only: bool,
     /// Where media goes (the chosen server candidate).
     pub server: Option<SocketAddr>,
     pub srtp_profile: Option<SrtpProfile>,
@@ -196,6 +199,7 @@ impl RtcPublisher {
         let audio_ts0 = next_rand(&mut rng) as u32;
         RtcPublisher {
             name,
+            keepalive_only: false,
             phase: Phase::Idle,
             failure: None,
             started: None,
@@ -612,6 +616,9 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
                 if self.phase == Phase::Media && self.sr_next.is_some_and(|t| t <= now) {
                     self.sr_next = Some(now + SR_INTERVAL);
                     self.send_sender_reports(now);
+                    if self.keepalive_only {
+                        self.send_padding(now);
+                    }
                 }
             }
             _ => {}
@@ -701,6 +708,25 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
         self.stats.audio_packets += 1;
         self.stats.audio_bytes += pkt.len() as u64;
         self.stats.audio_frames += 1;
+        self.count_sent(pkt.len());
+        self.push_tx(pkt);
+    }
+
+    /// A padding-only RTP packet on the video SSRC (RFC 3550 §5.1: P set, the last
+    /// padding octet counts the padding, here the whole payload).
+    fn send_padding(&mut self, now: Instant) {
+        const PADDING: u8 = 4;
+        let mut pkt = Vec::with_capacity(12 + usize::from(PADDING) + 16);
+        let h = RtpHeader { marker: false, pt: VIDEO_PT, seq: self.video_seq, ts: self.video_ts0, ssrc: self.video_ssrc };
+        let _ = rtp::write_header(&h, &[], &mut pkt);
+        pkt[0] |= 0x20;
+        pkt.extend_from_slice(&[0, 0, 0, PADDING]);
+        self.video_seq = self.video_seq.wrapping_add(1);
+        let Some(tx) = self.srtp_tx.as_mut() else { return };
+        if let Err(e) = tx.protect_rtp(&mut pkt) {
+            self.fail(now, format!("SRTP protect: {e}"));
+            return;
+        }
         self.count_sent(pkt.len());
         self.push_tx(pkt);
     }
