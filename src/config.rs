@@ -126,6 +126,16 @@ pub struct Config {
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_conns_per_ip: usize,
 
+    /// Most WebRTC sessions (WHIP or Flashphoner publishStream) that may wait for ICE and
+    /// DTLS at once, all workers together. An offer beyond it is refused: WHIP 503,
+    /// Flashphoner FAILED "Too many sessions waiting to connect". Each waits at most 15 s.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_pending_webrtc: usize,
+
+    /// The same per source address (0: no limit).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_pending_webrtc_per_ip: usize,
+
     /// Close an RTMP connection that neither publishes nor plays for this long (after its
     /// handshake, or after it stopped publishing or playing).
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
@@ -213,6 +223,9 @@ impl Config {
         }
         if !(1.0..=3600.0).contains(&self.publisher_timeout) {
             return Err("--publisher-timeout: must be 1..=3600 seconds".into());
+        }
+        if self.max_pending_webrtc == 0 {
+            return Err("--max-pending-webrtc: must be at least 1".into());
         }
         if self.max_conns == 0 {
             return Err("--max-conns: must be at least 1".into());

@@ -168,8 +168,6 @@ pub enum PublishError {
 pub struct Reservation {
     name: Arc<str>,
     stats: Arc<StreamStats>,
-    /// Cores that already have sinks waiting for the name.
-    waiting: u64,
 }
 
 impl Reservation {
@@ -273,8 +271,8 @@ impl CoreRelay {
     /// publisher has it). Nothing is announced until [`CoreRelay::handle_publish`];
     /// a reservation that is not used is given back with [`CoreRelay::cancel`].
     pub fn reserve(&mut self, name: &Arc<str>, source: &'static str) -> Result<Reservation, PublishError> {
-        let (stats, waiting) = self.registry.claim(name, self.core, source).ok_or(PublishError::NameInUse)?;
-        Ok(Reservation { name: Arc::clone(name), stats, waiting })
+        let (stats, _) = self.registry.claim(name, self.core, source).ok_or(PublishError::NameInUse)?;
+        Ok(Reservation { name: Arc::clone(name), stats })
     }
 
     /// Give back a reservation that never published.
@@ -286,7 +284,10 @@ impl CoreRelay {
     /// sinks here and on other cores are started. Frames then go through
     /// [`CoreRelay::handle_frame`].
     pub fn handle_publish(&mut self, now: Instant, r: Reservation, q: &impl Backlog) -> Arc<StreamStats> {
-        let Reservation { name, stats, waiting } = r;
+        let Reservation { name, stats } = r;
+        // Sinks may have arrived on other cores since the claim: the registry says who
+        // waits now.
+        let waiting = self.registry.announce(&name, self.core);
         let hub = self.hub_entry(&name);
         hub.owned = true;
         hub.stats = Some(Arc::clone(&stats));

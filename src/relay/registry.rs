@@ -10,6 +10,9 @@ use super::stats::StreamStats;
 #[derive(Debug)]
 struct Entry {
     owner: Option<usize>,
+    /// The owner's publisher is live (media flows): until then the name is only
+    /// claimed (refused to other publishers, not shown, not played).
+    announced: bool,
     /// Bit i set: core i has at least one player for this name.
     interest: u64,
     stats: Arc<StreamStats>,
@@ -54,6 +57,7 @@ impl Registry {
         let mut map = self.lock();
         let e = map.entry(Arc::clone(name)).or_insert_with(|| Entry {
             owner: None,
+            announced: false,
             interest: 0,
             stats: Arc::new(StreamStats::default()),
             source,
@@ -66,8 +70,22 @@ impl Registry {
         e.stats.reset_media();
         let stats = Arc::clone(&e.stats);
         e.owner = Some(core);
+        e.announced = false;
         e.source = source;
         Some((stats, e.interest & !(1u64 << core)))
+    }
+
+    /// The claim of `core` goes live. Returns the other cores with players waiting now
+    /// (they may have come since the claim).
+    pub fn announce(&self, name: &str, core: usize) -> u64 {
+        let mut map = self.lock();
+        match map.get_mut(name) {
+            Some(e) if e.owner == Some(core) => {
+                e.announced = true;
+                e.interest & !(1u64 << core)
+            }
+            _ => 0,
+        }
     }
 
     /// The publisher on `core` is gone. Cores with players stay interested.
@@ -76,6 +94,7 @@ impl Registry {
         if let Some(e) = map.get_mut(name) {
             if e.owner == Some(core) {
                 e.owner = None;
+                e.announced = false;
             }
             if e.owner.is_none() && e.interest == 0 {
                 map.remove(name);
@@ -91,6 +110,7 @@ impl Registry {
             Some(e) => {
                 e.interest |= 1u64 << core;
                 let look = match e.owner {
+                    _ if !e.announced => PlayLookup::Absent,
                     Some(o) if o == core => PlayLookup::Local,
                     Some(o) => PlayLookup::Remote(o),
                     None => PlayLookup::Absent,
@@ -99,7 +119,7 @@ impl Registry {
             }
             None if register_if_absent => {
                 let stats = Arc::new(StreamStats::default());
-                map.insert(Arc::clone(name), Entry { owner: None, interest: 1u64 << core, stats: Arc::clone(&stats), source: "rtmp" });
+                map.insert(Arc::clone(name), Entry { owner: None, announced: false, interest: 1u64 << core, stats: Arc::clone(&stats), source: "rtmp" });
                 (PlayLookup::Absent, Some(stats))
             }
             None => (PlayLookup::Absent, None),
@@ -108,7 +128,7 @@ impl Registry {
 
     /// Is `name` live right now (for not-found mode)?
     pub fn is_live(&self, name: &str) -> bool {
-        self.lock().get(name).is_some_and(|e| e.owner.is_some())
+        self.lock().get(name).is_some_and(|e| e.owner.is_some() && e.announced)
     }
 
     /// Core `core` has no players left for `name`. Returns the owner to
@@ -134,7 +154,7 @@ impl Registry {
         let map = self.lock();
         let mut rows: Vec<StreamRow> = map
             .iter()
-            .filter(|(_, e)| e.owner.is_some())
+            .filter(|(_, e)| e.owner.is_some() && e.announced)
             .map(|(k, e)| StreamRow { name: Arc::clone(k), source: e.source, stats: Arc::clone(&e.stats) })
             .collect();
         rows.sort_by(|a, b| a.name.cmp(&b.name));
@@ -142,7 +162,7 @@ impl Registry {
     }
 
     pub fn live_count(&self) -> usize {
-        self.lock().values().filter(|e| e.owner.is_some()).count()
+        self.lock().values().filter(|e| e.owner.is_some() && e.announced).count()
     }
 }
 
@@ -158,6 +178,11 @@ mod tests {
         assert_eq!(r.add_interest(&n, 1, true).0, PlayLookup::Absent);
         let (_, waiting) = r.claim(&n, 0, "rtmp").unwrap();
         assert_eq!(waiting, 0b10);
+        assert!(!r.is_live("s") && r.live().is_empty(), "claimed, not announced: not listed");
+        assert_eq!(r.add_interest(&n, 2, true).0, PlayLookup::Absent, "not played before it is announced");
+        assert_eq!(r.announce("s", 0), 0b110, "players that came after the claim are started too");
+        assert!(r.is_live("s"));
+        assert_eq!(r.drop_interest("s", 2), Some(0));
         assert!(r.claim(&n, 1, "rtmp").is_none(), "second publisher refused");
         assert_eq!(r.add_interest(&n, 0, true).0, PlayLookup::Local);
         r.release(&n, 0);
@@ -172,6 +197,7 @@ mod tests {
         let r = Registry::default();
         let n: Arc<str> = "s".into();
         r.claim(&n, 0, "rtmp").unwrap();
+        assert_eq!(r.announce("s", 0), 0);
         assert_eq!(r.add_interest(&n, 1, true).0, PlayLookup::Remote(0));
         assert_eq!(r.drop_interest("s", 1), Some(0));
     }

@@ -216,6 +216,28 @@ struct VideoTrack {
     last_ts: u64,
 }
 
+/// The Opus → AAC transcoder of a track, built when the first Opus packet arrives: a
+/// session that never gets media (a half-open offer) never pays for it (~430 KB).
+struct AacOut {
+    channels: u8,
+    enc: Option<Box<OpusToAac>>,
+}
+
+impl AacOut {
+    /// The encoder, built on first use; None if it cannot be built.
+    fn encoder(&mut self) -> Option<&mut OpusToAac> {
+        if self.enc.is_none() {
+            self.enc = OpusToAac::new(self.channels, BITRATE_PER_CHANNEL * u32::from(self.channels)).ok().map(Box::new);
+        }
+        self.enc.as_deref_mut()
+    }
+
+    /// The encoder if it was built.
+    fn built(&mut self) -> Option<&mut OpusToAac> {
+        self.enc.as_deref_mut()
+    }
+}
+
 struct AudioTrack {
     pt: u8,
     ssrc: Option<u32>,
@@ -223,7 +245,7 @@ struct AudioTrack {
     recv: Option<RtpReceiver>,
     depack: OpusDepacketizer,
     /// Opus → AAC-LC, once per stream (absent with `--audio none`).
-    aac: Option<OpusToAac>,
+    aac: Option<AacOut>,
     /// Opus packets for `aac`, with the timeline shift (srsync.rs) in force when each
     /// arrived; transcoded when the shell calls `handle_transcode`.
     transcode: VecDeque<(u64, Vec<u8>, i64)>,
@@ -395,7 +417,7 @@ impl RtcSession {
                         // mono audio costs ~1.5x the mono one for nothing (perf/micro.rs
                         // opus_to_aac: 98 against 64 µs per 20 ms packet).
                         let ch: u8 = if a.stereo { 2 } else { 1 };
-                        Some(OpusToAac::new(ch, BITRATE_PER_CHANNEL * u32::from(ch)).map_err(|_| RtcError::AudioEncoder)?)
+                        Some(AacOut { channels: ch, enc: None })
                     }
                 };
                 Some(AudioTrack {
@@ -426,7 +448,7 @@ impl RtcSession {
             None => 0,
         };
         stats.audio_codec.store(audio_id, Relaxed);
-        let aac_channels = audio.as_ref().and_then(|a| a.aac.as_ref()).map_or(0, |t| t.channels());
+        let aac_channels = audio.as_ref().and_then(|a| a.aac.as_ref()).map_or(0, |t| t.channels);
         stats.aac_channels.store(u64::from(aac_channels), Relaxed);
         Ok(RtcSession {
             name,
@@ -704,7 +726,7 @@ impl RtcSession {
         if let Some(a) = self.audio.as_mut() {
             let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
             let first_ms = a.first.map_or(0, |(_, m)| m);
-            if let Some(t) = a.aac.as_mut() {
+            if let Some(t) = a.aac.as_mut().and_then(AacOut::built) {
                 while let Some((ts, data, shift)) = a.transcode.pop_front() {
                     let _ = t.push_opus(ts, &data);
                     drain_aac(t, first_ms + shift, &mut a.last_ms, now, audience, out);
@@ -725,7 +747,7 @@ impl RtcSession {
         self.transcode_into(now, &mut out);
         let Some(a) = self.audio.as_mut() else { return out };
         let audience = if a.opus_out { Audience::NotOpus } else { Audience::All };
-        if let Some(t) = a.aac.as_mut() {
+        if let Some(t) = a.aac.as_mut().and_then(AacOut::built) {
             if t.finish().is_ok() {
                 let base_ms = a.first.map_or(0, |(_, m)| m) + self.sr_sync.shift_ms();
                 drain_aac(t, base_ms, &mut a.last_ms, now, audience, &mut out);
@@ -849,8 +871,15 @@ impl RtcSession {
                 }
                 if !a.sent_config {
                     a.sent_config = true;
-                    if let Some(t) = a.aac.as_ref() {
-                        out.push(Frame::for_audience(MediaKind::Audio, ms, &t.flv_sequence_header(), aac_audience));
+                    if let Some(aac) = a.aac.as_mut() {
+                        match aac.encoder() {
+                            Some(t) => out.push(Frame::for_audience(MediaKind::Audio, ms, &t.flv_sequence_header(), aac_audience)),
+                            None => {
+                                // Never silently without audio: the session fails, named.
+                                self.events.push_back(RtcEvent::Ended(RtcError::AudioEncoder));
+                                return;
+                            }
+                        }
                     }
                     if a.opus_out {
                         let mut b = vec![EX_AUDIO_SEQUENCE_START];

@@ -1,5 +1,6 @@
-//! Connection budgets shared by every worker: how many TCP connections each listener
-//! holds, in all and per source address. Touched on accept and close only.
+//! Budgets shared by every worker, in all and per source address: the TCP connections
+//! each listener holds, the WebRTC sessions waiting to connect. Touched when something
+//! is admitted or leaves, never per packet.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,12 +28,12 @@ impl ListenerKind {
     }
 }
 
-/// Why a connection was refused at accept.
+/// Why something was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The listener holds `--max-conns` connections.
+    /// The budget is spent (e.g. the listener holds `--max-conns` connections).
     Total,
-    /// This address holds `--max-conns-per-ip` connections on the listener.
+    /// This address spent its share (e.g. `--max-conns-per-ip`).
     PerIp,
 }
 
@@ -42,26 +43,29 @@ struct Counts {
     per_ip: HashMap<IpAddr, usize>,
 }
 
-/// Live connection counts per listener.
+/// Live counts per key (a listener; or `()` for one budget), in all and per address.
 #[derive(Debug)]
-pub struct ConnLimits {
+pub struct AddrBudget<K> {
     max_total: usize,
     /// 0: no per-address limit.
     max_per_ip: usize,
-    counts: Mutex<HashMap<ListenerKind, Counts>>,
+    counts: Mutex<HashMap<K, Counts>>,
 }
 
-impl ConnLimits {
+/// TCP connections per listener (`--max-conns`, `--max-conns-per-ip`).
+pub type ConnLimits = AddrBudget<ListenerKind>;
+
+impl<K: std::hash::Hash + Eq + Copy> AddrBudget<K> {
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        ConnLimits { max_total, max_per_ip, counts: Mutex::new(HashMap::new()) }
+        AddrBudget { max_total, max_per_ip, counts: Mutex::new(HashMap::new()) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ListenerKind, Counts>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Counts>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Take a slot for a new connection from `ip`, or say why not.
-    pub fn admit(&self, kind: ListenerKind, ip: IpAddr) -> Result<(), Refusal> {
+    /// Take a slot for something new from `ip`, or say why not.
+    pub fn admit(&self, kind: K, ip: IpAddr) -> Result<(), Refusal> {
         let mut m = self.lock();
         let c = m.entry(kind).or_default();
         if c.total >= self.max_total {
@@ -79,8 +83,8 @@ impl ConnLimits {
         Ok(())
     }
 
-    /// A connection admitted earlier has closed.
-    pub fn release(&self, kind: ListenerKind, ip: IpAddr) {
+    /// Something admitted earlier has left.
+    pub fn release(&self, kind: K, ip: IpAddr) {
         let mut m = self.lock();
         let Some(c) = m.get_mut(&kind) else { return };
         // Every admitted connection counts under its address: a release without one
@@ -93,8 +97,8 @@ impl ConnLimits {
         c.total = c.total.saturating_sub(1);
     }
 
-    /// Connections the listener holds now.
-    pub fn current(&self, kind: ListenerKind) -> usize {
+    /// How many are held now.
+    pub fn current(&self, kind: K) -> usize {
         self.lock().get(&kind).map_or(0, |c| c.total)
     }
 }

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 
+use super::super::limits::Refusal;
 use super::{Kind, Timer, Worker};
 use crate::config::Config;
 use crate::proto::http::{self, Request};
 use crate::proto::signaling::{self as sig, ClientMsg, StreamMedia};
 use crate::proto::{stun, ws};
 use crate::relay::webrtc::{RtcDrop, RtcError, RtcEvent, RtcSession};
-use crate::relay::{StreamStats, WorkerStats};
+use crate::relay::{Reservation, StreamStats, WorkerStats};
 
 /// Flashphoner clients count a missing message per probe interval; a JSON
 /// ping keeps them (and NAT bindings) alive.
@@ -71,6 +72,8 @@ impl OwnedRequest {
 enum Refused {
     BadName,
     NameInUse,
+    /// Too many sessions waiting to connect (`per_ip`: from this address).
+    Busy { per_ip: bool },
     Session(RtcError),
 }
 
@@ -80,6 +83,8 @@ impl Refused {
         match self {
             Refused::BadName => "Bad stream name".into(),
             Refused::NameInUse => sig::INFO_STREAM_NAME_IN_USE.into(),
+            Refused::Busy { per_ip: false } => "Too many sessions waiting to connect (--max-pending-webrtc)".into(),
+            Refused::Busy { per_ip: true } => "Too many sessions waiting to connect from this address (--max-pending-webrtc-per-ip)".into(),
             Refused::Session(e) => e.info(),
         }
     }
@@ -88,6 +93,7 @@ impl Refused {
         match self {
             Refused::BadName => (400, "Bad Request"),
             Refused::NameInUse => (409, "Conflict"),
+            Refused::Busy { .. } => (503, "Service Unavailable"),
             Refused::Session(e) => e.http_status(),
         }
     }
@@ -108,6 +114,12 @@ struct Entry {
     remote: Option<SocketAddr>,
     /// The stream's counters: the transcode cost is timed here, in the shell.
     stats: Arc<StreamStats>,
+    /// The name, claimed and not yet announced: players and /api/streams see the stream
+    /// only when its media flows (a half-open session is not a live stream).
+    reservation: Option<Reservation>,
+    /// Counted in the pending-session budget (from this address) until ICE and DTLS
+    /// are up or the session ends.
+    pending_ip: Option<IpAddr>,
     /// The deadline of the session's timer in the wheel, if one is armed and has not
     /// fired. Timers are never cancelled: a new one is armed only when the session's
     /// deadline moves earlier than this (or this one fired), and a timer that is not
@@ -202,7 +214,8 @@ impl Worker {
                 let resource = format!("{}-{}", self.id, self.rtc.next_resource);
                 self.rtc.next_resource += 1;
                 let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
-                match self.rtc_start(now, name, offer, local_ip, Owner::Whip { resource: resource.clone() }) {
+                let peer = self.conns.get_mut(idx).map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
+                match self.rtc_start(now, name, offer, peer, local_ip, Owner::Whip { resource: resource.clone() }) {
                     Ok(answer) => {
                         let location = format!("/whip/{name}/{resource}");
                         let mut out = format!(
@@ -322,7 +335,8 @@ impl Worker {
                 }
                 let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
                 let owner = Owner::Ws { idx, gen, media_session_id: req.media_session_id.clone(), media };
-                match self.rtc_start(now, &req.name, &req.sdp, local_ip, owner) {
+                let peer = self.conns.get_mut(idx).map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
+                match self.rtc_start(now, &req.name, &req.sdp, peer, local_ip, owner) {
                     Ok(answer) => {
                         self.ws_send(idx, &sig::set_remote_sdp(&req.media_session_id, &answer));
                     }
@@ -369,12 +383,16 @@ impl Worker {
     // ---- sessions -------------------------------------------------------------------
 
     /// Claim the name, build the session, return the SDP answer; or why not.
-    fn rtc_start(&mut self, now: Instant, name: &str, offer: &str, local_ip: Option<IpAddr>, owner: Owner) -> Result<String, Refused> {
+    fn rtc_start(&mut self, now: Instant, name: &str, offer: &str, peer: IpAddr, local_ip: Option<IpAddr>, owner: Owner) -> Result<String, Refused> {
         let name: Arc<str> = name.split('?').next().unwrap_or(name).into();
         if name.is_empty() || name.len() > 256 {
             return Err(Refused::BadName);
         }
+        if let Err(r) = self.shared.pending_webrtc.admit((), peer) {
+            return Err(Refused::Busy { per_ip: r == Refusal::PerIp });
+        }
         let Ok(reservation) = self.relay.reserve(&name, "webrtc") else {
+            self.shared.pending_webrtc.release((), peer);
             return Err(Refused::NameInUse);
         };
         let stats = Arc::clone(reservation.stats());
@@ -391,6 +409,7 @@ impl Worker {
             Ok(s) => s,
             Err(e) => {
                 self.relay.cancel(reservation);
+                self.shared.pending_webrtc.release((), peer);
                 return Err(Refused::Session(e));
             }
         };
@@ -404,7 +423,17 @@ impl Worker {
             Owner::Ws { idx, media_session_id, .. } => Some((*idx, media_session_id.clone())),
             Owner::Whip { .. } => None,
         };
-        let entry = Entry { session, owner, name: Arc::clone(&name), publishing: false, remote: None, stats: Arc::clone(&stats), armed: None };
+        let entry = Entry {
+            session,
+            owner,
+            name: Arc::clone(&name),
+            publishing: false,
+            remote: None,
+            stats: Arc::clone(&stats),
+            reservation: Some(reservation),
+            pending_ip: Some(peer),
+            armed: None,
+        };
         let (slot, _) = self.rtc.sessions.insert(entry);
         self.rtc.by_ufrag.insert(ufrag, slot);
         if let Some(r) = whip_resource {
@@ -415,10 +444,7 @@ impl Worker {
                 w.sessions.push((mid, slot));
             }
         }
-        WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
-        crate::info!("webrtc: publishing {name:?} on worker {} (udp port {port})", self.id);
-        let _ = self.relay.handle_publish(now, reservation, &super::ConnBacklog(&self.conns));
-        self.apply_relay(now);
+        crate::info!("webrtc: session for {name:?} on worker {} (udp port {port}): waiting for ICE and DTLS", self.id);
         self.rtc_arm(slot);
         Ok(answer)
     }
@@ -435,7 +461,9 @@ impl Worker {
         self.rtc.by_ufrag.retain(|_, s| *s != slot);
         self.rtc.by_addr.retain(|_, s| *s != slot);
         self.rtc.by_resource.retain(|_, s| *s != slot);
-        WorkerStats::gauge(&self.shared.workers[self.id].publishers, -1);
+        if let Some(ip) = e.pending_ip.take() {
+            self.shared.pending_webrtc.release((), ip);
+        }
         let info = why.map(RtcError::info);
         crate::info!("webrtc: {:?} ended{}", e.name, info.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
         if let Owner::Ws { idx, gen, media_session_id, media } = &e.owner {
@@ -447,7 +475,11 @@ impl Worker {
                 }
             }
         }
-        self.unpublish(now, &e.name);
+        match e.reservation.take() {
+            // Never announced: give the name back; no player ever saw it.
+            Some(r) => self.relay.cancel(r),
+            None => self.unpublish(now, &e.name),
+        }
     }
 
     pub(super) fn udp_readable(&mut self, now: Instant) {
@@ -529,6 +561,9 @@ impl Worker {
                         e.publishing = true;
                         publishing_now = Some(e.owner.clone());
                     }
+                    if let Some(ip) = e.pending_ip.take() {
+                        self.shared.pending_webrtc.release((), ip);
+                    }
                 }
                 RtcEvent::Ended(why) => {
                     stop = Some(why);
@@ -544,6 +579,16 @@ impl Worker {
                 if self.conns.get_gen_mut(idx, gen).is_some() {
                     self.ws_send(idx, &sig::stream_status(&media_session_id, &name, sig::STATUS_PUBLISHING, None, sm));
                 }
+            }
+        }
+        if !media.is_empty() {
+            // Media flows: now the stream is live (players, /api/streams, PublishNotify).
+            let reservation = self.rtc.sessions.get_mut(slot).and_then(|e| e.reservation.take());
+            if let Some(r) = reservation {
+                crate::info!("webrtc: publishing {name:?} on worker {} (media flows)", self.id);
+                WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
+                let _ = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns));
+                self.apply_relay(now);
             }
         }
         for m in media {
