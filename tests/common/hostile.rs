@@ -60,3 +60,36 @@ impl Innocent {
         assert!(fps >= 27.0, "innocent player at {fps:.1} fps {during} (want ≥ 27 of 30)");
     }
 }
+
+/// POST a WHIP offer from `local` (a loopback address of the attacker's); returns
+/// (status, body).
+pub fn whip_post_from(port: u16, local: std::net::IpAddr, name: &str, sdp: &str) -> io::Result<(u16, String)> {
+    let mut c = raw_connect_from(port, local)?;
+    c.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        c.stream,
+        "POST /whip/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
+        sdp.len()
+    )?;
+    let mut resp = Vec::new();
+    let _ = c.stream.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Peak resident memory of a process (VmHWM), KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reset a process's peak-RSS mark to its current RSS (`/proc/PID/clear_refs`, 5).
+pub fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
