@@ -176,6 +176,8 @@ pub struct Worker {
     /// One descriptor held back so that accept can shed connections when the process
     /// is out of descriptors (EMFILE) instead of leaving them queued forever.
     reserve_fd: Option<std::fs::File>,
+    /// TLS connections that hit their per-turn read budget: read again next turn.
+    read_again: Vec<(usize, u32)>,
     accept_retry: bool,
     /// Refused connections are logged at most once a second.
     last_refusal_log: Option<Instant>,
@@ -241,6 +243,7 @@ impl Worker {
             queued_born: Vec::new(),
             read_buf: vec![0u8; READ_CHUNK],
             reserve_fd: std::fs::File::open("/dev/null").ok(),
+            read_again: Vec::new(),
             accept_retry: false,
             last_refusal_log: None,
             refusals_unlogged: 0,
@@ -259,7 +262,7 @@ impl Worker {
         crate::debug!("worker {} running", self.id);
         self.timers.insert(now() + HEARTBEAT, Timer::Heartbeat);
         loop {
-            let timeout = if mesh_more {
+            let timeout = if mesh_more || self.rtc.udp_more || !self.read_again.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 // Write deadlines are kept exactly (not on the wheel's 5 ms ticks): they
@@ -305,6 +308,15 @@ impl Worker {
                             self.mark_dirty(idx);
                         }
                     }
+                }
+            }
+            // Input left over from last turn's read budgets.
+            if std::mem::take(&mut self.rtc.udp_more) {
+                self.udp_readable(now);
+            }
+            for (idx, gen) in std::mem::take(&mut self.read_again) {
+                if self.conns.gen(idx) == Some(gen) {
+                    self.readable(now, idx);
                 }
             }
             mesh_more = self.mesh.drain(MESH_BUDGET, &mut inbox);
@@ -485,15 +497,22 @@ impl Worker {
                             c.rx = Vec::new();
                         }
                     }
-                    if total >= READ_BUDGET && !tls {
-                        // Edge-triggered: we must come back for the rest. Re-register
-                        // to get a fresh readiness event next turn.
-                        if let Some(c) = self.conns.get_mut(idx) {
-                            let _ = self.poll.registry().reregister(
-                                &mut c.sock,
-                                Token(idx + CONN_BASE),
-                                Interest::READABLE | Interest::WRITABLE,
-                            );
+                    if total >= READ_BUDGET {
+                        // Fairness: other connections get their turn first. Edge-triggered:
+                        // we must come back for the rest ourselves, next turn (TLS may hold
+                        // decrypted bytes no readiness event would announce).
+                        if let Some(gen) = self.conns.gen(idx) {
+                            if !tls {
+                                if let Some(c) = self.conns.get_mut(idx) {
+                                    let _ = self.poll.registry().reregister(
+                                        &mut c.sock,
+                                        Token(idx + CONN_BASE),
+                                        Interest::READABLE | Interest::WRITABLE,
+                                    );
+                                }
+                            } else {
+                                self.read_again.push((idx, gen));
+                            }
                         }
                         return;
                     }

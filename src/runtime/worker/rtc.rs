@@ -24,6 +24,10 @@ use crate::relay::{Reservation, StreamStats, WorkerStats};
 /// Flashphoner clients count a missing message per probe interval; a JSON
 /// ping keeps them (and NAT bindings) alive.
 const WS_PING_EVERY: Duration = Duration::from_secs(5);
+/// Datagrams read per loop turn before other sockets get their turn.
+const UDP_BUDGET: usize = 512;
+/// A signaling WebSocket that sends nothing for this long (three pings unanswered) is closed.
+const WS_SILENCE: Duration = Duration::from_secs(15);
 const MAX_SESSIONS_PER_WS: usize = 8;
 
 pub fn bind_udp(cfg: &Config, id: usize) -> io::Result<UdpSocket> {
@@ -129,6 +133,8 @@ struct Entry {
 
 pub struct WsConn {
     decoder: ws::WsDecoder,
+    /// The last time the peer sent anything (a `pong` to our ping counts).
+    last_heard: Instant,
     /// mediaSessionId → session slot.
     sessions: Vec<(String, usize)>,
 }
@@ -140,6 +146,8 @@ pub struct RtcState {
     by_addr: HashMap<SocketAddr, usize>,
     by_resource: HashMap<String, usize>,
     buf: Vec<u8>,
+    /// The last read stopped at its budget with datagrams left: read again next turn.
+    pub(super) udp_more: bool,
     next_resource: u64,
 }
 
@@ -152,6 +160,7 @@ impl RtcState {
             by_addr: HashMap::new(),
             by_resource: HashMap::new(),
             buf: vec![0u8; 65536],
+            udp_more: false,
             next_resource: 1,
         }
     }
@@ -168,7 +177,7 @@ impl Worker {
             match ws::upgrade_response(&req.header_refs(), &[]) {
                 Ok(resp) => {
                     c.tx.push_vec(resp);
-                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), sessions: Vec::new() }));
+                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new() }));
                     crate::info!("ws {}: signaling connection opened on worker {}", c.peer, self.id);
                     if let Some(gen) = self.conns.gen(idx) {
                         self.timers.insert(now + WS_PING_EVERY, Timer::WsPing { idx, gen });
@@ -274,6 +283,7 @@ impl Worker {
                 return;
             }
             c.rx.drain(..n.min(c.rx.len()));
+            w.last_heard = now;
             let Some(msg) = msg else { continue };
             match msg {
                 ws::WsMessage::Text(t) => self.ws_text(now, idx, &t),
@@ -483,7 +493,15 @@ impl Worker {
     }
 
     pub(super) fn udp_readable(&mut self, now: Instant) {
+        let mut budget = UDP_BUDGET;
         loop {
+            if budget == 0 {
+                // Fairness: a flood on this socket must not starve the TCP connections;
+                // the rest is read next turn (the loop does not sleep meanwhile).
+                self.rtc.udp_more = true;
+                return;
+            }
+            budget -= 1;
             let (n, from) = match self.rtc.udp.recv_from(&mut self.rtc.buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -627,7 +645,12 @@ impl Worker {
     /// Keep Flashphoner clients' probes satisfied: a JSON ping every `WS_PING_EVERY`
     /// while the signaling connection `(idx, gen)` is open.
     pub(super) fn ws_ping(&mut self, now: Instant, idx: usize, gen: u32) {
-        if !self.conns.get_gen_mut(idx, gen).is_some_and(|c| matches!(c.kind, Kind::Ws(_))) {
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let Kind::Ws(w) = &c.kind else { return };
+        // The keepalive requires its answer: a peer silent for this long (it answers
+        // `ping` with `pong`, as the Flashphoner SDK does) is gone or hostile.
+        if now.saturating_duration_since(w.last_heard) >= WS_SILENCE {
+            self.doom(idx, format!("WebSocket peer sent nothing, not even a pong, for {} s", WS_SILENCE.as_secs()), false);
             return;
         }
         self.ws_send(idx, &sig::ping());
