@@ -10,11 +10,11 @@ def get(port, path="/metrics", timeout=5):
         return r.read().decode()
 
 
-def histogram(text, prefix=LATENCY):
-    """{le seconds: cumulative count} summed over workers."""
+def histogram(text, prefix=LATENCY, worker=None):
+    """{le seconds: cumulative count}, summed over workers or for one `worker`."""
     hist = {}
     for line in text.splitlines():
-        if line.startswith(prefix):
+        if line.startswith(prefix) and (worker is None or f'worker="{worker}"' in line):
             labels, value = line.rsplit(" ", 1)
             le = labels.split('le="')[1].split('"')[0]
             le = float("inf") if le == "+Inf" else float(le)
@@ -42,3 +42,15 @@ def quantile(hist, q):
             return prev_le + (le - prev_le) * (want - prev_c) / max(c - prev_c, 1)
         prev_le, prev_c = le, c
     return prev_le
+
+
+def gauge_sum(text, name):
+    """Sum of a metric's samples over its labels (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                pass
+    return total

@@ -31,6 +31,9 @@ pub struct WorkerStats {
     pub idle_closed: AtomicU64,
     /// RTMP publishers disconnected for sending no media.
     pub publisher_timeouts: AtomicU64,
+    /// How long each loop turn took (wake-up to the end of its writes), buckets of
+    /// `LOOP_TURN_BUCKETS_MS`: how long an event can wait behind the others.
+    pub loop_turn_buckets: [AtomicU64; LOOP_TURN_BUCKETS_MS.len() + 1],
     /// The worker's last loop turn, ms since the process started (/healthz: stalled?).
     pub loop_at_ms: AtomicU64,
     /// The worker's loop ended with an error.
@@ -43,11 +46,23 @@ pub struct WorkerStats {
     pub webrtc_dropped: [AtomicU64; RtcDrop::ALL.len()],
 }
 
+/// Upper bounds (ms) of the loop-turn histogram buckets; the last bucket is +Inf.
+pub const LOOP_TURN_BUCKETS_MS: [f64; 13] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0];
+
 /// Upper bounds (ms) of the latency histogram buckets; the last bucket is +Inf.
 pub const LATENCY_BUCKETS_MS: [f64; 19] =
     [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
 
 impl WorkerStats {
+    /// Count one loop turn's duration.
+    pub fn record_turn(&self, d: std::time::Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        let i = LOOP_TURN_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LOOP_TURN_BUCKETS_MS.len());
+        if let Some(c) = self.loop_turn_buckets.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Count one WebRTC datagram discarded for `why`.
     pub fn webrtc_drop(&self, why: RtcDrop) {
         if let Some(c) = self.webrtc_dropped.get(why.index()) {

@@ -199,6 +199,19 @@ pub fn metrics(shared: &Shared) -> String {
             let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", f(w));
         }
     }
+    let _ = writeln!(
+        o,
+        "# HELP rtcbridge_loop_turn_seconds How long each event-loop turn took (wake-up to the end of its writes).\n# TYPE rtcbridge_loop_turn_seconds histogram"
+    );
+    for (i, w) in shared.workers.iter().enumerate() {
+        let mut cum = 0u64;
+        for (j, c) in w.loop_turn_buckets.iter().enumerate() {
+            cum += c.load(Relaxed);
+            let le = crate::relay::stats::LOOP_TURN_BUCKETS_MS.get(j).map(|ms| format!("{}", ms / 1000.0)).unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(o, "rtcbridge_loop_turn_seconds_bucket{{worker=\"{i}\",le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(o, "rtcbridge_loop_turn_seconds_count{{worker=\"{i}\"}} {cum}");
+    }
     let _ = writeln!(o, "# HELP rtcbridge_connections_refused_total Connections closed at accept, by reason.\n# TYPE rtcbridge_connections_refused_total counter");
     for (i, w) in shared.workers.iter().enumerate() {
         for (reason, c) in [("limit", &w.refused_limit), ("per_ip", &w.refused_per_ip), ("no_fd", &w.refused_no_fd)] {

@@ -1039,7 +1039,9 @@ impl Worker {
     /// End of a loop turn that started at `began`: account the core's busy time.
     fn account_load(&mut self, began: Instant) {
         let end = super::now();
-        self.busy += end.saturating_duration_since(began);
+        let turn = end.saturating_duration_since(began);
+        self.stats().record_turn(turn);
+        self.busy += turn;
         let window = end.saturating_duration_since(self.load_window_start);
         if window >= LOAD_WINDOW {
             self.load = self.busy.as_secs_f64() / window.as_secs_f64();
