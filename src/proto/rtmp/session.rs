@@ -508,7 +508,7 @@ impl RtmpSession {
             // Replies to our own calls, keep-alives and anything unknown: no answer needed.
             _ => {
                 if tid > 0.0 && !name.starts_with('_') {
-                    crate::debug!("rtmp: unanswered command {name:?}");
+                    crate::debug!("rtmp: unanswered command {}", crate::log::peer_str(&name));
                 }
             }
         }
