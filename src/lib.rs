@@ -12,3 +12,4 @@ pub mod proto;
 pub mod relay;
 pub mod runtime;
 pub mod sys;
+mod sync;

@@ -50,10 +50,15 @@ fn main() -> ExitCode {
     rtcbridge::info!("not built yet: WebRTC playback (playStream), RTMP push to other servers");
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");
-    if server.shutdown(Duration::from_millis(1800)) {
+    let stopped = server.shutdown(Duration::from_millis(1800));
+    if !stopped {
+        rtcbridge::error!("workers did not stop in time");
+    }
+    // Lines are written by the logger thread: let it finish before exiting.
+    rtcbridge::log::flush();
+    if stopped {
         ExitCode::SUCCESS
     } else {
-        rtcbridge::error!("workers did not stop in time");
         ExitCode::FAILURE
     }
 }

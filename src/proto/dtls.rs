@@ -243,6 +243,49 @@ impl DtlsServer {
     }
 }
 
+/// The browser's side of a handshake, for tests and the fuzzer (they need a
+/// real peer to reach the states after the ClientHello); not used by the
+/// server.
+#[doc(hidden)]
+pub struct DtlsTestClient {
+    dtls: dimpl::Dtls,
+    buf: Vec<u8>,
+    /// Keying material the client exported when its handshake finished.
+    pub keying_material: Option<Vec<u8>>,
+}
+
+impl DtlsTestClient {
+    pub fn new(id: &DtlsIdentity, now: Instant) -> Self {
+        let mut dtls = dimpl::Dtls::new_12(Arc::clone(&id.config), (*id.cert).clone(), now);
+        dtls.set_active(true);
+        let _ = dtls.handle_timeout(now);
+        DtlsTestClient { dtls, buf: vec![0u8; 4096], keying_material: None }
+    }
+
+    pub fn handle_datagram(&mut self, data: &[u8]) -> Result<(), DtlsError> {
+        self.dtls.handle_packet(data).map_err(|e| DtlsError::Handshake(e.to_string()))
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
+        self.dtls.handle_timeout(now).map_err(|e| DtlsError::Handshake(e.to_string()))
+    }
+
+    /// Every datagram the client wants to send now.
+    pub fn poll_datagrams(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        // A client flight is a handful of datagrams; the bound only guards the loop.
+        for _ in 0..64 {
+            match self.dtls.poll_output(&mut self.buf) {
+                dimpl::Output::Packet(p) => out.push(p.to_vec()),
+                dimpl::Output::KeyingMaterial(km, _) => self.keying_material = Some(km.to_vec()),
+                dimpl::Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 /// RFC 5764 §4.2: client key | server key | client salt | server salt.
 fn split_keys(suite: SrtpSuite, km: &[u8]) -> Result<SrtpKeys, DtlsError> {
     let (k, s) = suite.key_salt_len();

@@ -85,8 +85,16 @@ impl WorkerStats {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }
+    /// Move a gauge by `d`. A decrement stops at zero: a gauge counts things
+    /// that exist, so a decrement without its increment (a bug, counted
+    /// twice on some path) must not show as a negative number of them.
+    /// Each gauge has one writer (its core), so read-modify-write is exact.
     pub fn gauge(c: &AtomicI64, d: i64) {
-        c.fetch_add(d, Relaxed);
+        if d >= 0 {
+            c.fetch_add(d, Relaxed);
+        } else {
+            let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add(d).max(0)));
+        }
     }
 }
 
@@ -203,5 +211,25 @@ impl StreamStats {
     }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_never_go_negative() {
+        let s = WorkerStats::default();
+        WorkerStats::gauge(&s.publishers, 1);
+        WorkerStats::gauge(&s.publishers, -1);
+        // The second decrement of one WebRTC publisher (rtc_stop, then unpublish).
+        WorkerStats::gauge(&s.publishers, -1);
+        assert_eq!(s.publishers.load(Relaxed), 0);
+        WorkerStats::gauge(&s.publishers, 3);
+        WorkerStats::gauge(&s.publishers, -2);
+        assert_eq!(s.publishers.load(Relaxed), 1);
+        WorkerStats::gauge(&s.publishers, i64::MIN);
+        assert_eq!(s.publishers.load(Relaxed), 0);
     }
 }

@@ -61,6 +61,10 @@ pub enum AmfError {
     BadReference,
     /// Text that is not UTF-8.
     BadUtf8,
+    /// More than [`MAX_VALUES`] values in one message (counting the copies
+    /// references bring in): the decoded tree would cost tens of bytes per
+    /// input byte.
+    TooManyValues,
 }
 
 impl std::fmt::Display for AmfError {
@@ -72,9 +76,20 @@ impl std::fmt::Display for AmfError {
             AmfError::BadLength => f.write_str("AMF length or count out of range"),
             AmfError::BadReference => f.write_str("AMF reference to undefined entry"),
             AmfError::BadUtf8 => f.write_str("AMF string is not UTF-8"),
+            AmfError::TooManyValues => write!(f, "AMF message has more than {MAX_VALUES} values"),
         }
     }
 }
 
 /// Nesting limit for objects and arrays (STYLE.md: bounded everything).
 pub const MAX_DEPTH: usize = 32;
+
+/// Most values one decode call (one message body) may produce, counting every
+/// node of the result: scalars, containers, property values, and each node a
+/// reference copies in. A decoded value costs 32 bytes (56 as an object
+/// property) however few input bytes it took (a null is one byte), so without
+/// this cap an 8 MB body of nulls decodes into 256 MB. With it, a message
+/// decodes into at most `MAX_VALUES` × 56 bytes (≈ 460 KB) plus its string
+/// bytes, whatever its size. Real commands and metadata have tens of values:
+/// ffmpeg's connect 5, Flash's 15, onMetaData 20–40.
+pub const MAX_VALUES: usize = 8192;

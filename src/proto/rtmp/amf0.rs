@@ -27,9 +27,14 @@
 //! `UnknownMarker`. Decoding is strict about UTF-8 (`BadUtf8`).
 //!
 //! Limits: containers nest at most `MAX_DEPTH` deep (`TooDeep`), counts and
-//! lengths are checked against the remaining input before allocating.
+//! lengths are checked against the remaining input before allocating, and
+//! one call produces at most `MAX_VALUES` values, references' copies
+//! included (`TooManyValues`, checked before each value is decoded): the
+//! cost of decoding is bounded as `amf3.rs` describes, whatever the input.
 
 use super::amf::{AmfError, Value, MAX_DEPTH};
+#[cfg(test)]
+use super::amf::MAX_VALUES;
 use super::amf3::{self, Amf3Decoder, Budget, Meta, Reader, RefTable};
 
 // §2.1 type markers, plus §3.1 avmplus-object-marker.
@@ -89,6 +94,10 @@ impl<'a> Decoder<'a> {
 
     fn value(&mut self, depth: usize) -> Result<(Value, Meta), AmfError> {
         let marker = self.r.u8()?;
+        // The AMF3 value behind a switch counts itself.
+        if marker != AVMPLUS {
+            self.budget.value()?;
+        }
         match marker {
             // §2.2
             NUMBER => Ok((Value::Number(self.r.f64()?), Meta::leaf(0))),
@@ -769,5 +778,61 @@ mod tests {
             }
             let _ = decode(&b);
         }
+    }
+
+    #[test]
+    fn eight_megabytes_of_nulls_is_refused_cheaply() {
+        // The issue-15 command: one 8 MB body of AMF0 nulls peaked at 284 MB.
+        let body = vec![NULL; 8 << 20];
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode_all(&body));
+        assert_eq!(r, Err(AmfError::TooManyValues));
+        assert!(peak < MAX_VALUES * 64, "peak {peak} bytes for 8 MB");
+        // The cap is exact, for top-level values as for array elements.
+        assert_eq!(decode_all(&vec![NULL; MAX_VALUES]).unwrap().len(), MAX_VALUES);
+        assert_eq!(decode_all(&vec![NULL; MAX_VALUES + 1]), Err(AmfError::TooManyValues));
+        let mut b = vec![STRICT_ARRAY];
+        b.extend_from_slice(&(MAX_VALUES as u32).to_be_bytes());
+        b.extend(std::iter::repeat_n(NULL, MAX_VALUES));
+        assert_eq!(decode(&b), Err(AmfError::TooManyValues));
+        // A count beyond the cap: the array grows only as values arrive.
+        let mut b = vec![STRICT_ARRAY];
+        b.extend_from_slice(&60_000u32.to_be_bytes());
+        b.extend(std::iter::repeat_n(NULL, 60_000));
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode(&b));
+        assert_eq!(r, Err(AmfError::TooManyValues));
+        assert!(peak < MAX_VALUES * 64, "peak {peak} bytes");
+    }
+
+    #[test]
+    fn a_command_sized_body_costs_a_small_multiple_of_itself() {
+        // 64 KiB (the session's command limit) of the costliest shapes:
+        // object properties with empty keys, and references to an object.
+        const LEN: usize = 64 * 1024;
+        let mut props = vec![OBJECT];
+        while props.len() + 3 < LEN {
+            props.extend_from_slice(&[0, 1, b'k', NULL]);
+        }
+        let mut refs = vec![OBJECT];
+        for _ in 0..50 {
+            refs.extend(utf8("k"));
+            refs.push(NULL);
+        }
+        refs.extend_from_slice(&[0, 0, OBJECT_END]);
+        while refs.len() + 3 < LEN {
+            refs.extend_from_slice(&[REFERENCE, 0, 0]);
+        }
+        for body in [props, refs] {
+            let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode_all(&body));
+            assert_eq!(r, Err(AmfError::TooManyValues));
+            assert!(peak < 16 * LEN, "peak {peak} bytes for {} bytes", body.len());
+        }
+        // The AMF3 switch draws on the same count.
+        let mut b = Vec::new();
+        for _ in 0..MAX_VALUES / 2 {
+            b.extend_from_slice(&[NULL, AVMPLUS, 0x01]);
+        }
+        assert_eq!(decode_all(&b).unwrap().len(), MAX_VALUES);
+        b.push(NULL);
+        assert_eq!(decode_all(&b), Err(AmfError::TooManyValues));
     }
 }

@@ -32,14 +32,27 @@
 //! - reference tables grow by at most one entry per value decoded and never
 //!   past [`MAX_TABLE_ENTRIES`]; later entries are simply not recorded, so a
 //!   reference to them is `BadReference`;
+//! - values: one decode call produces at most [`MAX_VALUES`] values, counting
+//!   every node of the result including those a reference copies in
+//!   (`TooManyValues`); the count is checked before each value is decoded,
+//!   so a body of millions of one-byte nulls fails after `MAX_VALUES` of them;
 //! - copies made by resolving references (strings, traits, objects) are
 //!   charged to a budget proportional to the input length, so a few bytes of
 //!   references cannot expand into gigabytes (`BadLength` when exhausted).
 //!   Copies kept in the object table are charged to a second budget of the
-//!   same size; when that runs out the object is still returned but is not
-//!   referenceable (a later reference to it is `BadLength`).
+//!   same size (and at most `MAX_VALUES` nodes); when that runs out the
+//!   object is still returned but is not referenceable (a later reference to
+//!   it is `BadLength`). An [`Amf3Decoder`] that keeps its context across
+//!   calls keeps this second budget too (topped up by each call's input), so
+//!   its tables cannot grow faster than its input;
+//! - containers reserve at most `PREALLOC_MAX` elements up front.
+//!
+//! Together: decoding `n` input bytes allocates at most about
+//! `MAX_VALUES` × 56 bytes for the value tree (twice that with the object
+//! table) plus `1 + 2 * CLONE_BUDGET_PER_BYTE` times `n` for string bytes,
+//! plus a constant — whatever the bytes are.
 
-use super::amf::{AmfError, Value, MAX_DEPTH};
+use super::amf::{AmfError, Value, MAX_DEPTH, MAX_VALUES};
 
 // §3.1 type markers.
 const UNDEFINED: u8 = 0x00;
@@ -72,11 +85,12 @@ pub const MAX_TABLE_ENTRIES: usize = 65_536;
 /// Reference-copy budget: this much plus `CLONE_BUDGET_PER_BYTE` per input
 /// byte, in units of one per value node plus one per string/byte-array byte.
 pub(crate) const CLONE_BUDGET_BASE: usize = 64 * 1024;
-pub(crate) const CLONE_BUDGET_PER_BYTE: usize = 16;
+pub(crate) const CLONE_BUDGET_PER_BYTE: usize = 2;
 /// Most elements reserved up front for a counted container. Counts are
-/// already bounded by the remaining input; this also keeps a bogus count
-/// from reserving tens of bytes per input byte before the decode fails.
-const PREALLOC_MAX: usize = 1024;
+/// already bounded by the remaining input, but 32 nested containers each
+/// reserving a count's worth would still cost a kilobyte per input byte
+/// before the decode fails; beyond this the vector grows as values arrive.
+const PREALLOC_MAX: usize = 16;
 
 /// Initial capacity for a container announcing `count` elements.
 pub(crate) fn prealloc(count: usize) -> usize {
@@ -186,6 +200,8 @@ pub(crate) struct Meta {
     pub(crate) weight: usize,
     /// Container nesting: 0 for scalars, 1 + the deepest child otherwise.
     pub(crate) height: usize,
+    /// Nodes (values) in the tree, this one included.
+    pub(crate) nodes: usize,
 }
 
 impl Meta {
@@ -193,6 +209,7 @@ impl Meta {
         Meta {
             weight: bytes.saturating_add(1),
             height: 0,
+            nodes: 1,
         }
     }
 
@@ -200,6 +217,7 @@ impl Meta {
         Meta {
             weight: 1,
             height: 1,
+            nodes: 1,
         }
     }
 
@@ -209,40 +227,102 @@ impl Meta {
             .saturating_add(key_len)
             .saturating_add(child.weight);
         self.height = self.height.max(child.height.saturating_add(1));
+        self.nodes = self.nodes.saturating_add(child.nodes);
     }
 }
 
-/// How much copying reference resolution may still do (see module docs).
+/// How many values one decode may still produce and how much copying
+/// reference resolution may still do (see module docs).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Budget {
+    /// Weight reference copies may still add to the result.
     refs: usize,
+    /// Weight the object table may still keep.
     table: usize,
+    /// Values the result may still have (`MAX_VALUES` per decode).
+    values: usize,
+    /// Values the object table may still keep.
+    table_values: usize,
 }
 
 impl Budget {
     pub(crate) fn for_input(len: usize) -> Self {
-        let b = len
-            .saturating_mul(CLONE_BUDGET_PER_BYTE)
-            .saturating_add(CLONE_BUDGET_BASE);
-        Budget { refs: b, table: b }
+        let b = clone_allowance(len);
+        Budget {
+            refs: b,
+            table: b,
+            values: MAX_VALUES,
+            table_values: MAX_VALUES,
+        }
     }
 
-    /// Pay for a copy made to resolve a reference; fails when exhausted.
+    /// The next call of a decoder that keeps its tables: fresh allowances for
+    /// the result, while the table's allowance carries on, topped up in
+    /// proportion to the new input only.
+    fn next_call(self, len: usize) -> Self {
+        Budget {
+            table: self
+                .table
+                .saturating_add(len.saturating_mul(CLONE_BUDGET_PER_BYTE)),
+            table_values: self.table_values,
+            ..Budget::for_input(len)
+        }
+    }
+
+    /// Count one value about to be decoded.
+    pub(crate) fn value(&mut self) -> Result<(), AmfError> {
+        self.values = self
+            .values
+            .checked_sub(1)
+            .ok_or(AmfError::TooManyValues)?;
+        Ok(())
+    }
+
+    /// A container announcing `count` elements must be able to hold them:
+    /// checked before anything per element is read or reserved.
+    pub(crate) fn expect_values(&self, count: usize) -> Result<(), AmfError> {
+        if count > self.values {
+            return Err(AmfError::TooManyValues);
+        }
+        Ok(())
+    }
+
+    /// Pay for bytes copied to resolve a reference; fails when exhausted.
     pub(crate) fn charge(&mut self, weight: usize) -> Result<(), AmfError> {
         self.refs = self.refs.checked_sub(weight).ok_or(AmfError::BadLength)?;
         Ok(())
     }
 
+    /// Pay for a value tree copied in by a reference: its weight, and its
+    /// nodes beyond the one `value()` already counted for the reference.
+    fn charge_copy(&mut self, meta: Meta) -> Result<(), AmfError> {
+        self.values = self
+            .values
+            .checked_sub(meta.nodes.saturating_sub(1))
+            .ok_or(AmfError::TooManyValues)?;
+        self.charge(meta.weight)
+    }
+
     /// Pay for a copy kept in a reference table; `false` means "don't keep".
-    fn try_table(&mut self, weight: usize) -> bool {
-        match self.table.checked_sub(weight) {
-            Some(rest) => {
-                self.table = rest;
+    fn try_table(&mut self, meta: Meta) -> bool {
+        match (
+            self.table.checked_sub(meta.weight),
+            self.table_values.checked_sub(meta.nodes),
+        ) {
+            (Some(table), Some(table_values)) => {
+                self.table = table;
+                self.table_values = table_values;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
+}
+
+/// Weight reference copies may add for `len` input bytes.
+fn clone_allowance(len: usize) -> usize {
+    len.saturating_mul(CLONE_BUDGET_PER_BYTE)
+        .saturating_add(CLONE_BUDGET_BASE)
 }
 
 #[derive(Debug)]
@@ -284,7 +364,7 @@ impl RefTable {
         let Some(entry) = slot.and_then(|i| self.slots.get_mut(i)) else {
             return;
         };
-        *entry = if budget.try_table(meta.weight) {
+        *entry = if budget.try_table(meta) {
             Slot::Ready(v.clone(), meta)
         } else {
             Slot::Dropped
@@ -305,7 +385,7 @@ impl RefTable {
                 if depth.saturating_add(meta.height) > MAX_DEPTH {
                     return Err(AmfError::TooDeep);
                 }
-                budget.charge(meta.weight)?;
+                budget.charge_copy(*meta)?;
                 Ok((v.clone(), *meta))
             }
         }
@@ -335,7 +415,7 @@ enum Header {
 /// AMF3 decoding context: the string, trait and object reference tables
 /// (§3.1), which persist across calls to [`Amf3Decoder::decode`]. If a call
 /// fails, entries it added are removed again, so the context stays usable.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Amf3Decoder {
     strings: Vec<String>,
     traits: Vec<Traits>,
@@ -343,15 +423,21 @@ pub struct Amf3Decoder {
     budget: Budget,
 }
 
+impl Default for Amf3Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Amf3Decoder {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_budget(Budget::for_input(0))
     }
 
     /// Decode one value from the start of `input`; returns it and the number
-    /// of bytes consumed.
+    /// of bytes consumed. Each call may produce `MAX_VALUES` values.
     pub fn decode(&mut self, input: &[u8]) -> Result<(Value, usize), AmfError> {
-        self.budget = Budget::for_input(input.len());
+        self.budget = self.budget.next_call(input.len());
         let (v, _, used) = self.decode_nested(input, 0)?;
         Ok((v, used))
     }
@@ -359,8 +445,10 @@ impl Amf3Decoder {
     /// A fresh context that spends an existing budget (AMF0's 0x11 switch).
     pub(crate) fn with_budget(budget: Budget) -> Self {
         Amf3Decoder {
+            strings: Vec::new(),
+            traits: Vec::new(),
+            objects: RefTable::default(),
             budget,
-            ..Self::default()
         }
     }
 
@@ -388,6 +476,7 @@ impl Amf3Decoder {
     }
 
     fn value(&mut self, r: &mut Reader<'_>, depth: usize) -> Result<(Value, Meta), AmfError> {
+        self.budget.value()?;
         let marker = r.u8()?;
         match marker {
             // §3.2-§3.5
@@ -565,6 +654,9 @@ impl Amf3Decoder {
             if count > r.remaining() {
                 return Err(AmfError::Truncated);
             }
+            // Each name is followed by a value later: refuse before keeping
+            // a name per input byte.
+            self.budget.expect_values(count)?;
             let mut sealed = Vec::with_capacity(prealloc(count));
             let mut weight = count;
             for _ in 0..count {
@@ -1096,28 +1188,29 @@ mod tests {
 
     #[test]
     fn string_table_is_capped() {
+        // 65_537 distinct strings, fed through one context in calls of fewer
+        // than MAX_VALUES values each; the last one is not recorded.
         let n = MAX_TABLE_ENTRIES + 1;
-        let mut b = vec![0x09];
-        write_u29(((n as u32 + 2) << 1) | 1, &mut b);
-        b.push(0x01);
-        for i in 0..n {
-            let t = i.to_string();
-            b.push(0x06);
-            write_str_vr(&t, &mut b);
+        let mut d = Amf3Decoder::new();
+        let mut i = 0;
+        while i < n {
+            let batch = (n - i).min(MAX_VALUES - 1);
+            let mut b = vec![0x09];
+            write_u29(((batch as u32) << 1) | 1, &mut b);
+            b.push(0x01);
+            for k in i..i + batch {
+                b.push(0x06);
+                write_str_vr(&k.to_string(), &mut b);
+            }
+            assert_eq!(d.decode(&b).unwrap().1, b.len());
+            i += batch;
         }
-        let mut ok = b.clone();
-        b.push(0x06);
+        let mut b = vec![0x06];
         write_u29((MAX_TABLE_ENTRIES as u32) << 1, &mut b); // not recorded
-        b.extend_from_slice(&[0x01]);
-        assert_eq!(decode(&b), Err(AmfError::BadReference));
-        ok.push(0x06);
+        assert_eq!(d.decode(&b), Err(AmfError::BadReference));
+        let mut ok = vec![0x06];
         write_u29((MAX_TABLE_ENTRIES as u32 - 1) << 1, &mut ok); // last recorded
-        ok.push(0x01);
-        let (v, _) = decode(&ok).unwrap();
-        let Value::StrictArray(items) = v else {
-            panic!()
-        };
-        assert_eq!(items[n], s("65535"));
+        assert_eq!(d.decode(&ok).unwrap().0, s("65535"));
     }
 
     #[test]
@@ -1174,5 +1267,92 @@ mod tests {
                 assert_eq!(enc(&v2), again);
             }
         }
+    }
+
+    /// A dense array of `n` nulls.
+    fn nulls(n: usize) -> Vec<u8> {
+        let mut b = vec![0x09];
+        write_u29(((n as u32) << 1) | 1, &mut b);
+        b.push(0x01);
+        b.extend(std::iter::repeat_n(0x01, n));
+        b
+    }
+
+    #[test]
+    fn values_per_decode_are_capped() {
+        // The array counts as one value.
+        assert!(decode(&nulls(MAX_VALUES - 1)).is_ok());
+        assert_eq!(decode(&nulls(MAX_VALUES)), Err(AmfError::TooManyValues));
+        // 8 MB of nulls: refused after MAX_VALUES of them, with the tree
+        // costing a fraction of the input, not 32 bytes per byte.
+        let big = nulls(8 << 20);
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode(&big));
+        assert_eq!(r, Err(AmfError::TooManyValues));
+        assert!(peak < MAX_VALUES * 64, "peak {peak} bytes");
+        // A context that persists still gets MAX_VALUES per call.
+        let mut d = Amf3Decoder::new();
+        for _ in 0..3 {
+            assert!(d.decode(&nulls(MAX_VALUES - 1)).is_ok());
+        }
+    }
+
+    #[test]
+    fn references_count_the_values_they_copy() {
+        // #0 = array of 100 nulls (101 values), then references to it: each
+        // copies 101 values, so 81 of them pass the cap and 82 do not.
+        let refs = |k: usize| {
+            let mut b = vec![0x09];
+            write_u29((((k + 1) as u32) << 1) | 1, &mut b);
+            b.push(0x01);
+            b.extend(nulls(100));
+            for _ in 0..k {
+                b.extend_from_slice(&[0x09, 0x02]); // object reference #1
+            }
+            b
+        };
+        // 1 + 101 * (k + 1) values.
+        let fits = (MAX_VALUES - 1) / 101 - 1;
+        assert!(decode(&refs(fits)).is_ok());
+        assert_eq!(decode(&refs(fits + 1)), Err(AmfError::TooManyValues));
+    }
+
+    #[test]
+    fn sealed_names_are_refused_before_they_are_kept() {
+        // Inline traits announcing 60_000 empty sealed names (one byte each,
+        // 24 bytes each as Strings): refused before the names are read.
+        let count = 60_000u32;
+        let mut b = vec![0x0A];
+        write_u29((count << 4) | 0b0011, &mut b);
+        b.push(0x01); // class name ""
+        b.extend(std::iter::repeat_n(0x01, 2 * count as usize));
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode(&b));
+        assert_eq!(r, Err(AmfError::TooManyValues));
+        assert!(peak < 4096, "peak {peak} bytes");
+    }
+
+    #[test]
+    fn nested_copies_into_the_table_are_bounded() {
+        // 31 arrays deep around 8000 nulls: the object table would keep a
+        // copy of the inner tree per level (31 × 8000 values) without its
+        // own allowance; with it, memory stays a small multiple of the tree.
+        let mut b = Vec::new();
+        for _ in 0..31 {
+            b.extend_from_slice(&[0x09, 0x03, 0x01]);
+        }
+        b.extend(nulls(8000));
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode(&b).map(|(_, used)| used));
+        assert_eq!(r, Ok(b.len()));
+        assert!(peak < 8 * MAX_VALUES * 64, "peak {peak} bytes");
+        // Bogus counts in nested containers reserve little before failing.
+        let mut b = Vec::new();
+        for _ in 0..32 {
+            b.push(0x09);
+            write_u29((60_000 << 1) | 1, &mut b);
+            b.push(0x01);
+        }
+        b.extend(std::iter::repeat_n(0xFF, 60_000));
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| decode(&b));
+        assert!(r.is_err());
+        assert!(peak < 64 * 1024, "peak {peak} bytes");
     }
 }

@@ -35,11 +35,20 @@
 //!   - A fmt 0/1/2 chunk on a csid whose message is still incomplete drops the
 //!     partial message and starts the new one (as an implicit abort).
 //!   - Limits: the message length is checked against `max_message_len` as soon
-//!     as the header is read, before any allocation; a partial message buffer
-//!     starts at `min(len, 4 * chunk data)` and otherwise grows only with the
-//!     data received; at most [`MAX_CHUNK_STREAMS`] chunk stream ids are
-//!     tracked (a fmt 0 on a further csid is [`ChunkError::TooManyChunkStreams`]).
-//!     Worst-case buffered memory is therefore
+//!     as the header is read, before any allocation, and a message that is
+//!     not media (anything but audio 8, video 9 and aggregate 22, §7.1) also
+//!     against the much smaller `max_command_len` (default
+//!     [`DEFAULT_MAX_COMMAND_LEN`], [`ChunkError::CommandTooLarge`]):
+//!     commands, data and control messages are decoded into values that cost
+//!     far more than their bytes, and no real client sends big ones. A
+//!     partial message buffer starts at `min(len, 4 * chunk data)` and
+//!     otherwise grows only with the data received; at most
+//!     [`MAX_CHUNK_STREAMS`] chunk stream ids are tracked (a fmt 0 on a
+//!     further csid is [`ChunkError::TooManyChunkStreams`]), and the partial
+//!     messages of all of them together hold at most `2 * max_message_len`
+//!     bytes ([`ChunkError::TooMuchBuffered`]: a real peer interleaves at
+//!     most a video and an audio message). Worst-case buffered memory is
+//!     therefore `2 * max_message_len` (plus allocator slack), not
 //!     `MAX_CHUNK_STREAMS * max_message_len`.
 //! * [`ChunkEncoder`]: chunks whole messages. fmt 0 for the first message on a
 //!   csid, a change of message stream id or a timestamp going backwards; else
@@ -61,6 +70,38 @@ pub const DEFAULT_CHUNK_SIZE: usize = 128;
 pub const MAX_CHUNK_SIZE: usize = 0x7fff_ffff;
 /// Most chunk stream ids a [`ChunkDecoder`] tracks at once.
 pub const MAX_CHUNK_STREAMS: usize = 64;
+/// Default limit for a message that is not audio, video or aggregate
+/// (commands 17/20, data 15/18, shared objects, control). ffmpeg's connect is
+/// about 150 bytes, Flash's 400, onMetaData under 1 KB.
+pub const DEFAULT_MAX_COMMAND_LEN: u32 = 64 * 1024;
+
+// Message types that carry media and may be as large as `max_message_len`
+// (RTMP 1.0 §7.1.4 audio, video; §7.1.6 aggregate).
+const TYPE_AUDIO: u8 = 8;
+const TYPE_VIDEO: u8 = 9;
+const TYPE_AGGREGATE: u8 = 22;
+
+fn is_media(type_id: u8) -> bool {
+    matches!(type_id, TYPE_AUDIO | TYPE_VIDEO | TYPE_AGGREGATE)
+}
+
+/// What a message type is, for error messages (RTMP 1.0 §5.4, §7.1).
+pub fn type_name(type_id: u8) -> &'static str {
+    match type_id {
+        1..=3 | 5 | 6 => "protocol control",
+        4 => "user control",
+        8 => "audio",
+        9 => "video",
+        15 => "AMF3 data",
+        16 => "AMF3 shared object",
+        17 => "AMF3 command",
+        18 => "AMF0 data",
+        19 => "AMF0 shared object",
+        20 => "AMF0 command",
+        22 => "aggregate",
+        _ => "unknown",
+    }
+}
 
 /// 24-bit timestamp field value meaning "extended timestamp follows".
 const EXT_MARKER: u32 = 0x00ff_ffff;
@@ -88,6 +129,12 @@ pub enum ChunkError {
     NoPreviousHeader { csid: u32 },
     /// Message length above the configured limit.
     MessageTooLarge { len: u32, limit: u32 },
+    /// A command, data or control message longer than the (smaller) limit
+    /// for messages that are not media.
+    CommandTooLarge { type_id: u8, len: u32, limit: u32 },
+    /// The partial messages of all chunk streams together would hold more
+    /// than `limit` bytes.
+    TooMuchBuffered { limit: usize },
     /// More distinct chunk stream ids open than the limit.
     TooManyChunkStreams,
     /// Set Chunk Size of 0 or with the top bit set (the session calls
@@ -104,6 +151,15 @@ impl fmt::Display for ChunkError {
             ChunkError::MessageTooLarge { len, limit } => {
                 write!(f, "message length {len} exceeds limit {limit}")
             }
+            ChunkError::CommandTooLarge { type_id, len, limit } => write!(
+                f,
+                "{} message (type {type_id}) of {len} bytes exceeds the {limit}-byte limit for non-media messages",
+                type_name(*type_id)
+            ),
+            ChunkError::TooMuchBuffered { limit } => write!(
+                f,
+                "partial messages on several chunk streams exceed {limit} bytes"
+            ),
             ChunkError::TooManyChunkStreams => {
                 write!(f, "more than {MAX_CHUNK_STREAMS} chunk streams open")
             }
@@ -201,18 +257,39 @@ struct Start {
 pub struct ChunkDecoder {
     chunk_size: usize,
     max_message_len: u32,
+    max_command_len: u32,
     streams: Vec<InStream>,
+    /// Bytes held in the partial messages of all chunk streams.
+    buffered: usize,
 }
 
 impl ChunkDecoder {
     /// A decoder for a fresh connection; chunk size starts at 128. Messages
-    /// longer than `max_message_len` are rejected at their header.
+    /// longer than `max_message_len` are rejected at their header, messages
+    /// that are not media longer than [`DEFAULT_MAX_COMMAND_LEN`] too.
     pub fn new(max_message_len: u32) -> Self {
         ChunkDecoder {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_message_len,
+            max_command_len: DEFAULT_MAX_COMMAND_LEN,
             streams: Vec::new(),
+            buffered: 0,
         }
+    }
+
+    /// Limit for messages that are not audio, video or aggregate.
+    pub fn set_max_command_len(&mut self, len: u32) {
+        self.max_command_len = len;
+    }
+
+    /// Most bytes the partial messages of all chunk streams may hold.
+    fn max_buffered(&self) -> usize {
+        (self.max_message_len as usize).saturating_mul(2)
+    }
+
+    /// Bytes currently held in partial messages.
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 
     /// Set the peer's chunk size (from a Set Chunk Size message); 0 or
@@ -233,6 +310,7 @@ impl ChunkDecoder {
     /// csid's previous header is kept. Unknown csids are ignored.
     pub fn abort(&mut self, csid: u32) {
         if let Some(s) = self.streams.iter_mut().find(|s| s.csid == csid) {
+            self.buffered = self.buffered.saturating_sub(s.buf.len());
             s.in_progress = false;
             s.buf = Vec::new();
         }
@@ -306,11 +384,17 @@ impl ChunkDecoder {
                     return Ok(None);
                 };
                 let consumed = r.pos;
+                let limit = self.max_buffered();
+                if self.buffered.saturating_add(data.len()) > limit {
+                    return Err(ChunkError::TooMuchBuffered { limit });
+                }
                 let Some(s) = idx.and_then(|i| self.streams.get_mut(i)) else {
                     return Ok(None); // unreachable: prev exists
                 };
                 s.buf.extend_from_slice(data);
+                self.buffered = self.buffered.saturating_add(data.len());
                 if s.buf.len() >= s.len as usize {
+                    self.buffered = self.buffered.saturating_sub(s.buf.len());
                     s.in_progress = false;
                     let msg = RawMessage {
                         csid,
@@ -414,12 +498,30 @@ impl ChunkDecoder {
                 limit: self.max_message_len,
             });
         }
+        if start.len > self.max_command_len && !is_media(start.type_id) {
+            return Err(ChunkError::CommandTooLarge {
+                type_id: start.type_id,
+                len: start.len,
+                limit: self.max_command_len,
+            });
+        }
         let len = start.len as usize;
         let n = len.min(self.chunk_size);
         let Some(data) = r.take(n) else {
             return Ok(None);
         };
         let consumed = r.pos;
+        // A new message on a csid whose message is incomplete drops that one.
+        let abandoned = idx
+            .and_then(|i| self.streams.get(i))
+            .filter(|s| s.in_progress)
+            .map_or(0, |s| s.buf.len());
+        let held = self.buffered.saturating_sub(abandoned);
+        let limit = self.max_buffered();
+        if n < len && held.saturating_add(n) > limit {
+            return Err(ChunkError::TooMuchBuffered { limit });
+        }
+        self.buffered = held;
 
         // Commit.
         let s = match idx.and_then(|i| self.streams.get_mut(i)) {
@@ -466,6 +568,7 @@ impl ChunkDecoder {
         s.in_progress = true;
         s.buf = Vec::with_capacity(len.min(n.saturating_mul(4)));
         s.buf.extend_from_slice(data);
+        self.buffered = self.buffered.saturating_add(n);
         Ok(Some((consumed, None)))
     }
 }
@@ -1677,5 +1780,99 @@ mod tests {
         enc.encode(4, 0, 9, 1, &big, &mut out);
         assert_eq!(out.len(), 12 + MAX_WIRE_LEN);
         assert_eq!(&out[4..7], &[0xff, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn non_media_messages_have_the_command_limit() {
+        let mut dec = ChunkDecoder::new(LIMIT);
+        // An 8 MB AMF0 command: refused at its header, naming what and how big.
+        let e = dec.decode(&fmt0(3, 0, LIMIT, 20, 0)).unwrap_err();
+        assert_eq!(
+            e,
+            ChunkError::CommandTooLarge { type_id: 20, len: LIMIT, limit: DEFAULT_MAX_COMMAND_LEN }
+        );
+        assert_eq!(
+            e.to_string(),
+            "AMF0 command message (type 20) of 8388608 bytes exceeds the 65536-byte limit for non-media messages"
+        );
+        // The message limit is checked first (its log line names it).
+        assert!(matches!(dec.decode(&fmt0(3, 0, LIMIT + 1, 20, 0)), Err(ChunkError::MessageTooLarge { .. })));
+        for type_id in [1, 4, 15, 16, 17, 18, 19, 20, 21, 0] {
+            let e = dec.decode(&fmt0(3, 0, DEFAULT_MAX_COMMAND_LEN + 1, type_id, 0)).unwrap_err();
+            assert!(matches!(e, ChunkError::CommandTooLarge { .. }), "type {type_id}: {e:?}");
+        }
+        // Exactly the limit decodes; media is not affected.
+        let mut wire = fmt0(3, 0, DEFAULT_MAX_COMMAND_LEN, 20, 0);
+        let body = pattern(DEFAULT_MAX_COMMAND_LEN as usize, 3);
+        dec.set_chunk_size(DEFAULT_MAX_COMMAND_LEN).unwrap();
+        wire.extend_from_slice(&body);
+        assert_eq!(decode_all(&mut dec, &wire), vec![msg(3, 0, 20, 0, body)]);
+        for type_id in [8, 9, 22] {
+            assert_eq!(dec.decode(&fmt0(4, 0, LIMIT, type_id, 1)).unwrap(), (0, None));
+        }
+        // A fmt 1 header switching a media stream to a big command is caught too.
+        let mut dec = ChunkDecoder::new(LIMIT);
+        let mut wire = fmt0(4, 0, 1, 9, 1);
+        wire.push(0);
+        assert_eq!(decode_all(&mut dec, &wire).len(), 1);
+        assert!(matches!(
+            dec.decode(&[0x44, 0, 0, 1, 0x01, 0, 1, 20]),
+            Err(ChunkError::CommandTooLarge { type_id: 20, len: 65_537, .. })
+        ));
+        // The shell may set another limit.
+        let mut dec = ChunkDecoder::new(LIMIT);
+        dec.set_max_command_len(100);
+        assert!(matches!(dec.decode(&fmt0(3, 0, 101, 18, 0)), Err(ChunkError::CommandTooLarge { limit: 100, .. })));
+    }
+
+    #[test]
+    fn partial_messages_together_are_bounded() {
+        // Partial 1000-byte video messages on many chunk streams: at most
+        // twice the message limit (2000 bytes) held in all.
+        let mut dec = ChunkDecoder::new(1000);
+        dec.set_chunk_size(300).unwrap();
+        let open = |dec: &mut ChunkDecoder, csid: u32| {
+            let mut wire = fmt0(csid, 0, 1000, 9, 1);
+            wire.extend_from_slice(&[csid as u8; 300]);
+            dec.decode(&wire)
+        };
+        for csid in 3..9 {
+            assert_eq!(open(&mut dec, csid).unwrap().1, None);
+        }
+        assert_eq!(dec.buffered(), 1800);
+        let e = open(&mut dec, 9).unwrap_err();
+        assert_eq!(e, ChunkError::TooMuchBuffered { limit: 2000 });
+        assert_eq!(e.to_string(), "partial messages on several chunk streams exceed 2000 bytes");
+        assert_eq!(dec.buffered(), 1800, "an error changes nothing");
+        // Continuations count too; completing, aborting and replacing a
+        // partial message give its bytes back.
+        let mut more = vec![0xC3];
+        more.extend_from_slice(&[3; 300]);
+        assert!(matches!(dec.decode(&more), Err(ChunkError::TooMuchBuffered { .. })));
+        dec.abort(4);
+        assert_eq!(dec.buffered(), 1500);
+        assert_eq!(dec.decode(&more).unwrap().1, None);
+        assert_eq!(dec.buffered(), 1800);
+        dec.abort(5);
+        assert_eq!(dec.decode(&more).unwrap().1, None);
+        let mut last = vec![0xC3];
+        last.extend_from_slice(&[3; 100]);
+        let (_, m) = dec.decode(&last).unwrap();
+        assert_eq!(m.unwrap().payload.len(), 1000);
+        assert_eq!(dec.buffered(), 900);
+        let mut replace = fmt0(6, 0, 10, 9, 1);
+        replace.extend_from_slice(&[0; 10]);
+        assert_eq!(dec.decode(&replace).unwrap().1.unwrap().payload.len(), 10);
+        assert_eq!(dec.buffered(), 600);
+        // One message as large as the limit is always possible.
+        let mut dec = ChunkDecoder::new(1000);
+        let mut wire = fmt0(3, 0, 1000, 9, 1);
+        wire.extend_from_slice(&pattern(128, 0));
+        for i in 1..8 {
+            wire.push(0xC3);
+            wire.extend_from_slice(&pattern(if i == 7 { 1000 - 7 * 128 } else { 128 }, 0));
+        }
+        assert_eq!(decode_all(&mut dec, &wire).len(), 1);
+        assert_eq!(dec.buffered(), 0);
     }
 }

@@ -17,11 +17,26 @@
 //! onMetaData; user control SetBufferLength, PingRequest/PingResponse.
 //! Not implemented: aggregate messages (type 22, counted and dropped), shared
 //! objects (type 16/19, dropped), RTMPE/RTMPT, the client role.
+//!
+//! Bounds against a hostile peer ([`SessionLimits`]):
+//! - a message that is not media (command, data, control) may be at most
+//!   `max_command` bytes, checked at its chunk header (the chunk decoder's
+//!   `CommandTooLarge`); its AMF decodes into at most `amf::MAX_VALUES`
+//!   values;
+//! - replies and control messages (handshake, acks, pongs, command results,
+//!   statuses) that the peer has not read yet may hold at most
+//!   `output_budget` bytes of the send queue: before each chunk it decodes the
+//!   session checks, and a peer that keeps asking without reading ends with
+//!   [`RtmpError::OutputOverBudget`]. Media queued for a player is not
+//!   counted (the relay's player queue policy bounds it);
+//! - a Window Acknowledgement Size below [`MIN_PEER_WINDOW`] is raised to it,
+//!   so acknowledgements cost at most 16 bytes per 4 KiB received;
+//! - empty audio/video messages are dropped (counted), not turned into events.
 
 use std::collections::VecDeque;
 
 use super::amf::{AmfError, Value};
-use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RawMessage};
+use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RawMessage, DEFAULT_MAX_COMMAND_LEN};
 use super::handshake::{HandshakeError, HandshakeServer};
 use super::amf0;
 use super::chunk::Prechunked;
@@ -64,6 +79,37 @@ pub const WINDOW_ACK_SIZE: u32 = 2_500_000;
 /// Message stream ids a client may create (createStream); bounded.
 const MAX_STREAMS: u32 = 16;
 
+/// Smallest Window Acknowledgement Size we honour (§5.4.4). A peer that asks
+/// for less gets an Acknowledgement every `MIN_PEER_WINDOW` bytes instead.
+/// Clamped rather than refused: the window only tells us how often to send
+/// Acknowledgements, so acknowledging less often cannot corrupt the stream,
+/// while a tiny window (1 byte: an ack per chunk) only serves to make us write
+/// more than the peer sends. No real encoder asks for less than hundreds of
+/// kilobytes (ffmpeg, librtmp, OBS: 2.5 MB; Flash 2.5–5 MB), so none sees a
+/// difference, and a peer that did would at worst wait for an ack a little
+/// longer instead of losing its connection.
+pub const MIN_PEER_WINDOW: u32 = 4096;
+
+/// Default budget for replies and control messages the peer has not read.
+/// Four replies that echo a maximal command still fit; a real client never
+/// has more than a few hundred bytes of them outstanding.
+pub const DEFAULT_OUTPUT_BUDGET: usize = 4 * DEFAULT_MAX_COMMAND_LEN as usize;
+
+/// The bounds a session enforces on its peer (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Longest command, data or control message (media: `max_message`).
+    pub max_command: u32,
+    /// Most bytes of unread replies and control messages.
+    pub output_budget: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits { max_command: DEFAULT_MAX_COMMAND_LEN, output_budget: DEFAULT_OUTPUT_BUDGET }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RtmpError {
     Handshake(HandshakeError),
@@ -76,6 +122,9 @@ pub enum RtmpError {
     BadControl,
     /// createStream called too often.
     TooManyStreams,
+    /// The peer does not read: the replies and control messages it has not
+    /// read yet exceed the budget (at most `queued` bytes of them are unsent).
+    OutputOverBudget { queued: usize, budget: usize },
 }
 
 impl std::fmt::Display for RtmpError {
@@ -87,6 +136,10 @@ impl std::fmt::Display for RtmpError {
             RtmpError::BadCommand => f.write_str("command message without name and transaction id"),
             RtmpError::BadControl => f.write_str("protocol control message with a bad length"),
             RtmpError::TooManyStreams => f.write_str("more than 16 createStream calls"),
+            RtmpError::OutputOverBudget { queued, budget } => write!(
+                f,
+                "peer does not read its replies: {queued} bytes of replies and control messages unsent (budget {budget})"
+            ),
         }
     }
 }
@@ -144,6 +197,12 @@ pub struct RtmpSession {
     four_cc: Vec<String>,
     pub stats: SessionStats,
     scratch: Vec<u8>,
+    limits: SessionLimits,
+    /// Upper bound on the bytes of our replies and control messages still in
+    /// the send queue: what we appended, capped by the queue's length each
+    /// time we look (the queue is FIFO, so it cannot hold more of ours than
+    /// its length; media appended behind them does not raise the bound).
+    control_queued: usize,
 }
 
 impl RtmpSession {
@@ -163,7 +222,37 @@ impl RtmpSession {
             four_cc: Vec::new(),
             stats: SessionStats::default(),
             scratch: Vec::new(),
+            limits: SessionLimits::default(),
+            control_queued: 0,
         }
+    }
+
+    /// Replace the default bounds (see [`SessionLimits`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self.rx.set_max_command_len(limits.max_command);
+        self
+    }
+
+    /// Append our own bytes (a reply or control message) to `q`, counted
+    /// against the output budget. The queue copies them (small ones inline,
+    /// without an allocation: an ack or a pong), and `bytes` becomes the
+    /// scratch buffer again.
+    fn emit(&mut self, bytes: Vec<u8>, q: &mut SendQueue) {
+        self.control_queued = self.control_queued.saturating_add(bytes.len());
+        q.push_bytes(&bytes);
+        self.scratch = bytes;
+    }
+
+    /// Before decoding more of the peer's input (which may append a reply):
+    /// `Err` if the replies and control messages it has not read are over budget.
+    fn check_output(&mut self, q: &SendQueue) -> Result<(), RtmpError> {
+        self.control_queued = self.control_queued.min(q.len());
+        if self.control_queued > self.limits.output_budget {
+            return Err(RtmpError::OutputOverBudget { queued: self.control_queued, budget: self.limits.output_budget });
+        }
+        Ok(())
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -188,10 +277,11 @@ impl RtmpSession {
     /// returns the bytes consumed. Replies go to `q`. `Err` is fatal.
     pub fn handle_input(&mut self, input: &[u8], q: &mut SendQueue) -> Result<usize, RtmpError> {
         let mut used = 0;
+        self.check_output(q)?;
         if self.phase == Phase::Handshake {
             let mut out = Vec::new();
             let n = self.handshake.handle_input(input, &mut out).map_err(RtmpError::Handshake)?;
-            q.push_vec(out);
+            self.emit(out, q);
             used += n;
             if !self.handshake.is_done() {
                 return Ok(used);
@@ -203,6 +293,7 @@ impl RtmpSession {
             if rest.is_empty() {
                 break;
             }
+            self.check_output(q)?;
             let (n, msg) = self.rx.decode(rest)?;
             if n == 0 {
                 break;
@@ -238,10 +329,12 @@ impl RtmpSession {
             }
             MSG_ACK => {}
             MSG_WINDOW_ACK_SIZE => {
-                self.peer_window = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
+                let asked = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
+                self.peer_window = asked.max(MIN_PEER_WINDOW);
             }
             MSG_SET_PEER_BANDWIDTH => {}
             MSG_USER_CONTROL => self.handle_user_control(&m.payload, q),
+            MSG_AUDIO | MSG_VIDEO if m.payload.is_empty() => self.stats.dropped_messages += 1,
             MSG_AUDIO | MSG_VIDEO => {
                 let kind = if m.type_id == MSG_AUDIO { MediaKind::Audio } else { MediaKind::Video };
                 self.events.push_back(RtmpEvent::Media { msid: m.stream_id, kind, ts: m.timestamp, payload: m.payload });
@@ -415,7 +508,7 @@ impl RtmpSession {
             // Replies to our own calls, keep-alives and anything unknown: no answer needed.
             _ => {
                 if tid > 0.0 && !name.starts_with('_') {
-                    crate::debug!("rtmp: unanswered command {name:?}");
+                    crate::debug!("rtmp: unanswered command {}", crate::log::peer_str(&name));
                 }
             }
         }
@@ -443,8 +536,10 @@ impl RtmpSession {
         self.status(msid, "status", "NetStream.Play.Start", &format!("Started playing {name}."), q);
         let mut body = Vec::new();
         amf0::encode_all(&[Value::String("|RtmpSampleAccess".into()), Value::Boolean(true), Value::Boolean(true)], &mut body);
+        self.scratch.clear();
         self.tx.encode(CSID_STATUS, 0, MSG_DATA_AMF0, msid, &body, &mut self.scratch);
-        q.push_vec(std::mem::take(&mut self.scratch));
+        let bytes = std::mem::take(&mut self.scratch);
+        self.emit(bytes, q);
     }
 
     pub fn play_not_found(&mut self, msid: u32, name: &str, q: &mut SendQueue) {
@@ -508,7 +603,8 @@ impl RtmpSession {
     fn control(&mut self, type_id: u8, payload: &[u8], q: &mut SendQueue) {
         self.scratch.clear();
         self.tx.encode(CSID_CONTROL, 0, type_id, 0, payload, &mut self.scratch);
-        q.push_vec(std::mem::take(&mut self.scratch));
+        let bytes = std::mem::take(&mut self.scratch);
+        self.emit(bytes, q);
     }
 
     fn user_control(&mut self, event: u16, msid: u32, q: &mut SendQueue) {
@@ -527,7 +623,8 @@ impl RtmpSession {
         amf0::encode_all(values, &mut body);
         self.scratch.clear();
         self.tx.encode(csid, 0, MSG_COMMAND_AMF0, msid, &body, &mut self.scratch);
-        q.push_vec(std::mem::take(&mut self.scratch));
+        let bytes = std::mem::take(&mut self.scratch);
+        self.emit(bytes, q);
     }
 
     fn result(&mut self, tid: f64, value: Value, q: &mut SendQueue) {
@@ -750,5 +847,194 @@ mod tests {
             }
             other => panic!("expected metadata, got {other:?}"),
         }
+    }
+
+    fn ping_request(t: u32) -> Vec<u8> {
+        let mut p = UC_PING_REQUEST.to_be_bytes().to_vec();
+        p.extend_from_slice(&t.to_be_bytes());
+        p
+    }
+
+    /// Chunk-encode one message on csid 2 with a fresh encoder (fmt 0).
+    fn chunked(type_id: u8, body: &[u8], chunk_size: usize) -> Vec<u8> {
+        let mut enc = ChunkEncoder::new();
+        enc.set_chunk_size(chunk_size);
+        let mut b = Vec::new();
+        enc.encode(2, 0, type_id, 0, body, &mut b);
+        b
+    }
+
+    #[test]
+    fn ping_flood_without_reading_ends_over_budget() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        let _ = drain(&mut q);
+        // A client that reads its pongs can ping forever.
+        for t in 0..10_000 {
+            c.send(&mut s, &mut q, MSG_USER_CONTROL, 0, &ping_request(t));
+            if t % 100 == 99 {
+                let msgs = c.recv(&mut q);
+                assert_eq!(msgs.len(), 100);
+                assert!(msgs.iter().all(|m| m.type_id == MSG_USER_CONTROL && m.payload[..2] == [0, 7]));
+            }
+        }
+        // One that never reads is stopped once its unread replies pass the budget.
+        let mut err = None;
+        for t in 0..1_000_000 {
+            let mut b = Vec::new();
+            c.tx.encode(3, 0, MSG_USER_CONTROL, 0, &ping_request(t), &mut b);
+            if let Err(e) = s.handle_input(&b, &mut q) {
+                err = Some(e);
+                break;
+            }
+        }
+        let e = err.expect("the flood is refused");
+        assert!(matches!(e, RtmpError::OutputOverBudget { budget: DEFAULT_OUTPUT_BUDGET, .. }), "{e:?}");
+        assert!(q.len() <= DEFAULT_OUTPUT_BUDGET + 64, "{}", q.len());
+        assert!(e.to_string().starts_with("peer does not read its replies"), "{e}");
+    }
+
+    #[test]
+    fn amf_ping_commands_count_against_the_budget() {
+        let limits = SessionLimits { output_budget: 10_000, ..SessionLimits::default() };
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096).with_limits(limits);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        let _ = drain(&mut q);
+        let mut body = Vec::new();
+        amf0::encode_all(&[Value::String("ping".into()), Value::Number(0.0), Value::Null], &mut body);
+        let mut b = Vec::new();
+        c.tx.encode(3, 0, MSG_COMMAND_AMF0, 0, &body, &mut b);
+        let mut n = 0;
+        let e = loop {
+            match s.handle_input(&b, &mut q) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+            assert!(n < 10_000);
+        };
+        assert_eq!(e, RtmpError::OutputOverBudget { queued: q.len(), budget: 10_000 });
+        assert!(n > 100, "{n} pongs before the budget ran out");
+    }
+
+    #[test]
+    fn media_queued_for_a_player_is_not_counted() {
+        let limits = SessionLimits { output_budget: 1000, ..SessionLimits::default() };
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096).with_limits(limits);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        let _ = drain(&mut q);
+        let body: std::sync::Arc<[u8]> = vec![7u8; 1 << 20].into();
+        let pre = Prechunked::new(&body, 4096, MediaKind::Video.csid());
+        for _ in 0..4 {
+            s.queue_media(1, 0, MediaKind::Video, &pre, &mut q);
+            c.send(&mut s, &mut q, MSG_USER_CONTROL, 0, &ping_request(1));
+        }
+        assert!(q.len() > 4 << 20);
+        // Our own bytes behind the media still count once they pile up.
+        let mut b = Vec::new();
+        for t in 0..200 {
+            c.tx.encode(3, 0, MSG_USER_CONTROL, 0, &ping_request(t), &mut b);
+        }
+        assert!(matches!(s.handle_input(&b, &mut q), Err(RtmpError::OutputOverBudget { budget: 1000, .. })));
+    }
+
+    #[test]
+    fn tiny_window_ack_size_is_raised() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        c.send(&mut s, &mut q, MSG_WINDOW_ACK_SIZE, 0, &1u32.to_be_bytes());
+        let _ = drain(&mut q);
+        // 400 KB of audio in 1 KB messages: one ack per 4 KiB, not per chunk.
+        let mut sent = 0;
+        for _ in 0..400 {
+            let mut b = Vec::new();
+            c.tx.encode(4, 0, MSG_AUDIO, 1, &[0xAF; 1000], &mut b);
+            sent += b.len();
+            assert_eq!(s.handle_input(&b, &mut q).unwrap(), b.len());
+            while s.poll_event().is_some() {}
+        }
+        let acks = c.recv(&mut q).iter().filter(|m| m.type_id == MSG_ACK).count();
+        // (An ack goes out at the first chunk boundary past each 4 KiB.)
+        let (most, least) = (sent / MIN_PEER_WINDOW as usize, sent / (MIN_PEER_WINDOW as usize + 200));
+        assert!((least..=most).contains(&acks), "{acks} acks for {sent} bytes");
+        // A window above the floor is kept as asked.
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut c = Client::connect(&mut s, &mut q);
+        c.send(&mut s, &mut q, MSG_WINDOW_ACK_SIZE, 0, &100_000u32.to_be_bytes());
+        assert_eq!(s.peer_window, 100_000);
+        c.send(&mut s, &mut q, MSG_WINDOW_ACK_SIZE, 0, &0u32.to_be_bytes());
+        assert_eq!(s.peer_window, MIN_PEER_WINDOW);
+    }
+
+    #[test]
+    fn eight_megabyte_command_is_refused_at_its_header() {
+        // The issue-15 attack: an 8 MB `ping` made of AMF0 nulls.
+        let mut body = Vec::new();
+        amf0::encode_all(&[Value::String("ping".into()), Value::Number(0.0)], &mut body);
+        body.resize(8 << 20, 0x05);
+        let wire = chunked(MSG_COMMAND_AMF0, &body, 128);
+        let mut s = RtmpSession::new(1, 0, 8 << 20, 4096);
+        let mut q = SendQueue::new();
+        let _c = Client::connect(&mut s, &mut q);
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| s.handle_input(&wire, &mut q));
+        let e = r.unwrap_err();
+        assert_eq!(
+            e,
+            RtmpError::Chunk(ChunkError::CommandTooLarge { type_id: 20, len: 8 << 20, limit: DEFAULT_MAX_COMMAND_LEN })
+        );
+        assert_eq!(
+            e.to_string(),
+            "AMF0 command message (type 20) of 8388608 bytes exceeds the 65536-byte limit for non-media messages"
+        );
+        assert!(peak < 64 * 1024, "peak {peak} bytes");
+        // Data messages have the same limit; media keeps the message limit.
+        let mut s = RtmpSession::new(1, 0, 8 << 20, 4096);
+        let _c = Client::connect(&mut s, &mut q);
+        let e = s.handle_input(&chunked(MSG_DATA_AMF0, &vec![5; 70_000], 4096), &mut q).unwrap_err();
+        assert!(matches!(e, RtmpError::Chunk(ChunkError::CommandTooLarge { type_id: 18, len: 70_000, .. })), "{e:?}");
+        let mut s = RtmpSession::new(1, 0, 8 << 20, 4096);
+        let _c = Client::connect(&mut s, &mut q);
+        let mut wire = chunked(MSG_SET_CHUNK_SIZE, &65_536u32.to_be_bytes(), 128);
+        wire.extend(chunked(MSG_VIDEO, &vec![0x17; 3 << 20], 65_536));
+        assert_eq!(s.handle_input(&wire, &mut q).unwrap(), wire.len());
+        assert!(matches!(s.poll_event(), Some(RtmpEvent::Media { kind: MediaKind::Video, .. })));
+    }
+
+    #[test]
+    fn command_of_nulls_under_the_size_limit_fails_on_values() {
+        let mut body = Vec::new();
+        amf0::encode_all(&[Value::String("ping".into()), Value::Number(0.0)], &mut body);
+        body.resize(DEFAULT_MAX_COMMAND_LEN as usize, 0x05);
+        let mut s = RtmpSession::new(1, 0, 8 << 20, 4096);
+        let mut q = SendQueue::new();
+        let _c = Client::connect(&mut s, &mut q);
+        let wire = chunked(MSG_COMMAND_AMF0, &body, 128);
+        let (r, peak) = crate::sync::alloc_meter::peak_bytes(|| s.handle_input(&wire, &mut q));
+        let e = r.unwrap_err();
+        assert_eq!(e, RtmpError::Amf(AmfError::TooManyValues));
+        assert_eq!(e.to_string(), "command: AMF message has more than 8192 values");
+        // The message buffer (64 KiB, at most doubled while it grew) plus at
+        // most MAX_VALUES decoded values.
+        assert!(peak < 8 * DEFAULT_MAX_COMMAND_LEN as usize, "peak {peak} bytes");
+        // A smaller limit from the shell.
+        let limits = SessionLimits { max_command: 1000, ..SessionLimits::default() };
+        let mut s = RtmpSession::new(1, 0, 8 << 20, 4096).with_limits(limits);
+        let _c = Client::connect(&mut s, &mut q);
+        let e = s.handle_input(&chunked(MSG_COMMAND_AMF0, &body[..1001], 128), &mut q).unwrap_err();
+        assert!(matches!(e, RtmpError::Chunk(ChunkError::CommandTooLarge { len: 1001, limit: 1000, .. })), "{e:?}");
+    }
+
+    #[test]
+    fn empty_media_messages_are_dropped() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let mut c = Client::connect(&mut s, &mut q);
+        c.send(&mut s, &mut q, MSG_AUDIO, 1, &[]);
+        c.send(&mut s, &mut q, MSG_VIDEO, 1, &[]);
+        assert_eq!(s.poll_event(), None);
+        assert_eq!(s.stats.dropped_messages, 2);
     }
 }

@@ -1,14 +1,16 @@
 #![no_main]
-//! AMF0 decoder on arbitrary bytes: never panics, and whatever decodes
-//! re-encodes to bytes that decode to an equal value (and re-encode to the
-//! same bytes).
+//! AMF0 decoder on arbitrary bytes: never panics, never produces more than
+//! `MAX_VALUES` values per call (references' copies included), and whatever
+//! decodes re-encodes to bytes that decode to an equal value (and re-encode
+//! to the same bytes).
 use libfuzzer_sys::fuzz_target;
-use rtcbridge::proto::rtmp::amf::Value;
+use rtcbridge::proto::rtmp::amf::{Value, MAX_VALUES};
 use rtcbridge::proto::rtmp::amf0;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((v, used)) = amf0::decode(data) {
         assert!(used >= 1 && used <= data.len());
+        assert!(nodes(&v) <= MAX_VALUES);
         if representable(&v) {
             let mut bytes = Vec::new();
             amf0::encode(&v, &mut bytes);
@@ -21,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(values) = amf0::decode_all(data) {
+        assert!(values.iter().map(nodes).sum::<usize>() <= MAX_VALUES);
         if values.iter().all(representable) {
             let mut bytes = Vec::new();
             amf0::encode_all(&values, &mut bytes);
@@ -58,5 +61,14 @@ fn same(a: &Value, b: &Value) -> bool {
             p.len() == q.len() && p.iter().zip(q).all(|(x, y)| same(x, y))
         }
         _ => a == b,
+    }
+}
+
+/// Values in a tree, the root included.
+fn nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Object(p) | Value::EcmaArray(p) => p.iter().map(|(_, v)| nodes(v)).sum(),
+        Value::StrictArray(items) => items.iter().map(nodes).sum(),
+        _ => 0,
     }
 }

@@ -1,8 +1,10 @@
 #![no_main]
-//! AMF3 decoder on arbitrary bytes: never panics, and whatever decodes
-//! re-encodes (as AMF3, and as AMF0) to bytes that decode to an equal value.
+//! AMF3 decoder on arbitrary bytes: never panics, never produces more than
+//! `MAX_VALUES` values per call (references' copies included), and whatever
+//! decodes re-encodes (as AMF3, and as AMF0) to bytes that decode to an
+//! equal value.
 use libfuzzer_sys::fuzz_target;
-use rtcbridge::proto::rtmp::amf::Value;
+use rtcbridge::proto::rtmp::amf::{Value, MAX_VALUES};
 use rtcbridge::proto::rtmp::{amf0, amf3};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(v: &Value) {
+    assert!(nodes(v) <= MAX_VALUES);
     // AMF3 -> AMF3. Exact for every value the AMF3 decoder can produce.
     let mut bytes = Vec::new();
     amf3::encode(v, &mut bytes);
@@ -67,5 +70,14 @@ fn same(a: &Value, b: &Value) -> bool {
             p.len() == q.len() && p.iter().zip(q).all(|(x, y)| same(x, y))
         }
         _ => a == b,
+    }
+}
+
+/// Values in a tree, the root included.
+fn nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Object(p) | Value::EcmaArray(p) => p.iter().map(|(_, v)| nodes(v)).sum(),
+        Value::StrictArray(items) => items.iter().map(nodes).sum(),
+        _ => 0,
     }
 }

@@ -31,7 +31,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(rec[0], 1);
-    assert_eq!(rec[1..4], nal[1..4]);
+    // Profile, constraint flags and level as the SPS says them (ISO/IEC
+    // 14496-15 §5.3.3.1): the RBSP values, which are the NAL's bytes unless
+    // an emulation prevention byte sits among them (00 00 03 ..).
+    assert_eq!(rec[1..4], [info.profile_idc, info.constraint_flags, info.level_idc]);
+    if nal[1..4] != [0, 0, 3] {
+        assert_eq!(rec[1..4], nal[1..4]);
+    }
     assert_eq!(rec[4..6], [0xff, 0xe1]);
     let sps_len = usize::from(u16::from_be_bytes([rec[6], rec[7]]));
     assert_eq!(&rec[8..8 + sps_len], &nal[..]);

@@ -1,13 +1,23 @@
 #![no_main]
 //! The whole RTMP server session after a valid handshake: chunk stream,
 //! control messages, AMF commands. Any input must end in Ok or a typed Err.
+//! Odd first byte: the peer never reads, with a small output budget; the
+//! replies the session queued may exceed that budget by at most what one
+//! message can produce, and a command never more than its size limit.
 use libfuzzer_sys::fuzz_target;
 use rtcbridge::buf::SendQueue;
 use rtcbridge::proto::rtmp::handshake::HandshakeClient;
-use rtcbridge::proto::rtmp::session::RtmpSession;
+use rtcbridge::proto::rtmp::session::{RtmpSession, SessionLimits};
+
+const BUDGET: usize = 4096;
+const MAX_COMMAND: u32 = 2048;
 
 fuzz_target!(|data: &[u8]| {
+    let never_reads = data.first().is_some_and(|b| b & 1 == 1);
     let mut s = RtmpSession::new(7, 0, 1 << 20, 4096);
+    if never_reads {
+        s = s.with_limits(SessionLimits { max_command: MAX_COMMAND, output_budget: BUDGET });
+    }
     let mut q = SendQueue::new();
     let mut c1 = Vec::new();
     let mut hc = HandshakeClient::new(9, 0, &mut c1);
@@ -25,7 +35,12 @@ fuzz_target!(|data: &[u8]| {
         if !std::ptr::eq(part, a) {
             buf.extend_from_slice(part);
         }
-        match s.handle_input(&buf, &mut q) {
+        let r = s.handle_input(&buf, &mut q);
+        if never_reads {
+            // A message's replies echo at most its own bytes, plus fixed text.
+            assert!(q.len() <= BUDGET + 2 * MAX_COMMAND as usize + 4096, "{} bytes queued", q.len());
+        }
+        match r {
             Ok(n) => {
                 assert!(n <= buf.len());
                 buf.drain(..n);
@@ -33,7 +48,9 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
         while s.poll_event().is_some() {}
-        let mut sink = Vec::new();
-        let _ = q.write_to(&mut sink);
+        if !never_reads {
+            let mut sink = Vec::new();
+            let _ = q.write_to(&mut sink);
+        }
     }
 });
