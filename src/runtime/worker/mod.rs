@@ -657,7 +657,7 @@ impl Worker {
             let playing = matches!(r.role, Role::Player { msid } if Some(msid) == ev_msid(&ev));
             match ev {
                 RtmpEvent::Connected { app } => {
-                    crate::debug!("{} {}: connect app={app:?}", c.proto(), c.peer);
+                    crate::debug!("{} {}: connect app={papp}", c.proto(), c.peer, papp = crate::log::peer_str(&app));
                 }
                 RtmpEvent::PublishRequested { msid, name } => self.publish(now, idx, msid, name),
                 RtmpEvent::PlayRequested { msid, name } => self.play(now, idx, msid, name),
@@ -699,7 +699,7 @@ impl Worker {
                     match status {
                         SinkStatus::PublishNotify => r.session.publish_notify(msid, &name, &mut c.tx),
                         SinkStatus::UnpublishNotify => {
-                            crate::info!("{proto} {peer}: {name:?} gone for good: UnpublishNotify");
+                            crate::info!("{proto} {peer}: {pname} gone for good: UnpublishNotify", pname = crate::log::peer_str(&name));
                             r.session.unpublish_notify(msid, &name, &mut c.tx);
                         }
                         SinkStatus::Stopped => r.session.play_stop(msid, &name, &mut c.tx),
@@ -768,7 +768,7 @@ impl Worker {
         let Kind::Rtmp(r) = &mut c.kind else { return };
         if !matches!(r.role, Role::None) {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
-            crate::info!("{} {}: publish {name:?} refused: connection already publishes or plays", c.proto(), c.peer);
+            crate::info!("{} {}: publish {pname} refused: connection already publishes or plays", c.proto(), c.peer, pname = crate::log::peer_str(&name));
             self.mark_dirty(idx);
             return;
         }
@@ -776,7 +776,7 @@ impl Worker {
             Ok(r) => r,
             Err(PublishError::NameInUse) => {
                 r.session.publish_bad_name(msid, &name, &mut c.tx);
-                crate::info!("{} {}: publish {name:?} refused: name already in use (NetStream.Publish.BadName)", c.proto(), c.peer);
+                crate::info!("{} {}: publish {pname} refused: name already in use (NetStream.Publish.BadName)", c.proto(), c.peer, pname = crate::log::peer_str(&name));
                 self.mark_dirty(idx);
                 return;
             }
@@ -789,7 +789,7 @@ impl Worker {
             self.timers.insert(now + silence, Timer::PublisherSilence { idx, gen });
         }
         let Some(c) = self.conns.get_mut(idx) else { return };
-        crate::info!("{} {}: publishing {name:?} on worker {}", c.proto(), c.peer, self.id);
+        crate::info!("{} {}: publishing {pname} on worker {}", c.proto(), c.peer, self.id, pname = crate::log::peer_str(&name));
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
         let _ = self.relay.handle_publish(now, reservation, &ConnBacklog(&self.conns));
@@ -826,7 +826,7 @@ impl Worker {
                 let name = Arc::clone(name);
                 r.session.unpublish_ok(msid, &name, &mut c.tx);
                 r.role = Role::None;
-                crate::info!("{} {}: unpublished {name:?}", c.proto(), c.peer);
+                crate::info!("{} {}: unpublished {pname}", c.proto(), c.peer, pname = crate::log::peer_str(&name));
                 self.mark_dirty(idx);
                 self.unpublish(now, &name);
                 self.became_idle(now, idx, gen);
@@ -872,7 +872,7 @@ impl Worker {
         let Kind::Rtmp(r) = &mut c.kind else { return };
         if outcome == PlayOutcome::NotFound {
             r.session.play_not_found(msid, &name, &mut c.tx);
-            crate::info!("{} {}: play {name:?}: stream not found", c.proto(), c.peer);
+            crate::info!("{} {}: play {pname}: stream not found", c.proto(), c.peer, pname = crate::log::peer_str(&name));
             self.mark_dirty(idx);
             return;
         }
@@ -885,7 +885,7 @@ impl Worker {
             PlayOutcome::Waiting => " (waiting for a publisher)".into(),
             PlayOutcome::Live | PlayOutcome::NotFound => String::new(),
         };
-        crate::info!("{} {}: playing {name:?} on worker {}{state}", c.proto(), c.peer, self.id);
+        crate::info!("{} {}: playing {pname} on worker {}{state}", c.proto(), c.peer, self.id, pname = crate::log::peer_str(&name));
         self.mark_dirty(idx);
         self.apply_relay(now);
     }
@@ -1076,7 +1076,7 @@ impl Worker {
         } else if let Kind::Rtmp(r) = c.kind {
             match r.role {
                 Role::Publisher { name, .. } => {
-                    crate::info!("{proto} {}: publisher of {name:?} gone", c.peer);
+                    crate::info!("{proto} {}: publisher of {pname} gone", c.peer, pname = crate::log::peer_str(&name));
                     self.unpublish(now, &name);
                 }
                 Role::Player { .. } => {

@@ -378,7 +378,7 @@ impl Worker {
                 self.ws_send(idx, &sig::available_stream(&media_session_id, live, if live { None } else { Some(sig::INFO_STREAM_NOT_FOUND) }));
             }
             ClientMsg::Other { name, .. } => {
-                crate::debug!("ws {peer:?}: ignoring {name:?}");
+                crate::debug!("ws {peer:?}: ignoring {pname}", pname = crate::log::peer_str(&name));
             }
         }
     }
@@ -454,7 +454,7 @@ impl Worker {
                 w.sessions.push((mid, slot));
             }
         }
-        crate::info!("webrtc: session for {name:?} on worker {} (udp port {port}): waiting for ICE and DTLS", self.id);
+        crate::info!("webrtc: session for {pname} on worker {} (udp port {port}): waiting for ICE and DTLS", self.id, pname = crate::log::peer_str(&name));
         self.rtc_arm(slot);
         Ok(answer)
     }
@@ -475,7 +475,7 @@ impl Worker {
             self.shared.pending_webrtc.release((), ip);
         }
         let info = why.map(RtcError::info);
-        crate::info!("webrtc: {:?} ended{}", e.name, info.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
+        crate::info!("webrtc: {} ended{}", crate::log::peer_str(&e.name), info.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
         if let Owner::Ws { idx, gen, media_session_id, media } = &e.owner {
             if self.conns.get_gen_mut(*idx, *gen).is_some() {
                 let status = if why.is_some_and(RtcError::is_failure) { sig::STATUS_FAILED } else { sig::STATUS_UNPUBLISHED };
@@ -592,7 +592,7 @@ impl Worker {
         }
         let name = Arc::clone(&e.name);
         if let Some(owner) = publishing_now {
-            crate::info!("webrtc: {name:?} is PUBLISHING (ICE and DTLS up)");
+            crate::info!("webrtc: {pname} is PUBLISHING (ICE and DTLS up)", pname = crate::log::peer_str(&name));
             if let Owner::Ws { idx, gen, media_session_id, media: sm } = owner {
                 if self.conns.get_gen_mut(idx, gen).is_some() {
                     self.ws_send(idx, &sig::stream_status(&media_session_id, &name, sig::STATUS_PUBLISHING, None, sm));
@@ -603,7 +603,7 @@ impl Worker {
             // Media flows: now the stream is live (players, /api/streams, PublishNotify).
             let reservation = self.rtc.sessions.get_mut(slot).and_then(|e| e.reservation.take());
             if let Some(r) = reservation {
-                crate::info!("webrtc: publishing {name:?} on worker {} (media flows)", self.id);
+                crate::info!("webrtc: publishing {pname} on worker {} (media flows)", self.id, pname = crate::log::peer_str(&name));
                 WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
                 let _ = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns));
                 self.apply_relay(now);
