@@ -293,6 +293,7 @@ impl Worker {
                     }
                     Some(w) => {
                         // The session lives on worker `w`: it ends it on its next turn.
+                        crate::info!("whip {peer}: DELETE of a session on {name:?} forwarded from worker {} to its owner, worker {w}", self.id);
                         let _ = self.mesh.send(w, CoreMsg::EndSession { resource: resource.into() });
                         plain(200, "OK", "", "")
                     }
