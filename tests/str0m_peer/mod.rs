@@ -321,7 +321,7 @@ impl Peer {
         let stats = Arc::new(StreamStats::default());
         let cands: [(IpAddr, u16); 1] = [(server.ip(), server.port())];
         // The runtime draws these from the OS CSPRNG; a test draws them from its seed.
-        let mut secret_rng = Rng::new(seed ^ 0x5ec7_e75);
+        let mut secret_rng = Rng::new(seed ^ 0x05ec_7e75);
         let random: [u8; RtcSecrets::RANDOM_BYTES] = std::array::from_fn(|_| secret_rng.next() as u8);
         let session = RtcSession::new("str0m".into(), &offer, &identity, &cands, RtcSecrets::from_random(&random), t0, Arc::clone(&stats), audio)
             .unwrap_or_else(|e| panic!("our session refused str0m's offer: {e:?}\n{offer}"));
