@@ -25,6 +25,17 @@ pub enum AudioMode {
     None,
 }
 
+/// Which actions need a token (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Publishing needs a token; playing is open.
+    Publish,
+    /// Playing needs a token; publishing is open.
+    Play,
+    /// Both need one.
+    All,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "rtcbridge",
@@ -40,6 +51,9 @@ player gets, how soon it is written) is made there and applied by the loop; ever
 a sink of a stream, and each frame is built once and shared by all of them. See README.md for \
 the architecture and the benchmarks.\n\n\
 RTMPS (RTMP over TLS) with --rtmps and a certificate.\n\n\
+Access control (README \"Security\"): everything is open unless configured. --auth-secret \
+enables signed tokens (make them with `rtcbridge token --secret FILE --publish NAME --ttl 1h`), \
+--api-token and --metrics-token protect the HTTP API, --allowed-origin restricts browsers.\n\n\
 Not built yet: WebRTC playback (playStream answers FAILED), RTMP push to other servers."
 )]
 pub struct Config {
@@ -184,6 +198,65 @@ pub struct Config {
     /// at once when they reach 64 KiB.
     #[arg(long, value_name = "MS")]
     pub write_batch_ms: Option<u64>,
+
+    /// Enable signed tokens (HMAC-SHA256) with the secret in FILE (at least 16 bytes;
+    /// surrounding whitespace ignored). Clients carry a token from `rtcbridge token`: RTMP
+    /// `?token=` on the stream name or tcUrl, or a `token` field in the connect object;
+    /// Flashphoner `authToken` or `custom.token`; WHIP `Authorization: Bearer`.
+    #[arg(long, value_name = "FILE")]
+    pub auth_secret: Option<std::path::PathBuf>,
+
+    /// Which actions need a token when --auth-secret is set: publish, play or all.
+    #[arg(long, value_enum, default_value_t = AuthMode::All, value_name = "ACTIONS")]
+    pub auth: AuthMode,
+
+    /// Protect /api/* with `Authorization: Bearer TOKEN`, TOKEN being FILE's content
+    /// (whitespace trimmed). /healthz stays open.
+    #[arg(long, value_name = "FILE")]
+    pub api_token: Option<std::path::PathBuf>,
+
+    /// Protect /metrics the same way with the token in FILE (open without it).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token: Option<std::path::PathBuf>,
+
+    /// Browser origin allowed to open signaling WebSockets and to use WHIP from a page
+    /// (CORS), e.g. https://app.example.com (repeatable). Unset: any origin, CORS `*`.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
+}
+
+/// `rtcbridge token ...`: print a signed token for --auth-secret.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rtcbridge token", about = "Print a signed access token for a server started with --auth-secret FILE.")]
+pub struct TokenCmd {
+    /// The same secret file as the server's --auth-secret.
+    #[arg(long, value_name = "FILE")]
+    pub secret: std::path::PathBuf,
+    /// Allow publishing NAME (a NAME ending in '*' is a prefix: 'team-*').
+    #[arg(long, value_name = "NAME", conflicts_with = "play", required_unless_present = "play")]
+    pub publish: Option<String>,
+    /// Allow playing NAME (a NAME ending in '*' is a prefix).
+    #[arg(long, value_name = "NAME")]
+    pub play: Option<String>,
+    /// Lifetime: seconds, or with a unit: 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_name = "TTL")]
+    pub ttl: String,
+    /// Only for clients connecting from this address.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<IpAddr>,
+}
+
+/// `90`, `90s`, `30m`, `1h`, `7d` → seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mul)).filter(|&n| n > 0).ok_or_else(|| format!("--ttl {s}: expected a positive number of seconds, or 30m, 1h, 7d"))
 }
 
 /// The default coalescing bound (`--write-batch-ms` absent), chosen by measurement

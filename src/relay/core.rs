@@ -57,6 +57,9 @@ pub enum CoreMsg {
     Media { name: Arc<str>, frame: Arc<Frame> },
     /// The publisher left; start the grace window.
     Stop { name: Arc<str> },
+    /// A WHIP DELETE for a session this core owns landed on another core: the shell
+    /// of this core ends session `resource` (the relay has nothing to do with it).
+    EndSession { resource: Box<str> },
 }
 
 impl CoreMsg {
@@ -467,6 +470,7 @@ impl CoreRelay {
                 let snapshot = hub.snapshot();
                 self.post(from, CoreMsg::Start { name, snapshot, fresh: false, from: self.core });
             }
+            CoreMsg::EndSession { .. } => {}
             CoreMsg::Unsubscribe { name, from } => {
                 if let Some(hub) = self.hubs.get_mut(&name) {
                     hub.remote &= !(1u64 << from);

@@ -3,6 +3,7 @@
 //! `now` and applies the results to sockets.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub mod auth;
 pub mod core;
 pub mod frame;
 pub mod hub;

@@ -313,16 +313,43 @@ pub struct RtcSession {
     sr_sync: SrSync,
 }
 
-fn token(seed: &mut u64, len: usize) -> String {
-    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..len)
-        .map(|_| {
-            *seed ^= *seed << 13;
-            *seed ^= *seed >> 7;
-            *seed ^= *seed << 17;
-            ALPHA.get((*seed % ALPHA.len() as u64) as usize).copied().unwrap_or(b'x') as char
-        })
-        .collect()
+/// What a session announces about itself that must be unguessable: the ICE credentials
+/// (RFC 8445 §5.3: ufrag at least 24 bits, password at least 128 bits of randomness), and
+/// the SDP session id and our RTCP SSRC (not secrets, but nothing that could lead to one
+/// either). Drawn from the OS CSPRNG by the runtime and passed in, so the session stays
+/// deterministic under test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtcSecrets {
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    pub session_id: u64,
+    pub ssrc: u32,
+}
+
+impl RtcSecrets {
+    /// Random bytes this many long make one set of secrets.
+    pub const RANDOM_BYTES: usize = 36;
+
+    /// Spend 36 random bytes: 6 for an 8-character ufrag (48 bits), 18 for a
+    /// 24-character password (144 bits), 8 for the session id, 4 for the SSRC. The
+    /// characters are base64's (letters, digits, `+`, `/`): all are ice-chars
+    /// (RFC 8839 §5.4), and each carries exactly 6 bits (no modulo bias).
+    pub fn from_random(r: &[u8; Self::RANDOM_BYTES]) -> Self {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let (ufrag, rest) = r.split_at(6);
+        let (pwd, rest) = rest.split_at(18);
+        let (sid, ssrc) = rest.split_at(8);
+        let sid8: [u8; 8] = sid.try_into().unwrap_or_default();
+        let ssrc4: [u8; 4] = ssrc.try_into().unwrap_or_default();
+        RtcSecrets {
+            ice_ufrag: b64.encode(ufrag),
+            ice_pwd: b64.encode(pwd),
+            // RFC 8866 §5.2: a numeric session id; keep it positive as a signed 64-bit value.
+            session_id: u64::from_be_bytes(sid8) >> 1,
+            ssrc: u32::from_be_bytes(ssrc4) | 1,
+        }
+    }
 }
 
 /// Largest sender-side capture-to-send delay believed (toffset or packet duration), ms.
@@ -362,7 +389,7 @@ impl RtcSession {
         offer_text: &str,
         identity: &DtlsIdentity,
         candidates: &[(IpAddr, u16)],
-        seed: u64,
+        secrets: RtcSecrets,
         now: Instant,
         stats: Arc<StreamStats>,
         audio_mode: AudioMode,
@@ -373,15 +400,13 @@ impl RtcSession {
             SdpError::NoCommonCodecs => RtcError::NoCommonCodecs,
             other => RtcError::BadOffer(other),
         })?;
-        let mut seed = seed | 1;
-        let ufrag = token(&mut seed, 8);
-        let pwd = token(&mut seed, 24);
+        let RtcSecrets { ice_ufrag: ufrag, ice_pwd: pwd, session_id, ssrc: local_ssrc } = secrets;
         let local = LocalParams {
             ice_ufrag: ufrag.clone(),
             ice_pwd: pwd.clone(),
             fingerprint_sha256: identity.fingerprint.clone(),
             candidates: candidates.to_vec(),
-            session_id: seed >> 1,
+            session_id,
         };
         let answer = sdp::build_answer(&offer, &neg, &local);
         let ice = IceLite::new(ufrag, pwd, Some(neg.remote_ice_ufrag.clone()), Some(neg.remote_ice_pwd.clone()), now);
@@ -461,7 +486,7 @@ impl RtcSession {
             video,
             audio,
             twcc: twcc_id.map(|id| (id, TwccRecorder::new())),
-            local_ssrc: (seed >> 3) as u32 | 1,
+            local_ssrc,
             created: now,
             connected: None,
             failed: false,

@@ -9,6 +9,14 @@ use crate::relay::StreamStats;
 
 /// Plain HTTP routes (WebSocket upgrades and WHIP are handled by the worker).
 pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
+    let authz = req.header("authorization");
+    let api_route = req.path.starts_with("/api/") || req.path == "/api" || req.path.starts_with("/debug/");
+    if api_route && !shared.access.api_ok(authz) {
+        return unauthorized("/api needs Authorization: Bearer TOKEN (--api-token)\n");
+    }
+    if req.path == "/metrics" && !shared.access.metrics_ok(authz) {
+        return unauthorized("/metrics needs Authorization: Bearer TOKEN (--metrics-token)\n");
+    }
     match (req.method, req.path) {
         ("GET" | "HEAD", "/healthz") => match unhealthy(shared) {
             None => response(200, "OK", "text/plain", b"ok"),
@@ -21,6 +29,15 @@ pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
         ("GET" | "HEAD", _) => response(404, "Not Found", "text/plain", b"not found\n"),
         _ => response(405, "Method Not Allowed", "text/plain", b"method not allowed\n"),
     }
+}
+
+/// 401 with a bearer challenge (RFC 6750 §3).
+fn unauthorized(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nWWW-Authenticate: Bearer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// A worker that has not turned its loop for this long is stalled (every worker turns

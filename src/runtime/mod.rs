@@ -2,8 +2,10 @@
 //! (pinned to a core unless `--no-pin`), SO_REUSEPORT listeners per worker,
 //! a timer wheel per worker and a mesh of SPSC rings between workers.
 
+pub mod access;
 pub mod api;
 pub mod conn_io;
+pub mod csprng;
 pub mod limits;
 pub mod mesh;
 pub mod slab;
@@ -40,6 +42,8 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// DTLS certificate and fingerprint shared by every WebRTC session.
     pub identity: crate::proto::dtls::DtlsIdentity,
+    /// Tokens, API bearer tokens, allowed origins, WHIP session owners.
+    pub access: access::Access,
 }
 
 /// Read the clock. The only place the process reads monotonic time.
@@ -83,6 +87,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         },
         identity: crate::proto::dtls::DtlsIdentity::generate()
             .map_err(|e| io::Error::other(e.to_string()))?,
+        access: access::Access::load(&cfg)?,
         cfg,
     });
     let mut polls = Vec::with_capacity(n);
@@ -145,6 +150,11 @@ pub fn start(cfg: Config) -> io::Result<Server> {
 }
 
 impl Server {
+    /// What is open to anyone (for the start-up warning).
+    pub fn open_parts(&self) -> Vec<&'static str> {
+        self.shared.access.open_parts()
+    }
+
     /// Ask every worker to close its connections and stop; wait up to `limit`.
     pub fn shutdown(self, limit: Duration) -> bool {
         self.shared.shutdown.store(true, Ordering::SeqCst);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rtcbridge::proto::flv::MediaKind as FlvKind;
 use rtcbridge::config::AudioMode;
 use rtcbridge::proto::dtls::DtlsIdentity;
-use rtcbridge::relay::webrtc::{RtcError, RtcEvent, RtcSession};
+use rtcbridge::relay::webrtc::{RtcError, RtcEvent, RtcSecrets, RtcSession};
 use rtcbridge::relay::StreamStats;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
@@ -320,7 +320,10 @@ impl Peer {
         let identity = DtlsIdentity::generate().unwrap();
         let stats = Arc::new(StreamStats::default());
         let cands: [(IpAddr, u16); 1] = [(server.ip(), server.port())];
-        let session = RtcSession::new("str0m".into(), &offer, &identity, &cands, seed, t0, Arc::clone(&stats), audio)
+        // The runtime draws these from the OS CSPRNG; a test draws them from its seed.
+        let mut secret_rng = Rng::new(seed ^ 0x05ec_7e75);
+        let random: [u8; RtcSecrets::RANDOM_BYTES] = std::array::from_fn(|_| secret_rng.next() as u8);
+        let session = RtcSession::new("str0m".into(), &offer, &identity, &cands, RtcSecrets::from_random(&random), t0, Arc::clone(&stats), audio)
             .unwrap_or_else(|e| panic!("our session refused str0m's offer: {e:?}\n{offer}"));
         let answer = session.answer().to_owned();
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();

@@ -153,12 +153,15 @@ impl From<ChunkError> for RtmpError {
 /// What the application must act on.
 #[derive(Debug, PartialEq)]
 pub enum RtmpEvent {
-    /// `connect` was accepted (answered already).
-    Connected { app: String },
-    /// Answer with `publish_ok` or `publish_bad_name`.
-    PublishRequested { msid: u32, name: String },
-    /// Answer with `play_start` or `play_not_found`.
-    PlayRequested { msid: u32, name: String },
+    /// `connect` arrived: answer with `connect_accept` or `connect_reject`. Until then
+    /// the session reads no further input (`handle_input` consumes nothing more), so
+    /// nothing the client sends next is acted on before the verdict.
+    ConnectRequested { app: String },
+    /// Answer with `publish_ok`, `publish_bad_name` or `publish_denied`. `query` is what
+    /// followed `?` in the stream name (`cam?token=...` → `token=...`).
+    PublishRequested { msid: u32, name: String, query: String },
+    /// Answer with `play_start`, `play_not_found` or `play_failed`.
+    PlayRequested { msid: u32, name: String, query: String },
     /// Audio, video or data (metadata re-encoded as `onMetaData`) from a publisher.
     Media { msid: u32, kind: MediaKind, ts: u32, payload: Vec<u8> },
     /// deleteStream / closeStream / FCUnpublish on a message stream.
@@ -168,10 +171,14 @@ pub enum RtmpEvent {
     ReceiveVideo { msid: u32, on: bool },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Handshake,
+    /// `connect` (transaction `tid`) awaits the application's verdict.
+    AwaitingConnect { tid: f64 },
     Ready,
+    /// `connect` was refused: input is discarded until the shell closes the connection.
+    Rejected,
 }
 
 /// Counters a session keeps for the shell's metrics.
@@ -195,6 +202,9 @@ pub struct RtmpSession {
     object_encoding: f64,
     /// Enhanced RTMP `fourCcList` from connect.
     four_cc: Vec<String>,
+    /// A token given with `connect`: `?token=` in the tcUrl, or a `token` field of the
+    /// command object or of an object argument (Flash's `nc.connect(url, {login, token})`).
+    connect_token: Option<String>,
     pub stats: SessionStats,
     scratch: Vec<u8>,
     limits: SessionLimits,
@@ -220,6 +230,7 @@ impl RtmpSession {
             next_msid: 1,
             object_encoding: 0.0,
             four_cc: Vec::new(),
+            connect_token: None,
             stats: SessionStats::default(),
             scratch: Vec::new(),
             limits: SessionLimits::default(),
@@ -264,6 +275,16 @@ impl RtmpSession {
         &self.four_cc
     }
 
+    /// The token given with `connect`, if any.
+    pub fn connect_token(&self) -> Option<&str> {
+        self.connect_token.as_deref()
+    }
+
+    /// Whether `connect` waits for `connect_accept` / `connect_reject`.
+    pub fn is_awaiting_connect(&self) -> bool {
+        matches!(self.phase, Phase::AwaitingConnect { .. })
+    }
+
     pub fn object_encoding(&self) -> f64 {
         self.object_encoding
     }
@@ -289,6 +310,11 @@ impl RtmpSession {
             self.phase = Phase::Ready;
         }
         loop {
+            match self.phase {
+                Phase::AwaitingConnect { .. } => break,
+                Phase::Rejected => return Ok(input.len()),
+                Phase::Handshake | Phase::Ready => {}
+            }
             let rest = input.get(used..).unwrap_or(&[]);
             if rest.is_empty() {
                 break;
@@ -413,6 +439,9 @@ impl RtmpSession {
         let cmd_obj = it.next().unwrap_or(Value::Null);
         let args: Vec<Value> = it.collect();
         let arg_str = |i: usize| args.get(i).and_then(Value::as_str).map(stream_key);
+        let arg_query = |i: usize| {
+            args.get(i).and_then(Value::as_str).and_then(|n| n.split_once('?')).map(|(_, q)| q.to_owned()).unwrap_or_default()
+        };
         let arg_bool = |i: usize| matches!(args.get(i), Some(Value::Boolean(true)));
         match name.as_str() {
             "connect" => {
@@ -422,25 +451,17 @@ impl RtmpSession {
                     _ => Vec::new(),
                 };
                 let app = cmd_obj.get("app").and_then(Value::as_str).unwrap_or("").to_owned();
-                self.control(MSG_WINDOW_ACK_SIZE, &WINDOW_ACK_SIZE.to_be_bytes(), q);
-                let mut bw = WINDOW_ACK_SIZE.to_be_bytes().to_vec();
-                bw.push(2); // limit type: dynamic
-                self.control(MSG_SET_PEER_BANDWIDTH, &bw, q);
-                self.control(MSG_SET_CHUNK_SIZE, &(self.out_chunk_size as u32).to_be_bytes(), q);
-                self.tx.set_chunk_size(self.out_chunk_size);
-                let props = Value::Object(vec![
-                    ("fmsVer".into(), Value::String("FMS/3,5,7,7009".into())),
-                    ("capabilities".into(), Value::Number(31.0)),
-                    ("mode".into(), Value::Number(1.0)),
-                ]);
-                let info = Value::Object(vec![
-                    ("level".into(), Value::String("status".into())),
-                    ("code".into(), Value::String("NetConnection.Connect.Success".into())),
-                    ("description".into(), Value::String("Connection succeeded.".into())),
-                    ("objectEncoding".into(), Value::Number(self.object_encoding)),
-                ]);
-                self.command(0, CSID_COMMAND, &[Value::String("_result".into()), Value::Number(tid), props, info], q);
-                self.events.push_back(RtmpEvent::Connected { app });
+                let tc_url_token = cmd_obj
+                    .get("tcUrl")
+                    .and_then(Value::as_str)
+                    .and_then(|u| u.split_once('?'))
+                    .and_then(|(_, q)| query_token(q));
+                let obj_token = std::iter::once(&cmd_obj)
+                    .chain(args.iter())
+                    .find_map(|o| o.get("token").and_then(Value::as_str).map(str::to_owned));
+                self.connect_token = tc_url_token.or(obj_token).filter(|t| !t.is_empty());
+                self.phase = Phase::AwaitingConnect { tid };
+                self.events.push_back(RtmpEvent::ConnectRequested { app });
             }
             "createStream" => {
                 if self.next_msid > MAX_STREAMS {
@@ -451,11 +472,11 @@ impl RtmpSession {
                 self.result(tid, Value::Number(f64::from(id)), q);
             }
             "publish" => match arg_str(0) {
-                Some(n) if !n.is_empty() => self.events.push_back(RtmpEvent::PublishRequested { msid, name: n }),
+                Some(n) if !n.is_empty() => self.events.push_back(RtmpEvent::PublishRequested { msid, name: n, query: arg_query(0) }),
                 _ => self.status(msid, "error", "NetStream.Publish.BadName", "Empty stream name.", q),
             },
             "play" => match arg_str(0) {
-                Some(n) if !n.is_empty() => self.events.push_back(RtmpEvent::PlayRequested { msid, name: n }),
+                Some(n) if !n.is_empty() => self.events.push_back(RtmpEvent::PlayRequested { msid, name: n, query: arg_query(0) }),
                 _ => self.status(msid, "error", "NetStream.Play.StreamNotFound", "Empty stream name.", q),
             },
             "deleteStream" => {
@@ -513,6 +534,56 @@ impl RtmpSession {
             }
         }
         Ok(())
+    }
+
+    /// Accept the pending `connect`: window size, peer bandwidth, chunk size, then
+    /// `_result` with NetConnection.Connect.Success. Input is read again from here on.
+    pub fn connect_accept(&mut self, q: &mut SendQueue) {
+        let Phase::AwaitingConnect { tid } = self.phase else { return };
+        self.phase = Phase::Ready;
+        self.control(MSG_WINDOW_ACK_SIZE, &WINDOW_ACK_SIZE.to_be_bytes(), q);
+        let mut bw = WINDOW_ACK_SIZE.to_be_bytes().to_vec();
+        bw.push(2); // limit type: dynamic
+        self.control(MSG_SET_PEER_BANDWIDTH, &bw, q);
+        self.control(MSG_SET_CHUNK_SIZE, &(self.out_chunk_size as u32).to_be_bytes(), q);
+        self.tx.set_chunk_size(self.out_chunk_size);
+        let props = Value::Object(vec![
+            ("fmsVer".into(), Value::String("FMS/3,5,7,7009".into())),
+            ("capabilities".into(), Value::Number(31.0)),
+            ("mode".into(), Value::Number(1.0)),
+        ]);
+        let info = Value::Object(vec![
+            ("level".into(), Value::String("status".into())),
+            ("code".into(), Value::String("NetConnection.Connect.Success".into())),
+            ("description".into(), Value::String("Connection succeeded.".into())),
+            ("objectEncoding".into(), Value::Number(self.object_encoding)),
+        ]);
+        self.command(0, CSID_COMMAND, &[Value::String("_result".into()), Value::Number(tid), props, info], q);
+    }
+
+    /// Refuse the pending `connect`: `_error` with NetConnection.Connect.Rejected and
+    /// `description` (ffmpeg prints it as "Server error: ..."). Later input is discarded;
+    /// the shell closes the connection once this is written.
+    pub fn connect_reject(&mut self, description: &str, q: &mut SendQueue) {
+        let Phase::AwaitingConnect { tid } = self.phase else { return };
+        self.phase = Phase::Rejected;
+        let info = Value::Object(vec![
+            ("level".into(), Value::String("error".into())),
+            ("code".into(), Value::String("NetConnection.Connect.Rejected".into())),
+            ("description".into(), Value::String(description.into())),
+        ]);
+        self.command(0, CSID_COMMAND, &[Value::String("_error".into()), Value::Number(tid), Value::Null, info], q);
+    }
+
+    /// Refuse a publish for access control: NetStream.Publish.BadName (what encoders
+    /// understand as "not this name") with the reason.
+    pub fn publish_denied(&mut self, msid: u32, description: &str, q: &mut SendQueue) {
+        self.status(msid, "error", "NetStream.Publish.BadName", description, q);
+    }
+
+    /// Refuse a play for access control: NetStream.Play.Failed with the reason.
+    pub fn play_failed(&mut self, msid: u32, description: &str, q: &mut SendQueue) {
+        self.status(msid, "error", "NetStream.Play.Failed", description, q);
     }
 
     /// Accept a publish: StreamBegin, then NetStream.Publish.Start.
@@ -655,6 +726,11 @@ fn stream_key(name: &str) -> String {
     name.split('?').next().unwrap_or("").to_owned()
 }
 
+/// `token=VALUE` in a query string.
+fn query_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
+}
+
 fn be_u32(p: &[u8]) -> Option<u32> {
     p.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
 }
@@ -754,13 +830,48 @@ mod tests {
             Value::Object(vec![
                 ("login".into(), Value::String("u".into())),
                 ("appKey".into(), Value::String("flashStreamingApp".into())),
+                ("token".into(), Value::String("t0k".into())),
             ]),
         ]);
+        // Nothing is answered before the application decides.
+        assert!(c.recv(&mut q).is_empty());
+        assert!(s.is_awaiting_connect());
+        assert_eq!(s.connect_token(), Some("t0k"));
+        assert_eq!(s.poll_event(), Some(RtmpEvent::ConnectRequested { app: "live".into() }));
+        s.connect_accept(&mut q);
         let msgs = c.recv(&mut q);
         let types: Vec<u8> = msgs.iter().map(|m| m.type_id).collect();
         assert_eq!(types, vec![MSG_WINDOW_ACK_SIZE, MSG_SET_PEER_BANDWIDTH, MSG_SET_CHUNK_SIZE, MSG_COMMAND_AMF0]);
         assert_eq!(codes(&msgs), vec!["NetConnection.Connect.Success"]);
-        assert_eq!(s.poll_event(), Some(RtmpEvent::Connected { app: "live".into() }));
+    }
+
+    #[test]
+    fn connect_waits_for_the_verdict_and_can_be_rejected() {
+        let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
+        let mut q = SendQueue::new();
+        let _ = Client::connect(&mut s, &mut q);
+        // connect and createStream in one read: only connect is consumed until the verdict.
+        let mut c = Client { tx: ChunkEncoder::new(), rx: ChunkDecoder::new(1 << 24) };
+        let mut b = Vec::new();
+        let mut body = Vec::new();
+        amf0::encode_all(&[Value::String("connect".into()), Value::Number(1.0), connect_obj(vec![("tcUrl".into(), Value::String("rtmp://h/live?token=abc".into()))])], &mut body);
+        c.tx.encode(3, 0, MSG_COMMAND_AMF0, 0, &body, &mut b);
+        let first = b.len();
+        body.clear();
+        amf0::encode_all(&[Value::String("createStream".into()), Value::Number(2.0), Value::Null], &mut body);
+        c.tx.encode(3, 0, MSG_COMMAND_AMF0, 0, &body, &mut b);
+        assert_eq!(s.handle_input(&b, &mut q).unwrap(), first);
+        assert_eq!(s.connect_token(), Some("abc"));
+        assert_eq!(s.poll_event(), Some(RtmpEvent::ConnectRequested { app: "live".into() }));
+        s.connect_reject("Restricted access: bad token signature", &mut q);
+        let msgs = c.recv(&mut q);
+        assert_eq!(codes(&msgs), vec!["NetConnection.Connect.Rejected"]);
+        let v = amf0::decode_all(&msgs[0].payload).unwrap();
+        assert_eq!(v[0], Value::String("_error".into()));
+        // The rest is discarded, never acted on.
+        assert_eq!(s.handle_input(&b[first..], &mut q).unwrap(), b.len() - first);
+        assert!(c.recv(&mut q).is_empty());
+        assert_eq!(s.poll_event(), None);
     }
 
     #[test]
@@ -773,6 +884,7 @@ mod tests {
             Value::Number(1.0),
             connect_obj(vec![("objectEncoding".into(), Value::Number(3.0))]),
         ]);
+        s.connect_accept(&mut q);
         let msgs = c.recv(&mut q);
         let v = amf0::decode_all(&msgs.last().unwrap().payload).unwrap();
         assert_eq!(v[3].get("objectEncoding"), Some(&Value::Number(3.0)));
@@ -793,11 +905,12 @@ mod tests {
         let mut q = SendQueue::new();
         let mut c = Client::connect(&mut s, &mut q);
         c.cmd(&mut s, &mut q, 0, &[Value::String("connect".into()), Value::Number(1.0), connect_obj(vec![])]);
+        s.connect_accept(&mut q);
         c.cmd(&mut s, &mut q, 0, &[Value::String("createStream".into()), Value::Number(2.0), Value::Null]);
         c.cmd(&mut s, &mut q, 1, &[Value::String("play".into()), Value::Number(0.0), Value::Null, Value::String("cam?tok=1".into())]);
         let _ = c.recv(&mut q);
-        assert_eq!(s.poll_event(), Some(RtmpEvent::Connected { app: "live".into() }));
-        assert_eq!(s.poll_event(), Some(RtmpEvent::PlayRequested { msid: 1, name: "cam".into() }));
+        assert_eq!(s.poll_event(), Some(RtmpEvent::ConnectRequested { app: "live".into() }));
+        assert_eq!(s.poll_event(), Some(RtmpEvent::PlayRequested { msid: 1, name: "cam".into(), query: "tok=1".into() }));
         s.play_start(1, "cam", &mut q);
         let msgs = c.recv(&mut q);
         assert_eq!(codes(&msgs), vec!["NetStream.Play.Reset", "NetStream.Play.Start"]);

@@ -24,6 +24,7 @@ use crate::config::UnknownStream;
 use crate::proto::flv::MediaKind;
 use crate::proto::http;
 use crate::proto::rtmp::session::{RtmpEvent, RtmpSession};
+use crate::relay::auth::AuthAction;
 use crate::relay::{
     Action, Audience, Backlog, CoreRelay, Flush, Frame, PlayOutcome, PlayerPolicy, PublishError, RelayConfig, RelayTimer, Sink, SinkId,
     SinkStatus, StreamStats, WorkerStats,
@@ -163,7 +164,6 @@ pub struct Worker {
     /// The core's load over the last complete window (0..1).
     load: f64,
     started: Instant,
-    seed: u64,
     /// Connections to close at the end of this turn, with the reason.
     doomed: Vec<(usize, String, bool)>,
     /// WebRTC media: this worker's UDP socket and publisher sessions.
@@ -215,11 +215,6 @@ impl Worker {
         };
         let relay = CoreRelay::new(id, relay_cfg, Arc::clone(&shared.registry));
         let write_early_when_idle = shared.cfg.write_early_when_idle();
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ ((id as u64 + 1) << 48);
         Ok(Worker {
             id,
             shared,
@@ -237,7 +232,6 @@ impl Worker {
             load_window_start: started,
             load: 0.0,
             started,
-            seed,
             doomed: Vec::new(),
             rtc: rtc::RtcState::new(udp),
             queued_born: Vec::new(),
@@ -406,12 +400,11 @@ impl Worker {
                 // queue policy (drop inter frames, resume at a keyframe) takes over early.
                 let _ = socket2::SockRef::from(&sock).set_send_buffer_size(PLAYER_SNDBUF);
             }
-            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let kind = if rtmp {
                 let epoch_ms = now.saturating_duration_since(self.started).as_millis() as u32;
                 Kind::Rtmp(Box::new(RtmpConn {
                     session: RtmpSession::new(
-                        self.seed,
+                        super::csprng::u64(),
                         epoch_ms,
                         self.shared.cfg.max_message_bytes,
                         self.shared.cfg.chunk_size,
@@ -589,7 +582,9 @@ impl Worker {
         match &mut c.kind {
             Kind::Http => self.process_http(now, idx),
             Kind::Ws(_) => self.process_ws(now, idx),
-            Kind::Rtmp(r) => {
+            Kind::Rtmp(_) => loop {
+                let Some(c) = self.conns.get_mut(idx) else { return };
+                let Kind::Rtmp(r) = &mut c.kind else { return };
                 let res = r.session.handle_input(&c.rx, &mut c.tx);
                 let dropped = std::mem::take(&mut r.session.stats.dropped_messages);
                 if dropped > 0 {
@@ -608,11 +603,20 @@ impl Worker {
                         return;
                     }
                 }
+                let progressed = matches!(res, Ok(n) if n > 0) && !c.rx.is_empty();
                 if !c.tx.is_empty() {
                     self.mark_dirty(idx);
                 }
                 self.rtmp_events(now, idx);
-            }
+                // Input held back while `connect` awaited its verdict is read now.
+                let waiting = match self.conns.get_mut(idx).map(|c| &c.kind) {
+                    Some(Kind::Rtmp(r)) => r.session.is_awaiting_connect(),
+                    _ => true,
+                };
+                if !progressed || waiting {
+                    return;
+                }
+            },
         }
     }
 
@@ -656,11 +660,25 @@ impl Worker {
             let Some(ev) = r.session.poll_event() else { return };
             let playing = matches!(r.role, Role::Player { msid } if Some(msid) == ev_msid(&ev));
             match ev {
-                RtmpEvent::Connected { app } => {
-                    crate::debug!("{} {}: connect app={papp}", c.proto(), c.peer, papp = crate::log::peer_str(&app));
+                RtmpEvent::ConnectRequested { app } => {
+                    // A token given with connect must be genuine, unexpired and for this
+                    // address; what it allows is checked at publish or play.
+                    let (proto, peer) = (if c.sock.is_tls() { "rtmps" } else { "rtmp" }, c.peer);
+                    match self.shared.access.check_connect(r.session.connect_token(), peer.ip()) {
+                        Ok(()) => {
+                            crate::debug!("{proto} {peer}: connect app={papp}", papp = crate::log::peer_str(&app));
+                            r.session.connect_accept(&mut c.tx);
+                        }
+                        Err(why) => {
+                            crate::info!("{proto} {peer}: connect app={papp} rejected: {} (NetConnection.Connect.Rejected)", why.reason(), papp = crate::log::peer_str(&app));
+                            r.session.connect_reject(&format!("Restricted access: {}", why.reason()), &mut c.tx);
+                            c.close_after_flush = true;
+                        }
+                    }
+                    self.mark_dirty(idx);
                 }
-                RtmpEvent::PublishRequested { msid, name } => self.publish(now, idx, msid, name),
-                RtmpEvent::PlayRequested { msid, name } => self.play(now, idx, msid, name),
+                RtmpEvent::PublishRequested { msid, name, query } => self.publish(now, idx, msid, name, &query),
+                RtmpEvent::PlayRequested { msid, name, query } => self.play(now, idx, msid, name, &query),
                 RtmpEvent::Media { msid, kind, ts, payload } => self.media(now, idx, msid, kind, ts, payload),
                 RtmpEvent::StreamClosed { msid } => self.stream_closed(now, idx, msid),
                 RtmpEvent::Pause { paused, .. } if playing => {
@@ -762,10 +780,17 @@ impl Worker {
 
     // ---- publish ------------------------------------------------------------------
 
-    fn publish(&mut self, now: Instant, idx: usize, msid: u32, name: String) {
+    fn publish(&mut self, now: Instant, idx: usize, msid: u32, name: String, query: &str) {
         let name: Arc<str> = name.into();
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
+        let token = crate::relay::auth::token_in_query(query).or(r.session.connect_token());
+        if let Err(why) = self.shared.access.authorize(token, AuthAction::Publish, &name, c.peer.ip()) {
+            r.session.publish_denied(msid, &format!("Restricted access: {}", why.reason()), &mut c.tx);
+            crate::info!("{} {}: publish {pname} denied: {} (NetStream.Publish.BadName)", c.proto(), c.peer, why.reason(), pname = crate::log::peer_str(&name));
+            self.mark_dirty(idx);
+            return;
+        }
         if !matches!(r.role, Role::None) {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
             crate::info!("{} {}: publish {pname} refused: connection already publishes or plays", c.proto(), c.peer, pname = crate::log::peer_str(&name));
@@ -854,11 +879,18 @@ impl Worker {
 
     // ---- play ---------------------------------------------------------------------
 
-    fn play(&mut self, now: Instant, idx: usize, msid: u32, name: String) {
+    fn play(&mut self, now: Instant, idx: usize, msid: u32, name: String, query: &str) {
         let name: Arc<str> = name.into();
         let Some(gen) = self.conns.gen(idx) else { return };
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
+        let token = crate::relay::auth::token_in_query(query).or(r.session.connect_token());
+        if let Err(why) = self.shared.access.authorize(token, AuthAction::Play, &name, c.peer.ip()) {
+            r.session.play_failed(msid, &format!("Restricted access: {}", why.reason()), &mut c.tx);
+            crate::info!("{} {}: play {pname} denied: {} (NetStream.Play.Failed)", c.proto(), c.peer, why.reason(), pname = crate::log::peer_str(&name));
+            self.mark_dirty(idx);
+            return;
+        }
         if !matches!(r.role, Role::None) {
             r.session.play_not_found(msid, &name, &mut c.tx);
             self.mark_dirty(idx);
@@ -902,6 +934,10 @@ impl Worker {
     // ---- cross-core and timers ----------------------------------------------------
 
     fn handle_core_msg(&mut self, now: Instant, m: CoreMsg) {
+        if let CoreMsg::EndSession { resource } = m {
+            self.whip_end(now, &resource);
+            return;
+        }
         self.relay.handle_core_msg(now, m, &ConnBacklog(&self.conns));
         self.apply_relay(now);
     }

@@ -18,7 +18,10 @@ use crate::config::Config;
 use crate::proto::http::{self, Request};
 use crate::proto::signaling::{self as sig, ClientMsg, StreamMedia};
 use crate::proto::{stun, ws};
-use crate::relay::webrtc::{RtcDrop, RtcError, RtcEvent, RtcSession};
+use crate::relay::auth::{AuthAction, Denied};
+use crate::relay::webrtc::{RtcDrop, RtcError, RtcEvent, RtcSecrets, RtcSession};
+use super::super::csprng;
+use super::super::mesh::CoreMsg;
 use crate::relay::{Reservation, StreamStats, WorkerStats};
 
 /// Flashphoner clients count a missing message per probe interval; a JSON
@@ -29,6 +32,8 @@ const UDP_BUDGET: usize = 512;
 /// A signaling WebSocket that sends nothing for this long (three pings unanswered) is closed.
 const WS_SILENCE: Duration = Duration::from_secs(15);
 const MAX_SESSIONS_PER_WS: usize = 8;
+/// The Flashphoner SDK's info string for an access-control refusal.
+const INFO_RESTRICTED: &str = "Restricted access";
 
 pub fn bind_udp(cfg: &Config, id: usize) -> io::Result<UdpSocket> {
     let port = cfg.udp_port + id as u16;
@@ -65,6 +70,9 @@ impl OwnedRequest {
             body: rx.get(req.head_len..end).unwrap_or(&[]).to_vec(),
             consumed: end,
         }
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     fn header_refs(&self) -> Vec<(&str, &str)> {
         self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
@@ -137,6 +145,9 @@ pub struct WsConn {
     last_heard: Instant,
     /// mediaSessionId → session slot.
     sessions: Vec<(String, usize)>,
+    /// The token the `connection` message carried (`authToken` or `custom.token`), used
+    /// for publishes that bring none of their own.
+    token: Option<String>,
 }
 
 pub struct RtcState {
@@ -148,7 +159,6 @@ pub struct RtcState {
     buf: Vec<u8>,
     /// The last read stopped at its budget with datagrams left: read again next turn.
     pub(super) udp_more: bool,
-    next_resource: u64,
 }
 
 impl RtcState {
@@ -161,7 +171,6 @@ impl RtcState {
             by_resource: HashMap::new(),
             buf: vec![0u8; 65536],
             udp_more: false,
-            next_resource: 1,
         }
     }
 }
@@ -173,11 +182,18 @@ impl Worker {
         let Some(c) = self.conns.get_mut(idx) else { return };
         c.rx.drain(..req.consumed.min(c.rx.len()));
         let upgrade = req.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket"));
+        if upgrade && !self.shared.access.origin_ok(req.header("origin")) {
+            crate::info!("ws {}: upgrade refused: origin {:?} not in --allowed-origin", c.peer, req.header("origin").unwrap_or(""));
+            c.tx.push_vec(http::response(403, "Forbidden", "text/plain", b"origin not allowed\n"));
+            c.close_after_flush = true;
+            self.mark_dirty(idx);
+            return;
+        }
         if upgrade {
             match ws::upgrade_response(&req.header_refs(), &[]) {
                 Ok(resp) => {
                     c.tx.push_vec(resp);
-                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new() }));
+                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new(), token: None }));
                     crate::info!("ws {}: signaling connection opened on worker {}", c.peer, self.id);
                     if let Some(gen) = self.conns.gen(idx) {
                         self.timers.insert(now + WS_PING_EVERY, Timer::WsPing { idx, gen });
@@ -205,30 +221,55 @@ impl Worker {
 
     /// WHIP (RFC 9725): POST /whip/NAME with an offer → 201 + Location + answer;
     /// DELETE on the Location ends the publish.
+    ///
+    /// Resource ids are `W-R`: W the owning worker's index (not a secret), R 128 bits from
+    /// the OS CSPRNG. A DELETE ends only the session with that id on that name; the
+    /// shared table (`Access::whip_owner`) says which worker owns it, and a DELETE that
+    /// lands on another worker is forwarded there over the mesh (`CoreMsg::EndSession`).
     fn whip(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
         let rest = req.path.strip_prefix("/whip").unwrap_or("").trim_start_matches('/');
+        let peer = self.conns.get_mut(idx).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+        let cors = match self.shared.access.cors_origin(req.header("origin")) {
+            Some(o) => format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"),
+            None => String::new(),
+        };
+        let plain = |status: u16, reason: &str, extra: &str, body: &str| -> Vec<u8> {
+            format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{cors}{extra}\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
         match req.method.as_str() {
             "POST" => {
                 let name = rest.trim_end_matches('/');
                 if name.is_empty() || name.contains('/') {
-                    return http::response(400, "Bad Request", "text/plain", b"POST /whip/NAME: missing stream name\n");
+                    return plain(400, "Bad Request", "", "POST /whip/NAME: missing stream name\n");
                 }
-                let ct_ok = req.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/sdp"));
+                let ct_ok = req.header("content-type").is_some_and(|v| v.starts_with("application/sdp"));
                 if !ct_ok {
-                    return http::response(415, "Unsupported Media Type", "text/plain", b"WHIP offer must be application/sdp\n");
+                    return plain(415, "Unsupported Media Type", "", "WHIP offer must be application/sdp\n");
                 }
                 let Ok(offer) = std::str::from_utf8(&req.body) else {
-                    return http::response(400, "Bad Request", "text/plain", b"offer is not UTF-8\n");
+                    return plain(400, "Bad Request", "", "offer is not UTF-8\n");
                 };
-                let resource = format!("{}-{}", self.id, self.rtc.next_resource);
-                self.rtc.next_resource += 1;
+                let key = name.split('?').next().unwrap_or(name);
+                let token = req.header("authorization").and_then(crate::relay::auth::bearer);
+                if let Err(why) = self.shared.access.authorize(token, AuthAction::Publish, key, peer.ip()) {
+                    crate::info!("whip {peer}: publish {key:?} denied: {}", why.reason());
+                    let body = format!("Restricted access: {}\n", why.reason());
+                    return match why {
+                        Denied::NoToken => plain(401, "Unauthorized", "WWW-Authenticate: Bearer\r\n", &body),
+                        _ => plain(403, "Forbidden", "", &body),
+                    };
+                }
+                let resource = format!("{}-{}", self.id, csprng::hex128());
                 let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
-                let peer = self.conns.get_mut(idx).map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
-                match self.rtc_start(now, name, offer, peer, local_ip, Owner::Whip { resource: resource.clone() }) {
+                match self.rtc_start(now, name, offer, peer.ip(), local_ip, Owner::Whip { resource: resource.clone() }) {
                     Ok(answer) => {
-                        let location = format!("/whip/{name}/{resource}");
+                        let location = format!("/whip/{key}/{resource}");
                         let mut out = format!(
-                            "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: {location}\r\nContent-Length: {}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Location\r\n\r\n",
+                            "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: {location}\r\nContent-Length: {}\r\nConnection: close\r\n{cors}Access-Control-Expose-Headers: Location\r\n\r\n",
                             answer.len()
                         )
                         .into_bytes();
@@ -237,22 +278,43 @@ impl Worker {
                     }
                     Err(refused) => {
                         let (status, reason) = refused.http_status();
-                        http::response(status, reason, "text/plain", format!("{}\n", refused.info()).as_bytes())
+                        plain(status, reason, "", &format!("{}\n", refused.info()))
                     }
                 }
             }
             "DELETE" => {
-                let resource = rest.rsplit('/').next().unwrap_or("");
-                match self.rtc.by_resource.get(resource).copied() {
-                    Some(s) => {
-                        self.rtc_stop(now, s, None);
-                        http::response(200, "OK", "text/plain", b"")
+                let Some((name, resource)) = rest.trim_end_matches('/').rsplit_once('/') else {
+                    return plain(404, "Not Found", "", "DELETE /whip/NAME/ID\n");
+                };
+                match self.shared.access.whip_owner(name, resource) {
+                    Some(w) if w == self.id => {
+                        self.whip_end(now, resource);
+                        plain(200, "OK", "", "")
                     }
-                    None => http::response(404, "Not Found", "text/plain", b"no such WHIP session\n"),
+                    Some(w) => {
+                        // The session lives on worker `w`: it ends it on its next turn.
+                        crate::info!("whip {peer}: DELETE of a session on {pname} forwarded from worker {} to its owner, worker {w}", self.id, pname = crate::log::peer_str(name));
+                        let _ = self.mesh.send(w, CoreMsg::EndSession { resource: resource.into() });
+                        plain(200, "OK", "", "")
+                    }
+                    None => {
+                        crate::info!("whip {peer}: DELETE of an unknown session on {pname}", pname = crate::log::peer_str(name));
+                        plain(404, "Not Found", "", "no such WHIP session\n")
+                    }
                 }
             }
-            "OPTIONS" => b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: POST, DELETE, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type, Authorization\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
-            _ => http::response(405, "Method Not Allowed", "text/plain", b"WHIP: POST or DELETE\n"),
+            "OPTIONS" => format!(
+                "HTTP/1.1 204 No Content\r\n{cors}Access-Control-Allow-Methods: POST, DELETE, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type, Authorization\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+            _ => plain(405, "Method Not Allowed", "", "WHIP: POST or DELETE\n"),
+        }
+    }
+
+    /// End WHIP session `resource` if this worker owns it (a DELETE, here or forwarded).
+    pub(super) fn whip_end(&mut self, now: Instant, resource: &str) {
+        if let Some(s) = self.rtc.by_resource.get(resource).copied() {
+            self.rtc_stop(now, s, None);
         }
     }
 
@@ -327,18 +389,37 @@ impl Worker {
         };
         match msg {
             ClientMsg::Connection(obj) => {
-                let token = format!("{:016x}", self.seed.rotate_left(17) ^ idx as u64);
-                self.ws_send(idx, &sig::get_user_data(&obj, &token));
+                let given = obj
+                    .get("custom")
+                    .and_then(|c| c.get("token"))
+                    .or_else(|| obj.get("authToken"))
+                    .and_then(|t| t.as_str())
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
+                if let Some(Kind::Ws(w)) = self.conns.get_mut(idx).map(|c| &mut c.kind) {
+                    w.token = given;
+                }
+                // The session's own token: 128 bits from the OS CSPRNG, nothing derived
+                // from any other client's.
+                self.ws_send(idx, &sig::get_user_data(&obj, &csprng::hex128()));
             }
             ClientMsg::Ping => self.ws_send(idx, &sig::pong()),
             ClientMsg::Pong => {}
             ClientMsg::PublishStream(req) => {
                 let media = StreamMedia::from(&req);
                 let gen = self.conns.gen(idx).unwrap_or(0);
-                let count = match self.conns.get_mut(idx).map(|c| &c.kind) {
-                    Some(Kind::Ws(w)) => w.sessions.len(),
-                    _ => 0,
+                let (count, conn_token) = match self.conns.get_mut(idx).map(|c| &c.kind) {
+                    Some(Kind::Ws(w)) => (w.sessions.len(), w.token.clone()),
+                    _ => (0, None),
                 };
+                let token = req.custom.as_ref().and_then(|c| c.get("token")).and_then(|t| t.as_str()).map(str::to_owned).or(conn_token);
+                let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+                let key = req.name.split('?').next().unwrap_or(&req.name);
+                if let Err(why) = self.shared.access.authorize(token.as_deref(), AuthAction::Publish, key, peer_ip) {
+                    crate::info!("ws {peer:?}: publish {key:?} denied: {}", why.reason());
+                    self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(INFO_RESTRICTED), media));
+                    return;
+                }
                 if count >= MAX_SESSIONS_PER_WS {
                     self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some("Too many streams on one connection"), media));
                     return;
@@ -414,8 +495,8 @@ impl Worker {
         } else {
             self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
         };
-        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, self.seed, now, Arc::clone(&stats), self.shared.cfg.audio) {
+        let secrets = RtcSecrets::from_random(&csprng::bytes());
+        let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets, now, Arc::clone(&stats), self.shared.cfg.audio) {
             Ok(s) => s,
             Err(e) => {
                 self.relay.cancel(reservation);
@@ -447,6 +528,7 @@ impl Worker {
         let (slot, _) = self.rtc.sessions.insert(entry);
         self.rtc.by_ufrag.insert(ufrag, slot);
         if let Some(r) = whip_resource {
+            self.shared.access.whip_register(&r, self.id, Arc::clone(&name));
             self.rtc.by_resource.insert(r, slot);
         }
         if let Some((idx, mid)) = ws_slot {
@@ -471,6 +553,9 @@ impl Worker {
         self.rtc.by_ufrag.retain(|_, s| *s != slot);
         self.rtc.by_addr.retain(|_, s| *s != slot);
         self.rtc.by_resource.retain(|_, s| *s != slot);
+        if let Owner::Whip { resource } = &e.owner {
+            self.shared.access.whip_forget(resource);
+        }
         if let Some(ip) = e.pending_ip.take() {
             self.shared.pending_webrtc.release((), ip);
         }
