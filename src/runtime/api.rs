@@ -184,6 +184,33 @@ fn transcode_json(s: &StreamStats) -> serde_json::Value {
 /// A per-worker metric: name, help text, and how to read it.
 type WorkerMetric<T> = (&'static str, &'static str, fn(&crate::relay::WorkerStats) -> T);
 
+/// One Prometheus histogram per worker from its bucket counters (upper bounds in ms,
+/// the last counter is +Inf) and, when kept, the sum in microseconds.
+fn histogram(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    shared: &Shared,
+    bounds_ms: &[f64],
+    counters: impl Fn(&crate::relay::WorkerStats) -> (&[std::sync::atomic::AtomicU64], Option<u64>),
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (i, w) in shared.workers.iter().enumerate() {
+        let (buckets, sum_us) = counters(w);
+        let mut cum = 0u64;
+        for (j, c) in buckets.iter().enumerate() {
+            cum += c.load(Relaxed);
+            let le = bounds_ms.get(j).map(|ms| format!("{}", ms / 1000.0)).unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(o, "{name}_bucket{{worker=\"{i}\",le=\"{le}\"}} {cum}");
+        }
+        if let Some(us) = sum_us {
+            let _ = writeln!(o, "{name}_sum{{worker=\"{i}\"}} {}", us as f64 / 1e6);
+        }
+        let _ = writeln!(o, "{name}_count{{worker=\"{i}\"}} {cum}");
+    }
+}
+
 pub fn metrics(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let mut o = String::with_capacity(4096);
@@ -216,19 +243,14 @@ pub fn metrics(shared: &Shared) -> String {
             let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", f(w));
         }
     }
-    let _ = writeln!(
-        o,
-        "# HELP rtcbridge_loop_turn_seconds How long each event-loop turn took (wake-up to the end of its writes).\n# TYPE rtcbridge_loop_turn_seconds histogram"
+    histogram(
+        &mut o,
+        "rtcbridge_loop_turn_seconds",
+        "How long each event-loop turn took (wake-up to the end of its writes).",
+        shared,
+        &crate::relay::stats::LOOP_TURN_BUCKETS_MS,
+        |w| (&w.loop_turn_buckets[..], None),
     );
-    for (i, w) in shared.workers.iter().enumerate() {
-        let mut cum = 0u64;
-        for (j, c) in w.loop_turn_buckets.iter().enumerate() {
-            cum += c.load(Relaxed);
-            let le = crate::relay::stats::LOOP_TURN_BUCKETS_MS.get(j).map(|ms| format!("{}", ms / 1000.0)).unwrap_or_else(|| "+Inf".into());
-            let _ = writeln!(o, "rtcbridge_loop_turn_seconds_bucket{{worker=\"{i}\",le=\"{le}\"}} {cum}");
-        }
-        let _ = writeln!(o, "rtcbridge_loop_turn_seconds_count{{worker=\"{i}\"}} {cum}");
-    }
     let _ = writeln!(o, "# HELP rtcbridge_connections_refused_total Connections closed at accept, by reason.\n# TYPE rtcbridge_connections_refused_total counter");
     for (i, w) in shared.workers.iter().enumerate() {
         for (reason, c) in [("limit", &w.refused_limit), ("per_ip", &w.refused_per_ip), ("no_fd", &w.refused_no_fd)] {
@@ -248,20 +270,14 @@ pub fn metrics(shared: &Shared) -> String {
             let _ = writeln!(o, "rtcbridge_webrtc_dropped_total{{worker=\"{i}\",reason=\"{}\"}} {n}", why.label());
         }
     }
-    let _ = writeln!(
-        o,
-        "# HELP rtcbridge_server_latency_seconds Media: the input that completed a frame (last RTP packet or RTMP chunk) in to its FLV message written to players.\n# TYPE rtcbridge_server_latency_seconds histogram"
+    histogram(
+        &mut o,
+        "rtcbridge_server_latency_seconds",
+        "Media: the input that completed a frame (last RTP packet or RTMP chunk) in to its FLV message written to players.",
+        shared,
+        &crate::relay::stats::LATENCY_BUCKETS_MS,
+        |w| (&w.latency_buckets[..], Some(w.latency_sum_us.load(Relaxed))),
     );
-    for (i, w) in shared.workers.iter().enumerate() {
-        let mut cum = 0u64;
-        for (j, c) in w.latency_buckets.iter().enumerate() {
-            cum += c.load(Relaxed);
-            let le = crate::relay::stats::LATENCY_BUCKETS_MS.get(j).map(|ms| format!("{}", ms / 1000.0)).unwrap_or_else(|| "+Inf".into());
-            let _ = writeln!(o, "rtcbridge_server_latency_seconds_bucket{{worker=\"{i}\",le=\"{le}\"}} {cum}");
-        }
-        let _ = writeln!(o, "rtcbridge_server_latency_seconds_sum{{worker=\"{i}\"}} {}", w.latency_sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(o, "rtcbridge_server_latency_seconds_count{{worker=\"{i}\"}} {cum}");
-    }
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
     let per_stream: [StreamMetric; 13] = [

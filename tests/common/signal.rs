@@ -138,24 +138,12 @@ pub fn offer(h264: bool) -> String {
 
 /// POST an offer to /whip/NAME; returns (status, body, location header).
 pub fn whip_post(port: u16, name: &str, sdp: &str) -> (u16, String, Option<String>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect whip");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "POST /whip/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
-    .unwrap();
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (status, head, body) = http_raw(port, "POST", &format!("/whip/{name}"), "Content-Type: application/sdp\r\n", sdp);
     let loc = head
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("location:"))
         .map(|l| l[9..].trim().to_owned());
-    (status, body.to_owned(), loc)
+    (status, body, loc)
 }
 
 /// One HTTP/1.1 request with the given extra header lines (each ending in "\r\n") and
