@@ -7,10 +7,24 @@
 //! announced (RFC 8122 §5); a mismatch ends the session. On success the
 //! exported keying material is split into the client (browser → us) and
 //! server (us → browser) SRTP master keys and salts (RFC 5764 §4.2).
+//!
+//! Every call into the engine runs under `catch_unwind`: the engine parses
+//! unauthenticated datagrams and has hundreds of `unwrap`/`expect`/index
+//! sites, and the runtime aborts the whole process on a worker panic, so one
+//! bad datagram hitting an engine bug would otherwise end every stream on
+//! the server. A caught panic is counted in [`ENGINE_PANICS`] and fails only
+//! its own session ([`DtlsError::EnginePanicked`], for every later call too).
+//! (The panic hook still prints the panic once to stderr.)
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Panics caught inside the DTLS engine since the process started; each one
+/// failed its session only. For the shell's metrics.
+pub static ENGINE_PANICS: AtomicU64 = AtomicU64::new(0);
 
 use sha2::{Digest, Sha256};
 
@@ -32,6 +46,8 @@ pub enum DtlsError {
     FingerprintMismatch,
     /// No SRTP profile was negotiated or its keying material is short.
     NoSrtp,
+    /// The engine panicked (a bug in the DTLS library); the session is dead.
+    EnginePanicked,
 }
 
 impl std::fmt::Display for DtlsError {
@@ -41,6 +57,7 @@ impl std::fmt::Display for DtlsError {
             DtlsError::Handshake(s) => write!(f, "DTLS handshake failed: {s}"),
             DtlsError::FingerprintMismatch => f.write_str("DTLS peer certificate does not match the SDP fingerprint"),
             DtlsError::NoSrtp => f.write_str("DTLS finished without an SRTP profile"),
+            DtlsError::EnginePanicked => f.write_str("DTLS engine panicked (a bug in the DTLS library): session closed"),
         }
     }
 }
@@ -140,6 +157,36 @@ pub struct DtlsServer {
     keys: Option<SrtpKeys>,
     connected: bool,
     buf: Vec<u8>,
+    /// The engine panicked: every later call fails.
+    panicked: bool,
+}
+
+/// One engine output, copied out of the engine's buffer inside the guard.
+enum Polled {
+    Packet(Vec<u8>),
+    BufferTooSmall(usize),
+    Timeout(Instant),
+    Connected,
+    /// SHA-256 of the peer's certificate.
+    PeerCert(Vec<u8>),
+    KeyingMaterial(Vec<u8>, Option<SrtpSuite>),
+    CloseNotify,
+    Other,
+}
+
+/// Run `f` on the engine unless it panicked before; a panic now marks it dead.
+fn guarded<E, R>(engine: &mut E, panicked: &mut bool, f: impl FnOnce(&mut E) -> R) -> Result<R, DtlsError> {
+    if *panicked {
+        return Err(DtlsError::EnginePanicked);
+    }
+    match catch_unwind(AssertUnwindSafe(|| f(engine))) {
+        Ok(r) => Ok(r),
+        Err(_) => {
+            *panicked = true;
+            ENGINE_PANICS.fetch_add(1, Ordering::Relaxed);
+            Err(DtlsError::EnginePanicked)
+        }
+    }
 }
 
 impl DtlsServer {
@@ -147,7 +194,8 @@ impl DtlsServer {
     pub fn new(id: &DtlsIdentity, expected_sha256: Vec<u8>, now: Instant) -> Self {
         let mut dtls = dimpl::Dtls::new_12(Arc::clone(&id.config), (*id.cert).clone(), now);
         // The engine seeds its handshake randoms in its first timeout: give it one now.
-        let _ = dtls.handle_timeout(now);
+        let mut panicked = false;
+        let _ = guarded(&mut dtls, &mut panicked, |d| d.handle_timeout(now));
         let mut s = DtlsServer {
             dtls,
             expected: expected_sha256,
@@ -158,6 +206,7 @@ impl DtlsServer {
             keys: None,
             connected: false,
             buf: vec![0u8; 2048],
+            panicked,
         };
         let _ = s.drain();
         s
@@ -169,16 +218,41 @@ impl DtlsServer {
 
     /// Feed one DTLS datagram. `Err` is fatal for the session.
     pub fn handle_datagram(&mut self, data: &[u8]) -> Result<(), DtlsError> {
-        self.dtls.handle_packet(data).map_err(|e| DtlsError::Handshake(e.to_string()))?;
+        guarded(&mut self.dtls, &mut self.panicked, |d| d.handle_packet(data))?
+            .map_err(|e| DtlsError::Handshake(e.to_string()))?;
         self.drain()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
         if self.timeout.is_some_and(|t| t <= now) {
-            self.dtls.handle_timeout(now).map_err(|e| DtlsError::Handshake(e.to_string()))?;
+            guarded(&mut self.dtls, &mut self.panicked, |d| d.handle_timeout(now))?
+                .map_err(|e| DtlsError::Handshake(e.to_string()))?;
             self.drain()?;
         }
         Ok(())
+    }
+
+    /// The next engine output, copied out of `buf` inside the guard.
+    fn poll_engine(&mut self) -> Result<Polled, DtlsError> {
+        let buf = &mut self.buf;
+        guarded(&mut self.dtls, &mut self.panicked, |d| match d.poll_output(buf) {
+            dimpl::Output::Packet(p) => Polled::Packet(p.to_vec()),
+            dimpl::Output::BufferTooSmall { needed } => Polled::BufferTooSmall(needed),
+            dimpl::Output::Timeout(t) => Polled::Timeout(t),
+            dimpl::Output::Connected => Polled::Connected,
+            dimpl::Output::PeerCert(der) => Polled::PeerCert(Sha256::digest(der).to_vec()),
+            dimpl::Output::KeyingMaterial(km, profile) => {
+                let suite = match profile {
+                    dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(SrtpSuite::Aes128CmSha1_80),
+                    dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(SrtpSuite::AeadAes128Gcm),
+                    dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(SrtpSuite::AeadAes256Gcm),
+                    _ => None,
+                };
+                Polled::KeyingMaterial(km.to_vec(), suite)
+            }
+            dimpl::Output::CloseNotify => Polled::CloseNotify,
+            _ => Polled::Other,
+        })
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -195,40 +269,33 @@ impl DtlsServer {
 
     fn drain(&mut self) -> Result<(), DtlsError> {
         loop {
-            match self.dtls.poll_output(&mut self.buf) {
+            match self.poll_engine()? {
                 // At most 64 queued datagrams (a whole flight); beyond that drop: DTLS retransmits.
-                dimpl::Output::Packet(p) if self.transmit.len() < 64 => self.transmit.push_back(p.to_vec()),
-                dimpl::Output::Packet(_) => {}
-                dimpl::Output::BufferTooSmall { needed } => {
+                Polled::Packet(p) if self.transmit.len() < 64 => self.transmit.push_back(p),
+                Polled::Packet(_) => {}
+                Polled::BufferTooSmall(needed) => {
                     if needed > 1 << 16 {
                         return Err(DtlsError::Handshake("engine asked for an oversized buffer".into()));
                     }
                     self.buf.resize(needed, 0);
                 }
-                dimpl::Output::Timeout(t) => {
+                Polled::Timeout(t) => {
                     self.timeout = Some(t);
                     break;
                 }
-                dimpl::Output::Connected => self.connected = true,
-                dimpl::Output::PeerCert(der) => {
-                    let got = Sha256::digest(der);
-                    if got.as_slice() != self.expected.as_slice() {
+                Polled::Connected => self.connected = true,
+                Polled::PeerCert(got) => {
+                    if got != self.expected {
                         return Err(DtlsError::FingerprintMismatch);
                     }
                     self.peer_ok = true;
                 }
-                dimpl::Output::KeyingMaterial(km, profile) => {
-                    let suite = match profile {
-                        dimpl::SrtpProfile::AES128_CM_SHA1_80 => SrtpSuite::Aes128CmSha1_80,
-                        dimpl::SrtpProfile::AEAD_AES_128_GCM => SrtpSuite::AeadAes128Gcm,
-                        dimpl::SrtpProfile::AEAD_AES_256_GCM => SrtpSuite::AeadAes256Gcm,
-                        _ => return Err(DtlsError::NoSrtp),
-                    };
+                Polled::KeyingMaterial(km, suite) => {
+                    let suite = suite.ok_or(DtlsError::NoSrtp)?;
                     self.keys = Some(split_keys(suite, &km)?);
                 }
-                dimpl::Output::ApplicationData(_) => {}
-                dimpl::Output::CloseNotify => self.events.push_back(DtlsEvent::Closed),
-                _ => {}
+                Polled::CloseNotify => self.events.push_back(DtlsEvent::Closed),
+                Polled::Other => {}
             }
         }
         if self.connected {
@@ -389,5 +456,81 @@ mod tests {
             }
         }
         assert!(failed);
+    }
+
+    #[test]
+    fn test_client_completes_a_handshake() {
+        let t0 = crate::runtime::now();
+        let server_id = DtlsIdentity::generate().unwrap();
+        let client_id = DtlsIdentity::generate().unwrap();
+        let mut server = DtlsServer::new(&server_id, parse_fingerprint(&client_id.fingerprint).unwrap(), t0);
+        let mut client = DtlsTestClient::new(&client_id, t0);
+        let mut keys = None;
+        for _ in 0..20 {
+            for d in client.poll_datagrams() {
+                server.handle_datagram(&d).unwrap();
+            }
+            while let Some(d) = server.poll_transmit() {
+                client.handle_datagram(&d).unwrap();
+            }
+            if let Some(DtlsEvent::Connected(k)) = server.poll_event() {
+                keys = Some(k);
+            }
+            if keys.is_some() && client.keying_material.is_some() {
+                break;
+            }
+        }
+        let keys = keys.expect("server connected");
+        let km = client.keying_material.expect("client exported keys");
+        let (k, _) = keys.suite.key_salt_len();
+        assert_eq!(&km[..k], &keys.remote_key[..]);
+    }
+
+    #[test]
+    fn an_engine_panic_fails_only_its_session() {
+        let before = ENGINE_PANICS.load(Ordering::Relaxed);
+        let mut engine = 0u32;
+        let mut panicked = false;
+        assert_eq!(guarded(&mut engine, &mut panicked, |e| *e + 1), Ok(1));
+        let r: Result<(), _> = guarded(&mut engine, &mut panicked, |_| panic!("engine bug"));
+        assert_eq!(r, Err(DtlsError::EnginePanicked));
+        assert!(panicked);
+        assert!(ENGINE_PANICS.load(Ordering::Relaxed) > before);
+        // Dead from then on: the engine is not called again.
+        assert_eq!(guarded(&mut engine, &mut panicked, |_| unreachable!()), Err::<(), _>(DtlsError::EnginePanicked));
+        // A session whose engine died reports it on every call.
+        let t0 = crate::runtime::now();
+        let id = DtlsIdentity::generate().unwrap();
+        let mut s = DtlsServer::new(&id, vec![0; 32], t0);
+        s.panicked = true;
+        assert_eq!(s.handle_datagram(&[22, 0xFE, 0xFD]), Err(DtlsError::EnginePanicked));
+        assert_eq!(s.handle_timeout(t0 + std::time::Duration::from_secs(60)), Err(DtlsError::EnginePanicked));
+    }
+
+    #[test]
+    fn an_engine_assertion_reached_by_a_peer_fails_only_its_session() {
+        // Found by tools/fuzz (the DTLS target, input 17 02 00 00 00 00 00 00 00
+        // 04 00 00 00 00 00 00 00 30 0c 3a 00): dimpl 0.7.6 asserts, in release
+        // builds too (dtls12/engine.rs:381, `assert_eq!(seq_current.epoch, 0)`
+        // in insert_incoming_non_handshake), that a non-handshake record seen
+        // twice is of epoch 0. The same application-data record claiming epoch
+        // 1, sent twice to a fresh server, is all it takes. Without the guard
+        // that panic would take the worker, and with it the whole process, down.
+        let t0 = crate::runtime::now();
+        let id = DtlsIdentity::generate().unwrap();
+        let mut server = DtlsServer::new(&id, vec![0; 32], t0);
+        let before = ENGINE_PANICS.load(Ordering::Relaxed);
+        // RFC 6347 §4.1: type 23, version 1.2, epoch 1, sequence 0, length 16.
+        let mut record = vec![23, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, 0, 0, 16];
+        record.extend_from_slice(&[0xAB; 16]);
+        let first = server.handle_datagram(&record);
+        let second = server.handle_datagram(&record);
+        assert_eq!((first, second), (Ok(()), Err(DtlsError::EnginePanicked)));
+        assert!(ENGINE_PANICS.load(Ordering::Relaxed) > before);
+        // The session stays failed; another one is unaffected.
+        assert_eq!(server.handle_datagram(&record), Err(DtlsError::EnginePanicked));
+        let mut other = DtlsServer::new(&id, vec![0; 32], t0);
+        assert_eq!(other.handle_datagram(&record), Ok(()));
+        assert!(!other.panicked);
     }
 }
