@@ -219,6 +219,25 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub metrics_token: Option<std::path::PathBuf>,
 
+    /// Ask an HTTP backend before accepting an RTMP connect, a publish or a play:
+    /// POST of JSON `{action, protocol, name, app, ip, query, token, custom}` to URL;
+    /// 2xx allows, anything else, no answer within --auth-hook-timeout or no
+    /// connection denies. Plain http:// only (no TLS): keep the backend on localhost or
+    /// a private network. With --auth-secret too, a valid token is enough and the hook
+    /// decides the rest.
+    #[arg(long, value_name = "URL")]
+    pub auth_hook: Option<String>,
+
+    /// Like --auth-hook, in the shape of Flashphoner Web Call Server's REST hooks: POST
+    /// to URL/connect, URL/publishStream, URL/playStream with the connection or stream
+    /// object as the client sent it; 200 allows, anything else denies. http:// only.
+    #[arg(long, value_name = "URL", conflicts_with = "auth_hook")]
+    pub auth_hook_wcs: Option<String>,
+
+    /// Seconds to wait for the auth hook's answer before denying.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub auth_hook_timeout: f64,
+
     /// Browser origin allowed to open signaling WebSockets and to use WHIP from a page
     /// (CORS), e.g. https://app.example.com (repeatable). Unset: any origin, CORS `*`.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]

@@ -84,6 +84,23 @@ impl Access {
         }
     }
 
+    /// Does `token` itself allow `action` on `name` (tokens on, and this one valid)? With
+    /// an auth hook too, such a request needs no hook call.
+    pub fn token_grants(&self, token: Option<&str>, action: AuthAction, name: &str, peer: IpAddr) -> bool {
+        match (&self.key, token) {
+            (Some(k), Some(_)) => k.authorize(token, action, name, peer, unix_now()).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Is there a valid token with this RTMP connect (tokens on)?
+    pub fn connect_token_valid(&self, token: Option<&str>, peer: IpAddr) -> bool {
+        match (&self.key, token) {
+            (Some(k), Some(t)) => k.check_connect(t, peer, unix_now()).is_ok(),
+            _ => false,
+        }
+    }
+
     /// A token presented with an RTMP connect: if there is one and tokens are on, it must
     /// be genuine, unexpired and for this address.
     pub fn check_connect(&self, token: Option<&str>, peer: IpAddr) -> Result<(), Denied> {
