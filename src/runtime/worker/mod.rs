@@ -96,6 +96,7 @@ enum Waiting {
     RtmpConnect { idx: usize, gen: u32, app: String },
     RtmpPublish { idx: usize, gen: u32, msid: u32, name: String },
     RtmpPlay { idx: usize, gen: u32, msid: u32, name: String },
+    WsConnect { idx: usize, gen: u32, obj: Box<serde_json::Value> },
     WsPublish { idx: usize, gen: u32, req: Box<crate::proto::signaling::PublishReq> },
     Whip { idx: usize, gen: u32, req: Box<rtc::OwnedRequest> },
 }
@@ -1093,6 +1094,7 @@ impl Worker {
                     }
                 }
             }
+            Waiting::WsConnect { idx, gen, obj } => self.ws_connect_verdict(idx, gen, &obj, verdict),
             Waiting::WsPublish { idx, gen, req } => self.ws_publish_verdict(now, idx, gen, *req, verdict),
             Waiting::Whip { idx, gen, req } => self.whip_verdict(now, idx, gen, &req, verdict),
         }

@@ -481,6 +481,23 @@ impl Worker {
                     w.custom = obj.get("custom").cloned();
                     w.app_key = obj.get("appKey").and_then(|a| a.as_str()).map(str::to_owned);
                 }
+                let (peer_ip, token) = (peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip()), self.conn_token(idx));
+                if self.hook.is_some() && !self.shared.access.connect_token_valid(token.as_deref(), peer_ip) {
+                    let q = HookQuery {
+                        action: HookAction::Connect,
+                        protocol: "webrtc",
+                        name: String::new(),
+                        app: conn_app(self.conns.get_mut(idx).map(|c| &c.kind)),
+                        ip: peer_ip,
+                        query: String::new(),
+                        token,
+                        custom: obj.get("custom").cloned().unwrap_or(serde_json::Value::Null),
+                        object: Some(obj.clone()),
+                    };
+                    let gen = self.conns.gen(idx).unwrap_or(0);
+                    self.hook_ask(now, q, Waiting::WsConnect { idx, gen, obj: Box::new(obj) });
+                    return;
+                }
                 // The session's own token: 128 bits from the OS CSPRNG, nothing derived
                 // from any other client's.
                 self.ws_send(idx, &sig::get_user_data(&obj, &csprng::hex128()));
@@ -551,6 +568,34 @@ impl Worker {
             }
             ClientMsg::Other { name, .. } => {
                 crate::debug!("ws {peer:?}: ignoring {pname}", pname = crate::log::peer_str(&name));
+            }
+        }
+    }
+
+    fn conn_token(&mut self, idx: usize) -> Option<String> {
+        match self.conns.get_mut(idx).map(|c| &c.kind) {
+            Some(Kind::Ws(w)) => w.token.clone(),
+            _ => None,
+        }
+    }
+
+    /// A Flashphoner `connection` held for the auth hook: `getUserData` (the SDK's
+    /// ESTABLISHED), or `fail` "Restricted access" and the WebSocket closed (the SDK's
+    /// DISCONNECTED), as WCS does when its `/connect` hook refuses.
+    pub(super) fn ws_connect_verdict(&mut self, idx: usize, gen: u32, obj: &serde_json::Value, verdict: Result<(), String>) {
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let peer = c.peer;
+        match verdict {
+            Ok(()) => self.ws_send(idx, &sig::get_user_data(obj, &csprng::hex128())),
+            Err(why) => {
+                crate::info!("ws {peer}: connection rejected: {why}");
+                self.ws_send(idx, &sig::fail("connection", INFO_RESTRICTED));
+                if let Some(c) = self.conns.get_mut(idx) {
+                    let mut out = Vec::new();
+                    ws::write_close(1008, INFO_RESTRICTED, &mut out);
+                    c.tx.push_vec(out);
+                    c.close_after_flush = true;
+                }
             }
         }
     }
