@@ -53,7 +53,9 @@ the architecture and the benchmarks.\n\n\
 RTMPS (RTMP over TLS) with --rtmps and a certificate.\n\n\
 Access control (README \"Security\"): everything is open unless configured. --auth-secret \
 enables signed tokens (make them with `rtcbridge token --secret FILE --publish NAME --ttl 1h`), \
---api-token and --metrics-token protect the HTTP API, --allowed-origin restricts browsers.\n\n\
+--auth-hook (or --auth-hook-wcs) asks an HTTP backend (plain http:// only) before each \
+connect, publish and play, --api-token and --metrics-token protect the HTTP API, \
+--allowed-origin restricts browsers.\n\n\
 Not built yet: WebRTC playback (playStream answers FAILED), RTMP push to other servers."
 )]
 pub struct Config {
@@ -219,7 +221,7 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub metrics_token: Option<std::path::PathBuf>,
 
-    /// Ask an HTTP backend before accepting an RTMP connect, a publish or a play:
+    /// Ask an HTTP backend before accepting a connect (RTMP, Flashphoner), a publish or a play:
     /// POST of JSON `{action, protocol, name, app, ip, query, token, custom}` to URL;
     /// 2xx allows, anything else, no answer within --auth-hook-timeout or no
     /// connection denies. Plain http:// only (no TLS): keep the backend on localhost or
