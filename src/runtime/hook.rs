@@ -129,6 +129,12 @@ fn parse_url(flag: &str, url: &str) -> io::Result<HookUrl> {
     Ok(HookUrl { host: host.to_owned(), port, path: path.trim_end_matches('/').to_owned() })
 }
 
+/// A started hook and each worker's verdict receiver.
+pub type HookStarted = (Arc<Hook>, Vec<Receiver<HookVerdict>>);
+
+/// A cached answer: when it was given, and allowed or the denial.
+type Cached = (Instant, Result<(), String>);
+
 /// The runtime's end of the hook: the queue in and the in-flight count.
 pub struct Hook {
     jobs: SyncSender<Job>,
@@ -141,7 +147,7 @@ pub struct Hook {
 impl Hook {
     /// Start the helper threads when a hook is configured; returns the hook and one
     /// verdict receiver per worker.
-    pub fn start(cfg: &crate::config::Config, wakers: &Arc<Vec<Arc<mio::Waker>>>) -> io::Result<Option<(Arc<Hook>, Vec<Receiver<HookVerdict>>)>> {
+    pub fn start(cfg: &crate::config::Config, wakers: &Arc<Vec<Arc<mio::Waker>>>) -> io::Result<Option<HookStarted>> {
         let (url, wcs) = match (&cfg.auth_hook, &cfg.auth_hook_wcs) {
             (Some(u), _) => (parse_url("--auth-hook", u)?, false),
             (None, Some(u)) => (parse_url("--auth-hook-wcs", u)?, true),
@@ -281,7 +287,7 @@ struct Helper {
     senders: Mutex<Vec<Sender<HookVerdict>>>,
     wakers: Arc<Vec<Arc<mio::Waker>>>,
     /// path + body → (when answered, allowed or the denial).
-    cache: Mutex<HashMap<String, (Instant, Result<(), String>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
     pending: Arc<AtomicUsize>,
 }
 
