@@ -463,6 +463,34 @@ mod tests {
     }
 
     #[test]
+    fn pending_requests_are_bounded() {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(MAX_PENDING);
+        let hook = Hook { jobs, pending: Arc::new(AtomicUsize::new(0)), wcs: false, path: String::new(), timeout: Duration::from_secs(2) };
+        let q = HookQuery {
+            action: HookAction::Play,
+            protocol: "rtmp",
+            name: "cam".into(),
+            app: "live".into(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            query: String::new(),
+            token: None,
+            custom: Json::Null,
+            object: None,
+        };
+        let now = Instant::now();
+        for t in 0..MAX_PENDING as u64 {
+            assert!(hook.submit(0, t, &q, now).is_ok());
+        }
+        let err = hook.submit(0, 999, &q, now).unwrap_err();
+        assert!(err.contains("too many pending auth-hook requests"), "{err}");
+        // A finished request frees its place.
+        let job = queue.recv().unwrap();
+        assert_eq!((job.path.as_str(), job.deadline), ("/", now + Duration::from_secs(2)));
+        hook.pending.fetch_sub(1, Ordering::SeqCst);
+        assert!(hook.submit(0, 1000, &q, now).is_ok());
+    }
+
+    #[test]
     fn amf_objects() {
         let v = Amf::Object(vec![("login".into(), Amf::String("u".into())), ("n".into(), Amf::Number(2.0))]);
         assert_eq!(amf_to_json(&v), json!({"login": "u", "n": 2.0}));
