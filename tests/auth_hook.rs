@@ -71,6 +71,14 @@ fn hook_allows_and_denies_per_name() {
     assert!(!ok, "a denied publish was accepted");
     assert!(err.contains("Restricted access"), "ffmpeg should show the refusal: {err}");
     assert_eq!(rtmp_publish_status(server.rtmp_port, "bad-raw"), "NetStream.Publish.BadName");
+    // RTMP play: the allowed name plays, the denied one gets NetStream.Play.Failed.
+    let player = LivePlayer::start("allowed player", &server.rtmp_url("ok-cam"), 30.0);
+    wait_for(Duration::from_secs(10), "the allowed player's frames", || player.video_frames() >= 15);
+    let mut c = RtmpClient::connect(server.rtmp_port);
+    c.connect_app("live");
+    let id = c.create_stream();
+    c.play(id, "bad-play");
+    c.wait_status(0, "NetStream.Play.Failed", Duration::from_secs(5));
 
     // WHIP: 201 / 403.
     let (status, body, _) = whip_post(server.http_port, "ok-w", &offer(true));
@@ -107,6 +115,7 @@ fn hook_allows_and_denies_per_name() {
     assert_eq!(b["protocol"], "rtmp");
     assert_eq!(b["app"], "live");
     assert_eq!(find("whip", "bad-w")["action"], "publish");
+    assert_eq!(find("rtmp", "bad-play")["action"], "play");
     let b = find("webrtc", "bad-fp");
     assert_eq!(b["custom"]["room"], "r1");
     assert_eq!(b["ip"], "127.0.0.1");
