@@ -53,7 +53,9 @@ the architecture and the benchmarks.\n\n\
 RTMPS (RTMP over TLS) with --rtmps and a certificate.\n\n\
 Access control (README \"Security\"): everything is open unless configured. --auth-secret \
 enables signed tokens (make them with `rtcbridge token --secret FILE --publish NAME --ttl 1h`), \
---api-token and --metrics-token protect the HTTP API, --allowed-origin restricts browsers.\n\n\
+--auth-hook (or --auth-hook-wcs) asks an HTTP backend (plain http:// only) before each \
+connect, publish and play, --api-token and --metrics-token protect the HTTP API, \
+--allowed-origin restricts browsers.\n\n\
 Not built yet: WebRTC playback (playStream answers FAILED), RTMP push to other servers."
 )]
 pub struct Config {
@@ -218,6 +220,25 @@ pub struct Config {
     /// Protect /metrics the same way with the token in FILE (open without it).
     #[arg(long, value_name = "FILE")]
     pub metrics_token: Option<std::path::PathBuf>,
+
+    /// Ask an HTTP backend before accepting a connect (RTMP, Flashphoner), a publish or a play:
+    /// POST of JSON `{action, protocol, name, app, ip, query, token, custom}` to URL;
+    /// 2xx allows, anything else, no answer within --auth-hook-timeout or no
+    /// connection denies. Plain http:// only (no TLS): keep the backend on localhost or
+    /// a private network. With --auth-secret too, a valid token is enough and the hook
+    /// decides the rest.
+    #[arg(long, value_name = "URL")]
+    pub auth_hook: Option<String>,
+
+    /// Like --auth-hook, in the shape of Flashphoner Web Call Server's REST hooks: POST
+    /// to URL/connect, URL/publishStream, URL/playStream with the connection or stream
+    /// object as the client sent it; 200 allows, anything else denies. http:// only.
+    #[arg(long, value_name = "URL", conflicts_with = "auth_hook")]
+    pub auth_hook_wcs: Option<String>,
+
+    /// Seconds to wait for the auth hook's answer before denying.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub auth_hook_timeout: f64,
 
     /// Browser origin allowed to open signaling WebSockets and to use WHIP from a page
     /// (CORS), e.g. https://app.example.com (repeatable). Unset: any origin, CORS `*`.

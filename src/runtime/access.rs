@@ -17,6 +17,8 @@ pub struct Access {
     api_token: Option<Vec<u8>>,
     metrics_token: Option<Vec<u8>>,
     origins: Vec<String>,
+    /// `--auth-hook` / `--auth-hook-wcs`: every connect, publish and play is asked.
+    hook: bool,
     /// WHIP resource id → (owning worker, stream name). Touched on WHIP POST, DELETE and
     /// session end only; never on the media path.
     whip: Mutex<HashMap<String, (usize, Arc<str>)>>,
@@ -57,6 +59,7 @@ impl Access {
             api_token: cfg.api_token.as_deref().map(|p| read_secret("--api-token", p)).transpose()?,
             metrics_token: cfg.metrics_token.as_deref().map(|p| read_secret("--metrics-token", p)).transpose()?,
             origins: cfg.allowed_origin.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            hook: cfg.auth_hook.is_some() || cfg.auth_hook_wcs.is_some(),
             whip: Mutex::new(HashMap::new()),
         })
     }
@@ -64,10 +67,10 @@ impl Access {
     /// Nothing is protected: the start-up warning names what is open.
     pub fn open_parts(&self) -> Vec<&'static str> {
         let mut open = Vec::new();
-        if !self.scope.publish {
+        if !self.scope.publish && !self.hook {
             open.push("publishing");
         }
-        if !self.scope.play {
+        if !self.scope.play && !self.hook {
             open.push("playing");
         }
         if self.api_token.is_none() {
@@ -81,6 +84,23 @@ impl Access {
         match &self.key {
             Some(k) if self.scope.requires(action) => k.authorize(token, action, name, peer, unix_now()),
             _ => Ok(()),
+        }
+    }
+
+    /// Does `token` itself allow `action` on `name` (tokens on, and this one valid)? With
+    /// an auth hook too, such a request needs no hook call.
+    pub fn token_grants(&self, token: Option<&str>, action: AuthAction, name: &str, peer: IpAddr) -> bool {
+        match (&self.key, token) {
+            (Some(k), Some(_)) => k.authorize(token, action, name, peer, unix_now()).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Is there a valid token with this RTMP connect (tokens on)?
+    pub fn connect_token_valid(&self, token: Option<&str>, peer: IpAddr) -> bool {
+        match (&self.key, token) {
+            (Some(k), Some(t)) => k.check_connect(t, peer, unix_now()).is_ok(),
+            _ => false,
         }
     }
 

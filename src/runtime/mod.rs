@@ -6,6 +6,7 @@ pub mod access;
 pub mod api;
 pub mod conn_io;
 pub mod csprng;
+pub mod hook;
 pub mod limits;
 pub mod mesh;
 pub mod slab;
@@ -110,10 +111,15 @@ pub fn start(cfg: Config) -> io::Result<Server> {
     }
     let wakers = Arc::new(wakers);
     let meshes = mesh::build(n, Arc::clone(&wakers));
+    let mut hooks: Vec<Option<worker::HookPort>> = match hook::Hook::start(&shared.cfg, &wakers)? {
+        Some((h, rxs)) => rxs.into_iter().map(|rx| Some(worker::HookPort { hook: Arc::clone(&h), verdicts: rx })).collect(),
+        None => (0..n).map(|_| None).collect(),
+    };
     let cores = if shared.cfg.no_pin { None } else { core_affinity::get_core_ids() };
     let mut threads = Vec::with_capacity(n);
     for (id, ((poll, listeners), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
         let shared = Arc::clone(&shared);
+        let hook = hooks.get_mut(id).and_then(Option::take);
         let core = cores.as_ref().and_then(|c| c.get(id % c.len().max(1)).copied());
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
             if let Some(c) = core {
@@ -121,7 +127,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh).and_then(|w| w.run()));
+            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, hook).and_then(|w| w.run()));
             match std::panic::catch_unwind(run) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod hookd;
 pub mod hostile;
 pub mod netns;
 pub mod signal;

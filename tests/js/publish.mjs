@@ -3,7 +3,10 @@
 //   node publish.mjs --page demo|sdk --http http://127.0.0.1:PORT --ws ws://127.0.0.1:PORT/
 //                    --name NAME --seconds S [--sdk-port PORT] [--video clip.y4m --audio clip.wav]
 //                    [--record-local rec.webm --record-seconds S] [--record-local-pcm rec.mkv]
-//                    [--record-remote rec2.webm]
+//                    [--record-remote rec2.webm] [--custom JSON]
+//
+// --custom JSON: the page's Flashphoner.createSession gets {custom: JSON} added (as an
+// application passes a token or user data to its backend).
 //
 // demo: our own page at GET / ; sdk: the Flashphoner Web SDK's unchanged
 // examples/demo/streaming/two_way_streaming page, served from node_modules by a
@@ -156,6 +159,12 @@ try {
     url = args.http + "/";
   }
   await page.goto(url);
+  if (args.custom) {
+    await page.evaluate((custom) => {
+      const orig = Flashphoner.createSession;
+      Flashphoner.createSession = (o) => orig(Object.assign({}, o, { custom }));
+    }, JSON.parse(args.custom));
+  }
   await page.fill("#urlServer", args.ws);
   const ids = ["#connectStatus", "#publishStatus", "#publishInfo"];
   const last = {};

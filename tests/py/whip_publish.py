@@ -1,6 +1,8 @@
 """Publish to a WHIP endpoint with aiortc (a WebRTC implementation we did not write).
 
-    python3 whip_publish.py http://127.0.0.1:PORT/whip/NAME SECONDS [AUDIO_CODEC [AUDIO_DRIFT_PPM]]
+    python3 whip_publish.py [--token T] http://127.0.0.1:PORT/whip/NAME SECONDS [AUDIO_CODEC [AUDIO_DRIFT_PPM]]
+
+--token T: sent as `Authorization: Bearer T` with the offer (RFC 9725 §4.4).
 
 AUDIO_CODEC: opus (default), PCMU or PCMA (offered alone, to check G.711 pass-through).
 AUDIO_DRIFT_PPM: instead of silence, a 440 Hz tone from a "sound card" whose clock runs
@@ -87,10 +89,15 @@ class DriftingTone(MediaStreamTrack):
         return frame
 
 
+TOKEN = None
+
+
 def http(method, url, body=None, ctype=None):
     req = urllib.request.Request(url, data=body, method=method)
     if ctype:
         req.add_header("Content-Type", ctype)
+    if TOKEN:
+        req.add_header("Authorization", "Bearer " + TOKEN)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, dict(r.headers), r.read().decode()
@@ -140,6 +147,10 @@ async def main(url, seconds, audio_codec, drift_ppm):
 
 
 if __name__ == "__main__":
+    if "--token" in sys.argv:
+        i = sys.argv.index("--token")
+        TOKEN = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
     sys.exit(asyncio.run(main(
         sys.argv[1],
         float(sys.argv[2]),

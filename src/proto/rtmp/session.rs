@@ -205,6 +205,10 @@ pub struct RtmpSession {
     /// A token given with `connect`: `?token=` in the tcUrl, or a `token` field of the
     /// command object or of an object argument (Flash's `nc.connect(url, {login, token})`).
     connect_token: Option<String>,
+    /// The connect command object and its extra arguments as sent (Flash's
+    /// `nc.connect(url, {login, appKey})`), for an access hook to see.
+    connect_obj: Value,
+    connect_args: Vec<Value>,
     pub stats: SessionStats,
     scratch: Vec<u8>,
     limits: SessionLimits,
@@ -231,6 +235,8 @@ impl RtmpSession {
             object_encoding: 0.0,
             four_cc: Vec::new(),
             connect_token: None,
+            connect_obj: Value::Null,
+            connect_args: Vec::new(),
             stats: SessionStats::default(),
             scratch: Vec::new(),
             limits: SessionLimits::default(),
@@ -278,6 +284,11 @@ impl RtmpSession {
     /// The token given with `connect`, if any.
     pub fn connect_token(&self) -> Option<&str> {
         self.connect_token.as_deref()
+    }
+
+    /// The connect command object and its extra arguments, as the client sent them.
+    pub fn connect_object(&self) -> (&Value, &[Value]) {
+        (&self.connect_obj, &self.connect_args)
     }
 
     /// Whether `connect` waits for `connect_accept` / `connect_reject`.
@@ -460,6 +471,8 @@ impl RtmpSession {
                     .chain(args.iter())
                     .find_map(|o| o.get("token").and_then(Value::as_str).map(str::to_owned));
                 self.connect_token = tc_url_token.or(obj_token).filter(|t| !t.is_empty());
+                self.connect_obj = cmd_obj;
+                self.connect_args = args;
                 self.phase = Phase::AwaitingConnect { tid };
                 self.events.push_back(RtmpEvent::ConnectRequested { app });
             }

@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use super::conn_io::Io;
 use mio::{Events, Interest, Poll, Token};
 
+use super::hook::{Hook, HookAction, HookQuery, HookVerdict};
 use super::limits::{ListenerKind, Refusal};
 use super::mesh::{CoreMsg, Mesh};
 use super::slab::Slab;
@@ -23,6 +24,7 @@ use crate::buf::SendQueue;
 use crate::config::UnknownStream;
 use crate::proto::flv::MediaKind;
 use crate::proto::http;
+use crate::proto::rtmp::amf::Value as Amf;
 use crate::proto::rtmp::session::{RtmpEvent, RtmpSession};
 use crate::relay::auth::AuthAction;
 use crate::relay::{
@@ -79,7 +81,29 @@ enum Timer {
     Heartbeat,
     /// Accept again after running out of descriptors.
     AcceptRetry,
+    /// An auth-hook request still unanswered is denied now.
+    HookDeadline { ticket: u64 },
 }
+
+/// This worker's end of the auth hook: the shared queue and its own verdicts.
+pub struct HookPort {
+    pub hook: Arc<Hook>,
+    pub verdicts: std::sync::mpsc::Receiver<HookVerdict>,
+}
+
+/// A request held until the auth hook answers.
+enum Waiting {
+    RtmpConnect { idx: usize, gen: u32, app: String },
+    RtmpPublish { idx: usize, gen: u32, msid: u32, name: String },
+    RtmpPlay { idx: usize, gen: u32, msid: u32, name: String },
+    WsConnect { idx: usize, gen: u32, obj: Box<serde_json::Value> },
+    WsPublish { idx: usize, gen: u32, req: Box<crate::proto::signaling::PublishReq> },
+    Whip { idx: usize, gen: u32, req: Box<rtc::OwnedRequest> },
+}
+
+/// A worker gives the hook at most this much longer than its timeout (the helper
+/// threads bound each request themselves; this bounds a saturated pool).
+const HOOK_GRACE: Duration = Duration::from_millis(200);
 
 enum Role {
     None,
@@ -182,6 +206,10 @@ pub struct Worker {
     /// Refused connections are logged at most once a second.
     last_refusal_log: Option<Instant>,
     refusals_unlogged: u64,
+    /// The auth hook, when configured; requests waiting for its verdict by ticket.
+    hook: Option<HookPort>,
+    hook_waiting: std::collections::HashMap<u64, Waiting>,
+    hook_ticket: u64,
 }
 
 impl Worker {
@@ -191,6 +219,7 @@ impl Worker {
         poll: Poll,
         mut listeners: Listeners,
         mesh: Mesh,
+        hook: Option<HookPort>,
     ) -> io::Result<Self> {
         if let Some(l) = listeners.https.as_mut() {
             poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
@@ -241,6 +270,9 @@ impl Worker {
             accept_retry: false,
             last_refusal_log: None,
             refusals_unlogged: 0,
+            hook,
+            hook_waiting: std::collections::HashMap::new(),
+            hook_ticket: 0,
         })
     }
 
@@ -317,6 +349,7 @@ impl Worker {
             for m in inbox.drain(..) {
                 self.handle_core_msg(now, m);
             }
+            self.hook_drain(now);
             self.timers.expire(now, &mut expired);
             for t in expired.drain(..) {
                 self.timer(now, t);
@@ -664,7 +697,35 @@ impl Worker {
                     // A token given with connect must be genuine, unexpired and for this
                     // address; what it allows is checked at publish or play.
                     let (proto, peer) = (if c.sock.is_tls() { "rtmps" } else { "rtmp" }, c.peer);
-                    match self.shared.access.check_connect(r.session.connect_token(), peer.ip()) {
+                    let token = r.session.connect_token();
+                    if self.hook.is_some() && !self.shared.access.connect_token_valid(token, peer.ip()) {
+                        let (obj, args) = r.session.connect_object();
+                        let flash_obj = args.iter().find(|a| matches!(a, Amf::Object(_) | Amf::EcmaArray(_)));
+                        // WCS: the connection object is Flash's command object with the
+                        // fields of `nc.connect(url, {login, appKey, ...})` merged in.
+                        let mut object = match super::hook::amf_to_json(obj) {
+                            serde_json::Value::Object(m) => m,
+                            _ => serde_json::Map::new(),
+                        };
+                        if let Some(serde_json::Value::Object(extra)) = flash_obj.map(super::hook::amf_to_json) {
+                            object.extend(extra);
+                        }
+                        let q = HookQuery {
+                            action: HookAction::Connect,
+                            protocol: proto,
+                            name: String::new(),
+                            app: app.clone(),
+                            ip: peer.ip(),
+                            query: tc_url_query(obj),
+                            token: token.map(str::to_owned),
+                            custom: flash_obj.map_or(serde_json::Value::Null, super::hook::amf_to_json),
+                            object: Some(serde_json::Value::Object(object)),
+                        };
+                        let gen = self.conns.gen(idx).unwrap_or(0);
+                        self.hook_ask(now, q, Waiting::RtmpConnect { idx, gen, app });
+                        continue;
+                    }
+                    match self.shared.access.check_connect(token, peer.ip()) {
                         Ok(()) => {
                             crate::debug!("{proto} {peer}: connect app={papp}", papp = crate::log::peer_str(&app));
                             r.session.connect_accept(&mut c.tx);
@@ -785,12 +846,26 @@ impl Worker {
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
         let token = crate::relay::auth::token_in_query(query).or(r.session.connect_token());
+        if self.hook.is_some() && !self.shared.access.token_grants(token, AuthAction::Publish, &name, c.peer.ip()) {
+            let token = token.map(str::to_owned);
+            let q = rtmp_hook_query(c, HookAction::Publish, &name, query, token);
+            let gen = self.conns.gen(idx).unwrap_or(0);
+            self.hook_ask(now, q, Waiting::RtmpPublish { idx, gen, msid, name: name.to_string() });
+            return;
+        }
         if let Err(why) = self.shared.access.authorize(token, AuthAction::Publish, &name, c.peer.ip()) {
             r.session.publish_denied(msid, &format!("Restricted access: {}", why.reason()), &mut c.tx);
             crate::info!("{} {}: publish {pname} denied: {} (NetStream.Publish.BadName)", c.proto(), c.peer, why.reason(), pname = crate::log::peer_str(&name));
             self.mark_dirty(idx);
             return;
         }
+        self.publish_allowed(now, idx, msid, name);
+    }
+
+    /// Publish on `msid` once access control said yes.
+    fn publish_allowed(&mut self, now: Instant, idx: usize, msid: u32, name: Arc<str>) {
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        let Kind::Rtmp(r) = &mut c.kind else { return };
         if !matches!(r.role, Role::None) {
             r.session.publish_bad_name(msid, &name, &mut c.tx);
             crate::info!("{} {}: publish {pname} refused: connection already publishes or plays", c.proto(), c.peer, pname = crate::log::peer_str(&name));
@@ -885,12 +960,25 @@ impl Worker {
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
         let token = crate::relay::auth::token_in_query(query).or(r.session.connect_token());
+        if self.hook.is_some() && !self.shared.access.token_grants(token, AuthAction::Play, &name, c.peer.ip()) {
+            let token = token.map(str::to_owned);
+            let q = rtmp_hook_query(c, HookAction::Play, &name, query, token);
+            self.hook_ask(now, q, Waiting::RtmpPlay { idx, gen, msid, name: name.to_string() });
+            return;
+        }
         if let Err(why) = self.shared.access.authorize(token, AuthAction::Play, &name, c.peer.ip()) {
             r.session.play_failed(msid, &format!("Restricted access: {}", why.reason()), &mut c.tx);
             crate::info!("{} {}: play {pname} denied: {} (NetStream.Play.Failed)", c.proto(), c.peer, why.reason(), pname = crate::log::peer_str(&name));
             self.mark_dirty(idx);
             return;
         }
+        self.play_allowed(now, idx, gen, msid, name);
+    }
+
+    /// Play `name` on `msid` once access control said yes.
+    fn play_allowed(&mut self, now: Instant, idx: usize, gen: u32, msid: u32, name: Arc<str>) {
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let Kind::Rtmp(r) = &mut c.kind else { return };
         if !matches!(r.role, Role::None) {
             r.session.play_not_found(msid, &name, &mut c.tx);
             self.mark_dirty(idx);
@@ -931,6 +1019,87 @@ impl Worker {
         self.apply_relay(now);
     }
 
+    // ---- the auth hook ----------------------------------------------------------------
+
+    /// Ask the auth hook about `q`; `w` waits for the verdict (or is denied at once when
+    /// too many requests are pending).
+    fn hook_ask(&mut self, now: Instant, q: HookQuery, w: Waiting) {
+        let Some(port) = &self.hook else { return };
+        self.hook_ticket += 1;
+        let ticket = self.hook_ticket;
+        match port.hook.submit(self.id, ticket, &q, now) {
+            Ok(()) => {
+                self.timers.insert(now + port.hook.timeout + HOOK_GRACE, Timer::HookDeadline { ticket });
+                self.hook_waiting.insert(ticket, w);
+            }
+            Err(why) => self.hook_verdict(now, w, Err(why)),
+        }
+    }
+
+    /// Apply the verdicts the helper threads sent since the last turn.
+    fn hook_drain(&mut self, now: Instant) {
+        loop {
+            let Some(v) = self.hook.as_ref().and_then(|p| p.verdicts.try_recv().ok()) else { return };
+            // Gone already: its deadline passed and it was denied.
+            let Some(w) = self.hook_waiting.remove(&v.ticket) else { continue };
+            self.hook_verdict(now, w, v.result);
+        }
+    }
+
+    /// Carry on with a held request, or deny it as its client understands.
+    fn hook_verdict(&mut self, now: Instant, w: Waiting, verdict: Result<(), String>) {
+        match w {
+            Waiting::RtmpConnect { idx, gen, app } => {
+                let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+                let (proto, peer) = (c.proto(), c.peer);
+                let Kind::Rtmp(r) = &mut c.kind else { return };
+                match verdict {
+                    Ok(()) => {
+                        crate::debug!("{proto} {peer}: connect app={papp} allowed by the auth hook", papp = crate::log::peer_str(&app));
+                        r.session.connect_accept(&mut c.tx);
+                    }
+                    Err(why) => {
+                        crate::info!("{proto} {peer}: connect app={papp} rejected: {why} (NetConnection.Connect.Rejected)", papp = crate::log::peer_str(&app));
+                        r.session.connect_reject("Restricted access", &mut c.tx);
+                        c.close_after_flush = true;
+                    }
+                }
+                self.mark_dirty(idx);
+                // Commands that arrived while connect was held.
+                self.rtmp_events(now, idx);
+            }
+            Waiting::RtmpPublish { idx, gen, msid, name } => {
+                let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+                match verdict {
+                    Ok(()) => self.publish_allowed(now, idx, msid, name.into()),
+                    Err(why) => {
+                        let (proto, peer) = (c.proto(), c.peer);
+                        let Kind::Rtmp(r) = &mut c.kind else { return };
+                        r.session.publish_denied(msid, "Restricted access", &mut c.tx);
+                        crate::info!("{proto} {peer}: publish {pname} denied: {why} (NetStream.Publish.BadName)", pname = crate::log::peer_str(&name));
+                        self.mark_dirty(idx);
+                    }
+                }
+            }
+            Waiting::RtmpPlay { idx, gen, msid, name } => {
+                let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+                match verdict {
+                    Ok(()) => self.play_allowed(now, idx, gen, msid, name.into()),
+                    Err(why) => {
+                        let (proto, peer) = (c.proto(), c.peer);
+                        let Kind::Rtmp(r) = &mut c.kind else { return };
+                        r.session.play_failed(msid, "Restricted access", &mut c.tx);
+                        crate::info!("{proto} {peer}: play {pname} denied: {why} (NetStream.Play.Failed)", pname = crate::log::peer_str(&name));
+                        self.mark_dirty(idx);
+                    }
+                }
+            }
+            Waiting::WsConnect { idx, gen, obj } => self.ws_connect_verdict(idx, gen, &obj, verdict),
+            Waiting::WsPublish { idx, gen, req } => self.ws_publish_verdict(now, idx, gen, *req, verdict),
+            Waiting::Whip { idx, gen, req } => self.whip_verdict(now, idx, gen, &req, verdict),
+        }
+    }
+
     // ---- cross-core and timers ----------------------------------------------------
 
     fn handle_core_msg(&mut self, now: Instant, m: CoreMsg) {
@@ -953,6 +1122,12 @@ impl Worker {
                 };
                 if stuck {
                     self.doom(idx, "timed out before completing its handshake or request".into(), true);
+                }
+            }
+            Timer::HookDeadline { ticket } => {
+                if let Some(w) = self.hook_waiting.remove(&ticket) {
+                    let why = self.hook.as_ref().map_or_else(String::new, |h| h.hook.timeout_reason());
+                    self.hook_verdict(now, w, Err(why));
                 }
             }
             Timer::RtcSession { slot, gen, at } => self.rtc_timeout(now, slot, gen, at),
@@ -1139,6 +1314,35 @@ impl Worker {
 
 /// A sink id names a connection slot and its generation (a stale id for a reused
 /// slot matches nothing).
+/// The query string of a connect's `tcUrl` (`rtmp://host/app?k=v` → `k=v`).
+fn tc_url_query(obj: &Amf) -> String {
+    obj.get("tcUrl").and_then(Amf::as_str).and_then(|u| u.split_once('?')).map(|(_, q)| q.to_owned()).unwrap_or_default()
+}
+
+/// What the auth hook is asked about an RTMP publish or play on connection `c`.
+fn rtmp_hook_query(c: &Conn, action: HookAction, name: &str, query: &str, token: Option<String>) -> HookQuery {
+    let (app, custom) = match &c.kind {
+        Kind::Rtmp(r) => {
+            let (obj, args) = r.session.connect_object();
+            let app = obj.get("app").and_then(Amf::as_str).unwrap_or("").to_owned();
+            let flash = args.iter().find(|a| matches!(a, Amf::Object(_) | Amf::EcmaArray(_)));
+            (app, flash.map_or(serde_json::Value::Null, super::hook::amf_to_json))
+        }
+        _ => (String::new(), serde_json::Value::Null),
+    };
+    HookQuery {
+        action,
+        protocol: c.proto(),
+        name: name.to_owned(),
+        app,
+        ip: c.peer.ip(),
+        query: query.to_owned(),
+        token,
+        custom,
+        object: None,
+    }
+}
+
 fn sink_id(idx: usize, gen: u32) -> SinkId {
     SinkId((u64::from(gen) << 32) | idx as u64)
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 
 use super::super::limits::Refusal;
-use super::{Kind, Timer, Worker};
+use super::super::hook::{HookAction, HookQuery};
+use super::{Kind, Timer, Waiting, Worker};
 use crate::config::Config;
 use crate::proto::http::{self, Request};
 use crate::proto::signaling::{self as sig, ClientMsg, StreamMedia};
@@ -47,11 +48,32 @@ pub fn bind_udp(cfg: &Config, id: usize) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into()))
 }
 
+/// A plain-text HTTP response (WHIP errors), `cors` and `extra` being header lines.
+fn plain(cors: &str, status: u16, reason: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{cors}{extra}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `/whip/NAME?QUERY` → `NAME?QUERY`.
+fn whip_name(req: &OwnedRequest) -> &str {
+    req.path.strip_prefix("/whip").unwrap_or("").trim_start_matches('/').trim_end_matches('/')
+}
+
+/// `/whip/NAME?QUERY` → `NAME`.
+fn whip_key(req: &OwnedRequest) -> &str {
+    let name = whip_name(req);
+    name.split('?').next().unwrap_or(name)
+}
+
 pub fn is_websocket(req: &Request<'_>) -> bool {
     req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
 }
 
 /// A request copied out of the receive buffer so the connection can be borrowed again.
+#[derive(Clone)]
 pub struct OwnedRequest {
     pub method: String,
     pub path: String,
@@ -71,7 +93,7 @@ impl OwnedRequest {
             consumed: end,
         }
     }
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     fn header_refs(&self) -> Vec<(&str, &str)> {
@@ -148,6 +170,17 @@ pub struct WsConn {
     /// The token the `connection` message carried (`authToken` or `custom.token`), used
     /// for publishes that bring none of their own.
     token: Option<String>,
+    /// The `connection` message's `custom` and `appKey`, for the auth hook.
+    custom: Option<serde_json::Value>,
+    app_key: Option<String>,
+}
+
+/// The `appKey` a Flashphoner connection gave, if any.
+fn conn_app(kind: Option<&Kind>) -> String {
+    match kind {
+        Some(Kind::Ws(w)) => w.app_key.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 pub struct RtcState {
@@ -193,7 +226,7 @@ impl Worker {
             match ws::upgrade_response(&req.header_refs(), &[]) {
                 Ok(resp) => {
                     c.tx.push_vec(resp);
-                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new(), token: None }));
+                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new(), token: None, custom: None, app_key: None }));
                     crate::info!("ws {}: signaling connection opened on worker {}", c.peer, self.id);
                     if let Some(gen) = self.conns.gen(idx) {
                         self.timers.insert(now + WS_PING_EVERY, Timer::WsPing { idx, gen });
@@ -211,12 +244,67 @@ impl Worker {
             }
             return;
         }
-        let resp = self.whip(now, idx, &req);
+        // None: held until the auth hook answers (`whip_verdict`).
+        if let Some(resp) = self.whip(now, idx, &req) {
+            self.http_answer(idx, resp);
+        }
+    }
+
+    fn http_answer(&mut self, idx: usize, resp: Vec<u8>) {
         if let Some(c) = self.conns.get_mut(idx) {
             c.tx.push_vec(resp);
             c.close_after_flush = true;
         }
         self.mark_dirty(idx);
+    }
+
+    fn whip_cors(&self, req: &OwnedRequest) -> String {
+        match self.shared.access.cors_origin(req.header("origin")) {
+            Some(o) => format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"),
+            None => String::new(),
+        }
+    }
+
+    /// A WHIP POST held for the auth hook: answer it now.
+    pub(super) fn whip_verdict(&mut self, now: Instant, idx: usize, gen: u32, req: &OwnedRequest, verdict: Result<(), String>) {
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let peer = c.peer;
+        let resp = match verdict {
+            Ok(()) => self.whip_publish(now, idx, req),
+            Err(why) => {
+                let key = whip_key(req);
+                crate::info!("whip {peer}: publish {pname} denied: {why}", pname = crate::log::peer_str(key));
+                plain(&self.whip_cors(req), 403, "Forbidden", "", "Restricted access\n")
+            }
+        };
+        self.http_answer(idx, resp);
+    }
+
+    /// Start the WHIP session of an allowed POST; the HTTP response.
+    fn whip_publish(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
+        let cors = self.whip_cors(req);
+        let name = whip_name(req);
+        let key = whip_key(req);
+        let offer = std::str::from_utf8(&req.body).unwrap_or("");
+        let peer = self.conns.get_mut(idx).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+        let resource = format!("{}-{}", self.id, csprng::hex128());
+        let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
+        match self.rtc_start(now, name, offer, peer.ip(), local_ip, Owner::Whip { resource: resource.clone() }) {
+            Ok(answer) => {
+                let location = format!("/whip/{key}/{resource}");
+                let mut out = format!(
+                    "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: {location}\r\nContent-Length: {}\r\nConnection: close\r\n{cors}Access-Control-Expose-Headers: Location\r\n\r\n",
+                    answer.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(answer.as_bytes());
+                out
+            }
+            Err(refused) => {
+                let (status, reason) = refused.http_status();
+                plain(&cors, status, reason, "", &format!("{}\n", refused.info()))
+            }
+        }
     }
 
     /// WHIP (RFC 9725): POST /whip/NAME with an offer → 201 + Location + answer;
@@ -226,20 +314,11 @@ impl Worker {
     /// the OS CSPRNG. A DELETE ends only the session with that id on that name; the
     /// shared table (`Access::whip_owner`) says which worker owns it, and a DELETE that
     /// lands on another worker is forwarded there over the mesh (`CoreMsg::EndSession`).
-    fn whip(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
+    fn whip(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Option<Vec<u8>> {
         let rest = req.path.strip_prefix("/whip").unwrap_or("").trim_start_matches('/');
         let peer = self.conns.get_mut(idx).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
-        let cors = match self.shared.access.cors_origin(req.header("origin")) {
-            Some(o) => format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"),
-            None => String::new(),
-        };
-        let plain = |status: u16, reason: &str, extra: &str, body: &str| -> Vec<u8> {
-            format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{cors}{extra}\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        };
+        let cors = self.whip_cors(req);
+        let plain = |status: u16, reason: &str, extra: &str, body: &str| -> Option<Vec<u8>> { Some(plain(&cors, status, reason, extra, body)) };
         match req.method.as_str() {
             "POST" => {
                 let name = rest.trim_end_matches('/');
@@ -250,11 +329,27 @@ impl Worker {
                 if !ct_ok {
                     return plain(415, "Unsupported Media Type", "", "WHIP offer must be application/sdp\n");
                 }
-                let Ok(offer) = std::str::from_utf8(&req.body) else {
+                if std::str::from_utf8(&req.body).is_err() {
                     return plain(400, "Bad Request", "", "offer is not UTF-8\n");
-                };
-                let key = name.split('?').next().unwrap_or(name);
+                }
+                let key = whip_key(req);
                 let token = req.header("authorization").and_then(crate::relay::auth::bearer);
+                if self.hook.is_some() && !self.shared.access.token_grants(token, AuthAction::Publish, key, peer.ip()) {
+                    let q = HookQuery {
+                        action: HookAction::Publish,
+                        protocol: "whip",
+                        name: key.to_owned(),
+                        app: "whip".into(),
+                        ip: peer.ip(),
+                        query: name.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default(),
+                        token: token.map(str::to_owned),
+                        custom: serde_json::Value::Null,
+                        object: None,
+                    };
+                    let gen = self.conns.gen(idx).unwrap_or(0);
+                    self.hook_ask(now, q, Waiting::Whip { idx, gen, req: Box::new(req.clone()) });
+                    return None;
+                }
                 if let Err(why) = self.shared.access.authorize(token, AuthAction::Publish, key, peer.ip()) {
                     crate::info!("whip {peer}: publish {key:?} denied: {}", why.reason());
                     let body = format!("Restricted access: {}\n", why.reason());
@@ -263,24 +358,7 @@ impl Worker {
                         _ => plain(403, "Forbidden", "", &body),
                     };
                 }
-                let resource = format!("{}-{}", self.id, csprng::hex128());
-                let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
-                match self.rtc_start(now, name, offer, peer.ip(), local_ip, Owner::Whip { resource: resource.clone() }) {
-                    Ok(answer) => {
-                        let location = format!("/whip/{key}/{resource}");
-                        let mut out = format!(
-                            "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: {location}\r\nContent-Length: {}\r\nConnection: close\r\n{cors}Access-Control-Expose-Headers: Location\r\n\r\n",
-                            answer.len()
-                        )
-                        .into_bytes();
-                        out.extend_from_slice(answer.as_bytes());
-                        out
-                    }
-                    Err(refused) => {
-                        let (status, reason) = refused.http_status();
-                        plain(status, reason, "", &format!("{}\n", refused.info()))
-                    }
-                }
+                Some(self.whip_publish(now, idx, req))
             }
             "DELETE" => {
                 let Some((name, resource)) = rest.trim_end_matches('/').rsplit_once('/') else {
@@ -303,10 +381,12 @@ impl Worker {
                     }
                 }
             }
-            "OPTIONS" => format!(
-                "HTTP/1.1 204 No Content\r\n{cors}Access-Control-Allow-Methods: POST, DELETE, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type, Authorization\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .into_bytes(),
+            "OPTIONS" => Some(
+                format!(
+                    "HTTP/1.1 204 No Content\r\n{cors}Access-Control-Allow-Methods: POST, DELETE, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type, Authorization\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .into_bytes(),
+            ),
             _ => plain(405, "Method Not Allowed", "", "WHIP: POST or DELETE\n"),
         }
     }
@@ -398,6 +478,25 @@ impl Worker {
                     .map(str::to_owned);
                 if let Some(Kind::Ws(w)) = self.conns.get_mut(idx).map(|c| &mut c.kind) {
                     w.token = given;
+                    w.custom = obj.get("custom").cloned();
+                    w.app_key = obj.get("appKey").and_then(|a| a.as_str()).map(str::to_owned);
+                }
+                let (peer_ip, token) = (peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip()), self.conn_token(idx));
+                if self.hook.is_some() && !self.shared.access.connect_token_valid(token.as_deref(), peer_ip) {
+                    let q = HookQuery {
+                        action: HookAction::Connect,
+                        protocol: "webrtc",
+                        name: String::new(),
+                        app: conn_app(self.conns.get_mut(idx).map(|c| &c.kind)),
+                        ip: peer_ip,
+                        query: String::new(),
+                        token,
+                        custom: obj.get("custom").cloned().unwrap_or(serde_json::Value::Null),
+                        object: Some(obj.clone()),
+                    };
+                    let gen = self.conns.gen(idx).unwrap_or(0);
+                    self.hook_ask(now, q, Waiting::WsConnect { idx, gen, obj: Box::new(obj) });
+                    return;
                 }
                 // The session's own token: 128 bits from the OS CSPRNG, nothing derived
                 // from any other client's.
@@ -408,35 +507,44 @@ impl Worker {
             ClientMsg::PublishStream(req) => {
                 let media = StreamMedia::from(&req);
                 let gen = self.conns.gen(idx).unwrap_or(0);
-                let (count, conn_token) = match self.conns.get_mut(idx).map(|c| &c.kind) {
-                    Some(Kind::Ws(w)) => (w.sessions.len(), w.token.clone()),
-                    _ => (0, None),
+                let conn_token = match self.conns.get_mut(idx).map(|c| &c.kind) {
+                    Some(Kind::Ws(w)) => w.token.clone(),
+                    _ => None,
                 };
                 let token = req.custom.as_ref().and_then(|c| c.get("token")).and_then(|t| t.as_str()).map(str::to_owned).or(conn_token);
                 let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
                 let key = req.name.split('?').next().unwrap_or(&req.name);
+                if self.hook.is_some() && !self.shared.access.token_grants(token.as_deref(), AuthAction::Publish, key, peer_ip) {
+                    // The stream object as the SDK sent it, less the SDP (large, and
+                    // nothing a backend decides on).
+                    let mut object = req.raw.clone();
+                    if let Some(o) = object.as_object_mut() {
+                        o.remove("sdp");
+                    }
+                    let conn_custom = match self.conns.get_mut(idx).map(|c| &c.kind) {
+                        Some(Kind::Ws(w)) => w.custom.clone(),
+                        _ => None,
+                    };
+                    let q = HookQuery {
+                        action: HookAction::Publish,
+                        protocol: "webrtc",
+                        name: key.to_owned(),
+                        app: conn_app(self.conns.get_mut(idx).map(|c| &c.kind)),
+                        ip: peer_ip,
+                        query: req.name.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default(),
+                        token,
+                        custom: req.custom.clone().or(conn_custom).unwrap_or(serde_json::Value::Null),
+                        object: Some(object),
+                    };
+                    self.hook_ask(now, q, Waiting::WsPublish { idx, gen, req: Box::new(req) });
+                    return;
+                }
                 if let Err(why) = self.shared.access.authorize(token.as_deref(), AuthAction::Publish, key, peer_ip) {
                     crate::info!("ws {peer:?}: publish {key:?} denied: {}", why.reason());
                     self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(INFO_RESTRICTED), media));
                     return;
                 }
-                if count >= MAX_SESSIONS_PER_WS {
-                    self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some("Too many streams on one connection"), media));
-                    return;
-                }
-                let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
-                let owner = Owner::Ws { idx, gen, media_session_id: req.media_session_id.clone(), media };
-                let peer = self.conns.get_mut(idx).map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
-                match self.rtc_start(now, &req.name, &req.sdp, peer, local_ip, owner) {
-                    Ok(answer) => {
-                        self.ws_send(idx, &sig::set_remote_sdp(&req.media_session_id, &answer));
-                    }
-                    Err(refused) => {
-                        let why = refused.info();
-                        crate::info!("ws {peer:?}: publish {:?} failed: {why}", req.name);
-                        self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(&why), media));
-                    }
-                }
+                self.ws_publish(now, idx, gen, req);
             }
             ClientMsg::UnPublishStream { media_session_id, .. } => {
                 let slot = match self.conns.get_mut(idx).map(|c| &c.kind) {
@@ -460,6 +568,74 @@ impl Worker {
             }
             ClientMsg::Other { name, .. } => {
                 crate::debug!("ws {peer:?}: ignoring {pname}", pname = crate::log::peer_str(&name));
+            }
+        }
+    }
+
+    fn conn_token(&mut self, idx: usize) -> Option<String> {
+        match self.conns.get_mut(idx).map(|c| &c.kind) {
+            Some(Kind::Ws(w)) => w.token.clone(),
+            _ => None,
+        }
+    }
+
+    /// A Flashphoner `connection` held for the auth hook: `getUserData` (the SDK's
+    /// ESTABLISHED), or `fail` "Restricted access" and the WebSocket closed (the SDK's
+    /// DISCONNECTED), as WCS does when its `/connect` hook refuses.
+    pub(super) fn ws_connect_verdict(&mut self, idx: usize, gen: u32, obj: &serde_json::Value, verdict: Result<(), String>) {
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let peer = c.peer;
+        match verdict {
+            Ok(()) => self.ws_send(idx, &sig::get_user_data(obj, &csprng::hex128())),
+            Err(why) => {
+                crate::info!("ws {peer}: connection rejected: {why}");
+                self.ws_send(idx, &sig::fail("connection", INFO_RESTRICTED));
+                if let Some(c) = self.conns.get_mut(idx) {
+                    let mut out = Vec::new();
+                    ws::write_close(1008, INFO_RESTRICTED, &mut out);
+                    c.tx.push_vec(out);
+                    c.close_after_flush = true;
+                }
+            }
+        }
+    }
+
+    /// A Flashphoner publish held for the auth hook: go on, or answer FAILED.
+    pub(super) fn ws_publish_verdict(&mut self, now: Instant, idx: usize, gen: u32, req: sig::PublishReq, verdict: Result<(), String>) {
+        let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
+        let peer = c.peer;
+        match verdict {
+            Ok(()) => self.ws_publish(now, idx, gen, req),
+            Err(why) => {
+                crate::info!("ws {peer}: publish {pname} denied: {why}", pname = crate::log::peer_str(&req.name));
+                let media = StreamMedia::from(&req);
+                self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(INFO_RESTRICTED), media));
+            }
+        }
+    }
+
+    /// Start the WebRTC session of an allowed Flashphoner publish.
+    fn ws_publish(&mut self, now: Instant, idx: usize, gen: u32, req: sig::PublishReq) {
+        let media = StreamMedia::from(&req);
+        let count = match self.conns.get_mut(idx).map(|c| &c.kind) {
+            Some(Kind::Ws(w)) => w.sessions.len(),
+            _ => 0,
+        };
+        if count >= MAX_SESSIONS_PER_WS {
+            self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some("Too many streams on one connection"), media));
+            return;
+        }
+        let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
+        let owner = Owner::Ws { idx, gen, media_session_id: req.media_session_id.clone(), media };
+        let peer = self.conns.get_mut(idx).map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
+        match self.rtc_start(now, &req.name, &req.sdp, peer, local_ip, owner) {
+            Ok(answer) => {
+                self.ws_send(idx, &sig::set_remote_sdp(&req.media_session_id, &answer));
+            }
+            Err(refused) => {
+                let why = refused.info();
+                crate::info!("ws {peer:?}: publish {:?} failed: {why}", req.name);
+                self.ws_send(idx, &sig::stream_status(&req.media_session_id, &req.name, sig::STATUS_FAILED, Some(&why), media));
             }
         }
     }
