@@ -10,11 +10,15 @@
 //! suite's lengths. (The test client is not guarded like the server: if the
 //! engine panics on the client's side, the round ends there.)
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use rtcbridge::proto::dtls::{parse_fingerprint, DtlsEvent, DtlsIdentity, DtlsServer, DtlsTestClient};
+
+#[path = "dtls_common.rs"]
+mod dtls_common;
+use dtls_common::{drain, let_engine_panics_unwind};
+use rtcbridge::proto::dtls::{parse_fingerprint, DtlsIdentity, DtlsServer, DtlsTestClient};
 
 struct Fixture {
     server: DtlsIdentity,
@@ -32,41 +36,6 @@ fn fixture() -> &'static Fixture {
         let client_fp = parse_fingerprint(&client.fingerprint).expect("fingerprint");
         Fixture { server, client, client_fp, t0: rtcbridge::runtime::now() }
     })
-}
-
-/// Panics inside the DTLS engine (dimpl) are caught by the guard in
-/// `src/proto/dtls.rs`, which counts them and fails only that session: let
-/// them unwind to it (libfuzzer-sys's hook would abort), with a marker line
-/// that `tools/fuzz-all` counts as "guarded". Any other panic still aborts:
-/// a crash.
-fn let_engine_panics_unwind() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let fuzzer_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.location().is_some_and(|l| l.file().contains("/dimpl-")) {
-                eprintln!("fuzz: GUARDED DEPENDENCY PANIC in dimpl (caught, only the session fails): {info}");
-            } else {
-                fuzzer_hook(info);
-            }
-        }));
-    });
-}
-
-/// Take what the server sends; check the keys of a completed handshake.
-fn drain(s: &mut DtlsServer) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(p) = s.poll_transmit() {
-        out.push(p);
-    }
-    while let Some(ev) = s.poll_event() {
-        if let DtlsEvent::Connected(keys) = ev {
-            let (k, salt) = keys.suite.key_salt_len();
-            assert_eq!((keys.remote_key.len(), keys.local_key.len()), (k, k));
-            assert_eq!((keys.remote_salt.len(), keys.local_salt.len()), (salt, salt));
-        }
-    }
-    out
 }
 
 fuzz_target!(|data: &[u8]| mutated_handshake(fixture(), data));
