@@ -2,12 +2,13 @@
 //! The DTLS server of WebRTC ingest (`src/proto/dtls.rs`) against hostile
 //! datagrams, in every state reachable without a handshake: a fresh server
 //! gets records `op u8 | len u8 | bytes[len]`. `op & 3` selects how the bytes
-//! are sent: 0 as they are; 1 behind a DTLS 1.2 record header (content type
-//! from `op >> 2`: 20–23 map to CCS, alert, handshake, application data), 2
-//! behind a record and a handshake header (message type from `op >> 2`), so
-//! the fuzzer reaches the handshake parser without first learning the
-//! framing; 3 advances time by `(op >> 2) * 100 ms` and fires the server's
-//! timeout. (`dtls_handshake` covers the states after a real ClientHello.)
+//! are sent: 0 as they are; 1 behind a DTLS 1.2 record header (bits 2–3 of
+//! `op`: content type CCS, alert, handshake, application data; bit 4: epoch
+//! 1 instead of 0; bits 5–7: the record sequence number, so records repeat);
+//! 2 behind a record and a handshake header (message type from `op >> 2`,
+//! sequence numbers counting up), so the fuzzer reaches the handshake parser
+//! without first learning the framing; 3 advances time by
+//! `(op >> 2) * 100 ms` and fires the server's timeout. (`dtls_handshake` covers the states after a real ClientHello.)
 //!
 //! Nothing may panic; a handshake that completes must give keys of the
 //! suite's lengths.
@@ -52,7 +53,7 @@ fn raw_datagrams(f: &Fixture, mut rest: &[u8]) {
         let kind = op >> 2;
         let datagram = match op & 3 {
             0 => bytes.to_vec(),
-            1 => record(20 + kind % 4, seq, bytes),
+            1 => record(20 + (kind & 3), u16::from((kind >> 2) & 1), u64::from(kind >> 3), bytes),
             2 => {
                 let mut hs = vec![kind % 25];
                 hs.extend_from_slice(&u24(bytes.len()));
@@ -60,7 +61,7 @@ fn raw_datagrams(f: &Fixture, mut rest: &[u8]) {
                 hs.extend_from_slice(&[0, 0, 0]); // fragment_offset
                 hs.extend_from_slice(&u24(bytes.len()));
                 hs.extend_from_slice(bytes);
-                record(22, seq, &hs)
+                record(22, 0, seq, &hs)
             }
             _ => {
                 now += Duration::from_millis(100 * u64::from(kind));
@@ -79,10 +80,11 @@ fn raw_datagrams(f: &Fixture, mut rest: &[u8]) {
     }
 }
 
-/// DTLS 1.2 record (RFC 6347 §4.1): type, version {254, 253}, epoch 0,
+/// DTLS 1.2 record (RFC 6347 §4.1): type, version {254, 253}, epoch,
 /// 48-bit sequence number, length, fragment.
-fn record(content_type: u8, seq: u64, fragment: &[u8]) -> Vec<u8> {
-    let mut r = vec![content_type, 0xFE, 0xFD, 0, 0];
+fn record(content_type: u8, epoch: u16, seq: u64, fragment: &[u8]) -> Vec<u8> {
+    let mut r = vec![content_type, 0xFE, 0xFD];
+    r.extend_from_slice(&epoch.to_be_bytes());
     r.extend_from_slice(&seq.to_be_bytes()[2..]);
     r.extend_from_slice(&(fragment.len().min(0xFFFF) as u16).to_be_bytes());
     r.extend_from_slice(fragment);
