@@ -227,6 +227,11 @@ pub fn metrics(shared: &Shared) -> String {
     }
     let _ = writeln!(o, "# HELP rtcbridge_streams Live streams.\n# TYPE rtcbridge_streams gauge");
     let _ = writeln!(o, "rtcbridge_streams {}", shared.registry.live_count());
+    let _ = writeln!(
+        o,
+        "# HELP rtcbridge_dtls_engine_panics_total Panics inside the DTLS library caught by our guard (only that session failed).\n# TYPE rtcbridge_dtls_engine_panics_total counter\nrtcbridge_dtls_engine_panics_total {}",
+        crate::proto::dtls::ENGINE_PANICS.load(Relaxed)
+    );
     let counters: [WorkerMetric<u64>; 8] = [
         ("rtcbridge_bytes_in_total", "Bytes received on TCP.", |w| w.bytes_in.load(Relaxed)),
         ("rtcbridge_bytes_out_total", "Bytes written on TCP.", |w| w.bytes_out.load(Relaxed)),
