@@ -6,9 +6,8 @@ mod common;
 
 use common::hookd::{Answer, Backend};
 use common::hostile::Innocent;
-use common::signal::{offer, whip_post, WsClient};
+use common::signal::{offer, publish_answer, whip_post, WsClient};
 use common::*;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn by_name(_path: &str, body: &serde_json::Value) -> Answer {
@@ -21,17 +20,6 @@ fn by_name(_path: &str, body: &serde_json::Value) -> Answer {
     }
 }
 
-/// A short ffmpeg publish attempt; returns (succeeded, stderr).
-fn try_publish(url: &str) -> (bool, String) {
-    let out = Command::new(tool("ffmpeg"))
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15", "-t", "2"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ffmpeg");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 fn rtmp_publish_status(port: u16, name: &str) -> String {
     let mut c = RtmpClient::connect(port);
     c.connect_app("live");
@@ -41,22 +29,6 @@ fn rtmp_publish_status(port: u16, name: &str) -> String {
         .wait_event(0, Duration::from_secs(5), |e| e.status().is_some_and(|s| s.starts_with("NetStream.Publish.")))
         .unwrap_or_else(|| panic!("no publish status: {}", c.describe()));
     rec.status().unwrap().to_owned()
-}
-
-fn ws_publish(ws: &mut WsClient, id: &str, name: &str) -> serde_json::Value {
-    ws.send(
-        "publishStream",
-        serde_json::json!({"mediaSessionId": id, "name": name, "hasVideo": true, "hasAudio": true, "sdp": offer(true), "custom": {"room": "r1"}}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Some(m) = ws.recv(deadline.saturating_duration_since(Instant::now())) {
-            if m["message"] == "notifyStreamStatusEvent" || m["message"] == "setRemoteSDP" {
-                return m;
-            }
-        }
-    }
-    panic!("no answer to publishStream {name}");
 }
 
 #[test]
@@ -90,11 +62,11 @@ fn hook_allows_and_denies_per_name() {
     let mut ws = WsClient::connect(server.http_port);
     ws.send("connection", serde_json::json!({"appKey": "defaultApp", "custom": {"user": "u1"}}));
     ws.wait_for("getUserData", Duration::from_secs(5));
-    let m = ws_publish(&mut ws, "m1", "bad-fp");
+    let m = publish_answer(&mut ws, "m1", "bad-fp", serde_json::json!({"room": "r1"}));
     assert_eq!(m["message"], "notifyStreamStatusEvent", "{m}");
     assert_eq!(m["data"][0]["status"], "FAILED");
     assert_eq!(m["data"][0]["info"], "Restricted access");
-    let m = ws_publish(&mut ws, "m2", "ok-fp");
+    let m = publish_answer(&mut ws, "m2", "ok-fp", serde_json::json!({"room": "r1"}));
     assert_eq!(m["message"], "setRemoteSDP", "{m}");
 
     // What the backend saw.

@@ -4,9 +4,9 @@
 mod common;
 
 use common::hookd::{Answer, Backend};
-use common::signal::{offer, WsClient};
+use common::signal::{publish_answer, WsClient};
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn wcs(_path: &str, body: &serde_json::Value) -> Answer {
     if body["custom"]["token"] == "good" {
@@ -14,23 +14,6 @@ fn wcs(_path: &str, body: &serde_json::Value) -> Answer {
     } else {
         Answer::Status(403)
     }
-}
-
-/// The next publishStream answer: FAILED status or the SDP answer.
-fn publish(ws: &mut WsClient, id: &str, name: &str, custom: serde_json::Value) -> serde_json::Value {
-    ws.send(
-        "publishStream",
-        serde_json::json!({"mediaSessionId": id, "name": name, "hasVideo": true, "hasAudio": true, "sdp": offer(true), "custom": custom}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Some(m) = ws.recv(deadline.saturating_duration_since(Instant::now())) {
-            if m["message"] == "notifyStreamStatusEvent" || m["message"] == "setRemoteSDP" {
-                return m;
-            }
-        }
-    }
-    panic!("no answer to publishStream {name}");
 }
 
 #[test]
@@ -41,11 +24,11 @@ fn wcs_backend_admits_and_refuses_flashphoner_publishes() {
     let mut ws = WsClient::connect(server.http_port);
     ws.send("connection", serde_json::json!({"appKey": "defaultApp", "custom": {"token": "good"}}));
     ws.wait_for("getUserData", Duration::from_secs(5));
-    let m = publish(&mut ws, "m1", "room1", serde_json::json!({"token": "bad"}));
+    let m = publish_answer(&mut ws, "m1", "room1", serde_json::json!({"token": "bad"}));
     assert_eq!(m["message"], "notifyStreamStatusEvent", "{m}");
     assert_eq!(m["data"][0]["status"], "FAILED");
     assert_eq!(m["data"][0]["info"], "Restricted access");
-    let m = publish(&mut ws, "m2", "room1", serde_json::json!({"token": "good"}));
+    let m = publish_answer(&mut ws, "m2", "room1", serde_json::json!({"token": "good"}));
     assert_eq!(m["message"], "setRemoteSDP", "{m}");
 
     // A connection the backend refuses: `fail` and the socket closed.

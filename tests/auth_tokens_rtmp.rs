@@ -39,17 +39,6 @@ fn cli_token(secret: &Path, action: &str, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// A short ffmpeg publish attempt; returns (succeeded, stderr).
-fn try_publish(url: &str) -> (bool, String) {
-    let out = Command::new(tool("ffmpeg"))
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15", "-t", "2"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ffmpeg");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 /// A short ffmpeg play attempt; returns (decoded video frames, stderr).
 fn try_play(url: &str, secs: f64) -> (usize, String) {
     let out = Command::new(tool("ffmpeg"))

@@ -1123,6 +1123,17 @@ fn stderr_errors(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A short ffmpeg publish attempt (2 s of test pattern); returns (succeeded, stderr).
+pub fn try_publish(url: &str) -> (bool, String) {
+    let out = Command::new(tool("ffmpeg"))
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15", "-t", "2"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// `ffmpeg -v error -i URL -t SECS -map 0 -f framemd5 OUT` in the background.
 pub struct FramePlayer {
     pub label: String,

@@ -172,3 +172,21 @@ pub fn head_value(head: &str, name: &str) -> Option<String> {
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
     })
 }
+
+/// `publishStream` with `custom`, then the server's answer to it: the `setRemoteSDP`
+/// (accepted) or a `notifyStreamStatusEvent` (refused).
+pub fn publish_answer(ws: &mut WsClient, id: &str, name: &str, custom: serde_json::Value) -> serde_json::Value {
+    ws.send(
+        "publishStream",
+        serde_json::json!({"mediaSessionId": id, "name": name, "hasVideo": true, "hasAudio": true, "sdp": offer(true), "custom": custom}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(m) = ws.recv(deadline.saturating_duration_since(Instant::now())) {
+            if m["message"] == "notifyStreamStatusEvent" || m["message"] == "setRemoteSDP" {
+                return m;
+            }
+        }
+    }
+    panic!("no answer to publishStream {name}");
+}
