@@ -56,7 +56,11 @@ enables signed tokens (make them with `rtcbridge token --secret FILE --publish N
 --auth-hook (or --auth-hook-wcs) asks an HTTP backend (plain http:// only) before each \
 connect, publish and play, --api-token and --metrics-token protect the HTTP API, \
 --allowed-origin restricts browsers.\n\n\
-Not built yet: WebRTC playback (playStream answers FAILED), RTMP push to other servers."
+Restream (README \"Restream\"): push any stream to other RTMP servers (YouTube, Twitch, a CDN, \
+nginx-rtmp, SRS) with --push NAME=URL, POST /api/push {\"stream\", \"url\"} or Flashphoner \
+rtmpUrl; rtmps:// destinations are checked against the public roots and --push-ca. A push \
+that fails is retried with backoff and resumes on a keyframe.\n\n\
+Not built yet: WebRTC playback (playStream answers FAILED)."
 )]
 pub struct Config {
     /// HTTP listen address: the demo page (/), Flashphoner-compatible WebSocket signaling (any
@@ -244,6 +248,42 @@ pub struct Config {
     /// (CORS), e.g. https://app.example.com (repeatable). Unset: any origin, CORS `*`.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origin: Vec<String>,
+
+    /// Push (restream) stream NAME to URL whenever NAME is live (repeatable): URL is the
+    /// whole destination, rtmp://[user:pass@]host[:port]/app/KEY or rtmps://...; the last
+    /// path segment is the stream key. A push that fails is retried (1 s doubling to
+    /// 30 s); it ends when the stream ends, and starts again with the next publish.
+    /// Pushes can also be started with POST /api/push and Flashphoner `rtmpUrl`.
+    #[arg(long = "push", value_name = "NAME=URL", value_parser = parse_push_rule)]
+    pub push: Vec<PushRule>,
+
+    /// PEM file of extra CA certificates trusted for rtmps:// push destinations (a
+    /// private CA, or a destination's self-signed certificate), on top of the built-in
+    /// public web roots.
+    #[arg(long, value_name = "FILE")]
+    pub push_ca: Option<std::path::PathBuf>,
+
+    /// Flashphoner `publishStream` with `rtmpUrl` pushes to rtmpUrl/PREFIX+NAME, as Web
+    /// Call Server names it; '' pushes under the stream name as is.
+    #[arg(long, default_value = "rtmp_", value_name = "PREFIX")]
+    pub push_name_prefix: String,
+}
+
+/// `--push NAME=URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRule {
+    pub name: String,
+    pub url: String,
+}
+
+/// Parse and check `NAME=URL` (the URL must be a usable destination).
+pub fn parse_push_rule(s: &str) -> Result<PushRule, String> {
+    let (name, url) = s.split_once('=').ok_or_else(|| "expected NAME=URL, e.g. cam=rtmp://a.rtmp.youtube.com/live2/KEY".to_owned())?;
+    if name.is_empty() {
+        return Err("empty stream NAME in NAME=URL".into());
+    }
+    crate::proto::rtmp::client::PushUrl::parse(url).map_err(|e| format!("bad push url: {e}"))?;
+    Ok(PushRule { name: name.to_owned(), url: url.to_owned() })
 }
 
 /// `rtcbridge token ...`: print a signed token for --auth-secret.

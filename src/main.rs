@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             open.join(", ")
         );
     }
-    rtcbridge::info!("not built yet: WebRTC playback (playStream), RTMP push to other servers");
+    rtcbridge::info!("not built yet: WebRTC playback (playStream)");
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");
     let stopped = server.shutdown(Duration::from_millis(1800));

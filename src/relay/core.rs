@@ -41,6 +41,10 @@ pub struct SinkId(pub u64);
 pub enum Sink {
     /// An RTMP player; `wants_opus` when its `connect` listed Enhanced RTMP Opus.
     Rtmp { wants_opus: bool },
+    /// An RTMP push to another server (restream); `wants_opus` when the destination's
+    /// connect result listed Enhanced RTMP Opus. Same frames and drop policy as a
+    /// player; an evicted push reconnects (the shell decides).
+    Push { wants_opus: bool },
 }
 
 /// Everything that crosses cores: plain data, `Send`, no references.
@@ -60,6 +64,8 @@ pub enum CoreMsg {
     /// A WHIP DELETE for a session this core owns landed on another core: the shell
     /// of this core ends session `resource` (the relay has nothing to do with it).
     EndSession { resource: Box<str> },
+    /// An API DELETE of a push this core drives landed on another core (shell only).
+    StopPush { id: Arc<str> },
 }
 
 impl CoreMsg {
@@ -201,6 +207,8 @@ struct SinkState {
     hold_until: Option<Instant>,
     /// Told to the shell as evicted: gets nothing more until it leaves.
     evicted: bool,
+    /// Frames dropped for this sink's backlog.
+    drops: u64,
 }
 
 /// One core's relay. See the module doc.
@@ -261,6 +269,11 @@ impl CoreRelay {
     /// What kind of sink `sink` is, if it is one of ours.
     pub fn sink_kind(&self, sink: SinkId) -> Option<Sink> {
         self.sinks.get(&sink).map(|s| s.sink)
+    }
+
+    /// Frames dropped so far for `sink`'s backlog (0 for an unknown sink).
+    pub fn sink_drops(&self, sink: SinkId) -> u64 {
+        self.sinks.get(&sink).map_or(0, |s| s.drops)
     }
 
     /// The stream a sink plays, if it is one of ours.
@@ -378,9 +391,9 @@ impl CoreRelay {
         let live = hub.live;
         let owner = if hub.owned { Some(core) } else { hub.owner_core };
         let mut player = PlayerState::new(Arc::clone(name), hub.epoch);
-        let Sink::Rtmp { wants_opus } = kind;
+        let (Sink::Rtmp { wants_opus } | Sink::Push { wants_opus }) = kind;
         player.wants_opus = wants_opus;
-        self.sinks.insert(sink, SinkState { sink: kind, player, hold_until: None, evicted: false });
+        self.sinks.insert(sink, SinkState { sink: kind, player, hold_until: None, evicted: false, drops: 0 });
         if !live {
             return match remote_owner {
                 Some(owner) => PlayOutcome::Subscribing { owner },
@@ -470,7 +483,7 @@ impl CoreRelay {
                 let snapshot = hub.snapshot();
                 self.post(from, CoreMsg::Start { name, snapshot, fresh: false, from: self.core });
             }
-            CoreMsg::EndSession { .. } => {}
+            CoreMsg::EndSession { .. } | CoreMsg::StopPush { .. } => {}
             CoreMsg::Unsubscribe { name, from } => {
                 if let Some(hub) = self.hubs.get_mut(&name) {
                     hub.remote &= !(1u64 << from);
@@ -632,6 +645,7 @@ impl CoreRelay {
             }
             Deliver::Skip => None,
             Deliver::Dropped(k) => {
+                s.drops += 1;
                 match k {
                     DropKind::Inter => self.counters.drops_inter += 1,
                     DropKind::Keyframe => self.counters.drops_keyframe += 1,

@@ -24,6 +24,11 @@ pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
         },
         ("POST", p) if shared.cfg.debug_faults && p.starts_with("/debug/fault/") => debug_fault(p, req.query, shared),
         ("GET", "/api/streams") => response(200, "OK", "application/json", streams_json(shared).as_bytes()),
+        ("GET", "/api/push") => response(200, "OK", "application/json", shared.pushes.list_json().as_bytes()),
+        ("GET", p) if p.starts_with("/api/push/") => match shared.pushes.get(p.trim_start_matches("/api/push/")) {
+            Some(e) => response(200, "OK", "application/json", e.to_json().to_string().as_bytes()),
+            None => json_error(404, "Not Found", "no such push"),
+        },
         ("GET", "/metrics") => response(200, "OK", "text/plain; version=0.0.4", metrics(shared).as_bytes()),
         ("GET", "/" | "/index.html") => response(200, "OK", "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
         ("GET" | "HEAD", _) => response(404, "Not Found", "text/plain", b"not found\n"),
@@ -31,8 +36,13 @@ pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
     }
 }
 
+/// An error as JSON: `{"error": message}`.
+pub(super) fn json_error(status: u16, reason: &str, message: &str) -> Vec<u8> {
+    response(status, reason, "application/json", serde_json::json!({ "error": message }).to_string().as_bytes())
+}
+
 /// 401 with a bearer challenge (RFC 6750 §3).
-fn unauthorized(body: &str) -> Vec<u8> {
+pub(super) fn unauthorized(body: &str) -> Vec<u8> {
     format!(
         "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nWWW-Authenticate: Bearer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -318,5 +328,6 @@ pub fn metrics(shared: &Shared) -> String {
             let _ = writeln!(o, "{name}{{stream=\"{label}\",source=\"{}\"}} {}", r.source, f(&r.stats));
         }
     }
+    shared.pushes.metrics(&mut o);
     o
 }

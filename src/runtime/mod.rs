@@ -9,6 +9,7 @@ pub mod csprng;
 pub mod hook;
 pub mod limits;
 pub mod mesh;
+pub mod push;
 pub mod slab;
 pub mod timer;
 pub mod tls;
@@ -45,6 +46,12 @@ pub struct Shared {
     pub identity: crate::proto::dtls::DtlsIdentity,
     /// Tokens, API bearer tokens, allowed origins, WHIP session owners.
     pub access: access::Access,
+    /// RTMP pushes (restreams), for the API and /metrics.
+    pub pushes: push::PushTable,
+    /// TLS client configuration of rtmps:// pushes (public roots + `--push-ca`).
+    pub push_tls: Arc<rustls::ClientConfig>,
+    /// Host name resolutions of pushes running on helper threads (bounded).
+    pub push_resolving: std::sync::atomic::AtomicUsize,
 }
 
 /// Read the clock. The only place the process reads monotonic time.
@@ -89,6 +96,11 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         identity: crate::proto::dtls::DtlsIdentity::generate()
             .map_err(|e| io::Error::other(e.to_string()))?,
         access: access::Access::load(&cfg)?,
+        pushes: push::PushTable::default(),
+        push_tls: tls::load_client_config(cfg.push_ca.as_deref())
+            .map_err(|e| io::Error::other(format!("--push-ca: {e}")))?
+            .0,
+        push_resolving: std::sync::atomic::AtomicUsize::new(0),
         cfg,
     });
     let mut polls = Vec::with_capacity(n);
@@ -120,6 +132,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
     for (id, ((poll, listeners), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
         let shared = Arc::clone(&shared);
         let hook = hooks.get_mut(id).and_then(Option::take);
+        let waker = wakers.get(id).cloned().ok_or_else(|| io::Error::other("worker without a waker"))?;
         let core = cores.as_ref().and_then(|c| c.get(id % c.len().max(1)).copied());
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
             if let Some(c) = core {
@@ -127,7 +140,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, hook).and_then(|w| w.run()));
+            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, hook, waker).and_then(|w| w.run()));
             match std::panic::catch_unwind(run) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

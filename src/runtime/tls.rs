@@ -201,6 +201,35 @@ pub fn load_server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<ServerC
     Ok(Arc::new(config))
 }
 
+/// The client configuration of `rtmps://` pushes: ring provider, TLS 1.2 + 1.3,
+/// the public web roots (webpki-roots, built in: no system store needed) plus
+/// every certificate in `extra_ca` (`--push-ca`, a private CA or a self-signed
+/// destination). Returns the configuration and how many extra roots it holds.
+pub fn load_client_config(extra_ca: Option<&Path>) -> Result<(Arc<rustls::ClientConfig>, usize), TlsSetupError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut extra = 0;
+    if let Some(path) = extra_ca {
+        let bytes = read_pem_file(path)?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|cause| TlsSetupError::BadPem { path: path.to_path_buf(), cause })?;
+        if certs.is_empty() {
+            return Err(TlsSetupError::NoCertificate { path: path.to_path_buf() });
+        }
+        for c in certs {
+            roots.add(c).map_err(|cause| TlsSetupError::BadCertificate { path: path.to_path_buf(), cause })?;
+            extra += 1;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsSetupError::Config)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(config), extra))
+}
+
 fn read_pem_file(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
     let unreadable = |source| TlsSetupError::Unreadable {
         path: path.to_path_buf(),
@@ -246,7 +275,8 @@ impl std::error::Error for TlsProtocolError {
 /// would be read until `WouldBlock` and written with `write_vectored`.
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: ServerConnection,
+    /// Server side for `--https`/`--rtmps`, client side for `rtmps://` pushes.
+    conn: rustls::Connection,
     /// The socket returned EOF; never read it again.
     eof: bool,
     /// A fatal TLS error happened; every later read/write repeats it.
@@ -260,13 +290,29 @@ impl TlsStream {
     pub fn new(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
         let mut conn = ServerConnection::new(config)?;
         conn.set_buffer_limit(Some(TLS_SEND_BUFFER_LIMIT));
-        Ok(Self {
+        Ok(Self::wrap(tcp, rustls::Connection::Server(conn)))
+    }
+
+    /// Wrap a connecting (non-blocking) socket as the client of `server_name`; the
+    /// ClientHello goes out on the first write or flush.
+    pub fn client(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Self, rustls::Error> {
+        let mut conn = rustls::ClientConnection::new(config, server_name)?;
+        conn.set_buffer_limit(Some(TLS_SEND_BUFFER_LIMIT));
+        Ok(Self::wrap(tcp, rustls::Connection::Client(conn)))
+    }
+
+    fn wrap(tcp: TcpStream, conn: rustls::Connection) -> Self {
+        Self {
             tcp,
             conn,
             eof: false,
             failed: None,
             plaintext_left: 0,
-        })
+        }
     }
 
     /// The socket, for `peer_addr` / `local_addr`.
@@ -303,7 +349,10 @@ impl TlsStream {
 
     /// The SNI host name the client asked for, if any.
     pub fn server_name(&self) -> Option<&str> {
-        self.conn.server_name()
+        match &self.conn {
+            rustls::Connection::Server(c) => c.server_name(),
+            rustls::Connection::Client(_) => None,
+        }
     }
 
     /// Push buffered TLS records to the socket until it would block or nothing is

@@ -784,6 +784,49 @@ fn put_be24(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&[a, b, c]);
 }
 
+/// Queue one shared media message (the fan-out path of a player or a push) at
+/// timestamp `ts` on message stream `msid`: only the first chunk header is
+/// written per connection (into `scratch`, stored inline by the queue), the
+/// chunked body is shared. A body built for another chunk size or chunk stream
+/// is re-chunked from a copy (cannot happen with one server-wide size, but
+/// stays correct).
+pub fn queue_prechunked(
+    tx: &mut ChunkEncoder,
+    scratch: &mut Vec<u8>,
+    kind: crate::proto::flv::MediaKind,
+    msid: u32,
+    ts: u32,
+    body: &Prechunked,
+    q: &mut crate::buf::SendQueue,
+) {
+    let csid = kind.csid();
+    if body.chunk_size != tx.chunk_size() || body.csid != csid {
+        let payload: Vec<u8> = (0..body.chunk_count()).flat_map(|i| body.chunk_payload(i).iter().copied()).collect();
+        scratch.clear();
+        tx.encode(csid, ts, kind.type_id(), msid, &payload, scratch);
+        q.push_vec(std::mem::take(scratch));
+        return;
+    }
+    scratch.clear();
+    tx.write_first_header(csid, ts, kind.type_id(), msid, body.len as u32, scratch);
+    q.push_bytes(scratch); // ≤ 18 bytes: stored inline, no allocation
+    if ts < 0x00ff_ffff {
+        q.push_shared(&body.bytes, 0, body.bytes.len());
+    } else {
+        // Extended timestamp: every continuation chunk repeats it (§5.3.1.3).
+        for i in 0..body.chunk_count() {
+            if i > 0 {
+                scratch.clear();
+                write_basic_header(3, csid, scratch);
+                scratch.extend_from_slice(&ts.to_be_bytes());
+                q.push_bytes(scratch);
+            }
+            let r = body.chunk_range(i);
+            q.push_shared(&body.bytes, r.start, r.end);
+        }
+    }
+}
+
 /// Bytes the basic header for `csid` takes (after clamping to 2..=65599).
 fn basic_header_len(csid: u32) -> usize {
     match csid.clamp(MIN_CSID, MAX_CSID) {

@@ -98,6 +98,16 @@ const FMS_KEY_FULL: &[u8; 68] = b"Genuine Adobe Flash Media Server 001\
 \xf0\xee\xc2\x4a\x80\x68\xbe\xe8\x2e\x00\xd0\xd1\x02\x9e\x7e\x57\
 \x6e\xec\x5d\x2d\x29\x80\x6f\xab\x93\xb8\xe6\x36\xcf\xeb\x31\xae";
 
+/// The full 62-byte Flash Player key: the readable part plus the same 32-byte
+/// tail. Keys the HMAC that derives C2's key in the digest form (client side).
+const FP_KEY_FULL: &[u8; 62] = b"Genuine Adobe Flash Player 001\
+\xf0\xee\xc2\x4a\x80\x68\xbe\xe8\x2e\x00\xd0\xd1\x02\x9e\x7e\x57\
+\x6e\xec\x5d\x2d\x29\x80\x6f\xab\x93\xb8\xe6\x36\xcf\xeb\x31\xae";
+
+/// C1's version field in the digest form: Flash Player 9.0.124.2, as ffmpeg
+/// announces (a non-zero version tells the server to look for a digest).
+const CLIENT_VERSION: [u8; 4] = [9, 0, 124, 2];
+
 /// S1's version field in the digest form: FMS 3.5.1.1, as librtmp's server
 /// announces. ffmpeg's client validates S1 only when the first byte is >= 3.
 const SERVER_VERSION: [u8; 4] = [3, 5, 1, 1];
@@ -446,15 +456,22 @@ enum ClientState {
     Failed(HandshakeError),
 }
 
-/// Client side of the plain handshake, for the load tool and the tests:
-/// C0+C1 at creation (C1 version bytes zero), C2 = echo of S1 once
-/// S0+S1+S2 have been consumed. S2 is not checked (librtmp only warns).
+/// Client side of the handshake: the plain form (C1 version bytes zero; C2 =
+/// echo of S1) for the load tool and the tests, or the digest form as Flash
+/// Player and ffmpeg send it (the push client): C1 carries a Flash Player
+/// digest at scheme 0; when S1 answers with a valid FMS digest, C2 is 1504
+/// random bytes signed with a key derived from the server's digest, else
+/// (a plain server) C2 is the echo of S1. S2 is not checked (librtmp only
+/// warns; ffmpeg's check would only reject servers we can still talk to).
 pub struct HandshakeClient {
     state: ClientState,
-    /// S1 as it arrives (echoed as C2); dropped once C2 is written.
+    /// S1 as it arrives, then C2 once S1 is complete; dropped once C2 is written.
     s1: Option<Box<[u8; HANDSHAKE_SIZE]>>,
     s1_len: usize,
     s2_seen: usize,
+    /// Digest form: the RNG for C2's random part. None: plain form.
+    digest_rng: Option<SplitMix64>,
+    kind: Option<HandshakeKind>,
 }
 
 impl fmt::Debug for HandshakeClient {
@@ -463,17 +480,33 @@ impl fmt::Debug for HandshakeClient {
             .field("state", &self.state)
             .field("s1_len", &self.s1_len)
             .field("s2_seen", &self.s2_seen)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
 
 impl HandshakeClient {
     /// Appends C0+C1 to `out`: version 3, then C1 = `epoch_ms`, four zero
-    /// bytes, 1528 bytes drawn from `seed`.
+    /// bytes, 1528 bytes drawn from `seed` (the plain form).
     pub fn new(seed: u64, epoch_ms: u32, out: &mut Vec<u8>) -> Self {
+        Self::start(seed, epoch_ms, false, out)
+    }
+
+    /// Appends C0+C1 in the digest form (see the type's docs).
+    pub fn new_digest(seed: u64, epoch_ms: u32, out: &mut Vec<u8>) -> Self {
+        Self::start(seed, epoch_ms, true, out)
+    }
+
+    fn start(seed: u64, epoch_ms: u32, digest: bool, out: &mut Vec<u8>) -> Self {
+        let mut rng = SplitMix64(seed);
         let mut c1 = [0u8; HANDSHAKE_SIZE];
-        SplitMix64(seed).fill(&mut c1);
-        write_header(&mut c1, epoch_ms, [0; 4]);
+        rng.fill(&mut c1);
+        if digest {
+            write_header(&mut c1, epoch_ms, CLIENT_VERSION);
+            imprint_digest(&mut c1, Scheme::Zero, FP_KEY_PARTIAL);
+        } else {
+            write_header(&mut c1, epoch_ms, [0; 4]);
+        }
         out.reserve(1 + HANDSHAKE_SIZE);
         out.push(RTMP_VERSION);
         out.extend_from_slice(&c1);
@@ -482,7 +515,37 @@ impl HandshakeClient {
             s1: None,
             s1_len: 0,
             s2_seen: 0,
+            digest_rng: digest.then_some(rng),
+            kind: None,
         }
+    }
+
+    /// Which form the server answered in (None until S1 has arrived).
+    pub fn kind(&self) -> Option<HandshakeKind> {
+        self.kind
+    }
+
+    /// S1 is complete: turn the buffer into C2.
+    fn make_c2(&mut self) {
+        let Some(s1) = self.s1.as_mut() else { return };
+        self.kind = Some(HandshakeKind::Plain);
+        let Some(rng) = self.digest_rng.as_mut() else { return };
+        if s1.get(4).is_none_or(|&v| v < 3) {
+            return; // a plain server: echo S1
+        }
+        // ffmpeg's order: scheme 1, then scheme 0.
+        let found = [Scheme::One, Scheme::Zero].into_iter().find_map(|scheme| {
+            let pos = scheme.digest_pos(s1);
+            let computed = packet_digest(s1, pos, FMS_KEY_PARTIAL);
+            (s1.get(pos..pos + DIGEST_LEN) == Some(computed.as_slice())).then_some(computed)
+        });
+        let Some(server_digest) = found else { return };
+        let key = hmac_sha256(FP_KEY_FULL, &[&server_digest]);
+        rng.fill(&mut s1[..]);
+        if let Some((body, signature)) = s1.split_last_chunk_mut::<DIGEST_LEN>() {
+            *signature = hmac_sha256(&key, &[body]);
+        }
+        self.kind = Some(HandshakeKind::Digest);
     }
 
     /// Consumes S0, S1 and S2 (in as many calls as they arrive in) and
@@ -520,6 +583,7 @@ impl HandshakeClient {
                     if self.s1_len < HANDSHAKE_SIZE {
                         return Ok(used);
                     }
+                    self.make_c2();
                     self.state = ClientState::AwaitS2;
                 }
                 ClientState::AwaitS2 => {
@@ -527,8 +591,8 @@ impl HandshakeClient {
                     if self.s2_seen < HANDSHAKE_SIZE {
                         return Ok(used);
                     }
-                    if let Some(s1) = self.s1.take() {
-                        out.extend_from_slice(s1.as_slice());
+                    if let Some(c2) = self.s1.take() {
+                        out.extend_from_slice(c2.as_slice());
                     }
                     self.state = ClientState::Done;
                 }
@@ -536,7 +600,7 @@ impl HandshakeClient {
         }
     }
 
-    /// True once S2 has been consumed and C2 written.
+/// True once S2 has been consumed and C2 written.
     pub fn is_done(&self) -> bool {
         self.state == ClientState::Done
     }

@@ -44,33 +44,33 @@ use crate::buf::SendQueue;
 use crate::proto::flv::MediaKind;
 
 // Message type ids, RTMP spec 1.0 §5.4 and §7.1.
-const MSG_SET_CHUNK_SIZE: u8 = 1;
-const MSG_ABORT: u8 = 2;
-const MSG_ACK: u8 = 3;
-const MSG_USER_CONTROL: u8 = 4;
-const MSG_WINDOW_ACK_SIZE: u8 = 5;
-const MSG_SET_PEER_BANDWIDTH: u8 = 6;
-const MSG_AUDIO: u8 = 8;
-const MSG_VIDEO: u8 = 9;
-const MSG_DATA_AMF3: u8 = 15;
-const MSG_SHARED_OBJECT_AMF3: u8 = 16;
-const MSG_COMMAND_AMF3: u8 = 17;
-const MSG_DATA_AMF0: u8 = 18;
-const MSG_SHARED_OBJECT_AMF0: u8 = 19;
-const MSG_COMMAND_AMF0: u8 = 20;
-const MSG_AGGREGATE: u8 = 22;
+pub(super) const MSG_SET_CHUNK_SIZE: u8 = 1;
+pub(super) const MSG_ABORT: u8 = 2;
+pub(super) const MSG_ACK: u8 = 3;
+pub(super) const MSG_USER_CONTROL: u8 = 4;
+pub(super) const MSG_WINDOW_ACK_SIZE: u8 = 5;
+pub(super) const MSG_SET_PEER_BANDWIDTH: u8 = 6;
+pub(super) const MSG_AUDIO: u8 = 8;
+pub(super) const MSG_VIDEO: u8 = 9;
+pub(super) const MSG_DATA_AMF3: u8 = 15;
+pub(super) const MSG_SHARED_OBJECT_AMF3: u8 = 16;
+pub(super) const MSG_COMMAND_AMF3: u8 = 17;
+pub(super) const MSG_DATA_AMF0: u8 = 18;
+pub(super) const MSG_SHARED_OBJECT_AMF0: u8 = 19;
+pub(super) const MSG_COMMAND_AMF0: u8 = 20;
+pub(super) const MSG_AGGREGATE: u8 = 22;
 
 // User control event types, RTMP spec 1.0 §7.1.7.
-const UC_STREAM_BEGIN: u16 = 0;
-const UC_STREAM_EOF: u16 = 1;
-const UC_SET_BUFFER_LENGTH: u16 = 3;
-const UC_PING_REQUEST: u16 = 6;
-const UC_PING_RESPONSE: u16 = 7;
+pub(super) const UC_STREAM_BEGIN: u16 = 0;
+pub(super) const UC_STREAM_EOF: u16 = 1;
+pub(super) const UC_SET_BUFFER_LENGTH: u16 = 3;
+pub(super) const UC_PING_REQUEST: u16 = 6;
+pub(super) const UC_PING_RESPONSE: u16 = 7;
 
 /// Chunk stream ids we send on.
-const CSID_CONTROL: u32 = 2;
-const CSID_COMMAND: u32 = 3;
-const CSID_STATUS: u32 = 5;
+pub(super) const CSID_CONTROL: u32 = 2;
+pub(super) const CSID_COMMAND: u32 = 3;
+pub(super) const CSID_STATUS: u32 = 5;
 
 /// Window acknowledgement size and peer bandwidth we announce (same value:
 /// ffmpeg derives its ack interval from Set Peer Bandwidth).
@@ -652,36 +652,7 @@ impl RtmpSession {
     /// Queue one shared media message for a player at player timestamp `ts`.
     /// Only the first chunk header is per player; the chunked body is shared.
     pub fn queue_media(&mut self, msid: u32, ts: u32, kind: MediaKind, body: &Prechunked, q: &mut SendQueue) {
-        let csid = kind.csid();
-        if body.chunk_size != self.out_chunk_size || body.csid != csid {
-            // Not built for our chunk size or stream: re-chunk a copy (cannot happen
-            // with one server-wide size, but stay correct).
-            let payload: Vec<u8> = (0..body.chunk_count()).flat_map(|i| body.chunk_payload(i).iter().copied()).collect();
-            self.scratch.clear();
-            self.tx.encode(csid, ts, kind.type_id(), msid, &payload, &mut self.scratch);
-            q.push_vec(std::mem::take(&mut self.scratch));
-            return;
-        }
-        let mut w = std::mem::take(&mut self.scratch);
-        w.clear();
-        self.tx.write_first_header(csid, ts, kind.type_id(), msid, body.len as u32, &mut w);
-        q.push_bytes(&w); // ≤ 18 bytes: stored inline, no allocation
-        if ts < 0x00ff_ffff {
-            q.push_shared(&body.bytes, 0, body.bytes.len());
-        } else {
-            // Extended timestamp: every continuation chunk repeats it (§5.3.1.3).
-            for i in 0..body.chunk_count() {
-                if i > 0 {
-                    w.clear();
-                    super::chunk::write_basic_header(3, csid, &mut w);
-                    w.extend_from_slice(&ts.to_be_bytes());
-                    q.push_bytes(&w);
-                }
-                let r = body.chunk_range(i);
-                q.push_shared(&body.bytes, r.start, r.end);
-            }
-        }
-        self.scratch = w;
+        super::chunk::queue_prechunked(&mut self.tx, &mut self.scratch, kind, msid, ts, body, q);
     }
 
     fn control(&mut self, type_id: u8, payload: &[u8], q: &mut SendQueue) {
@@ -744,7 +715,7 @@ fn query_token(query: &str) -> Option<String> {
     query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
 }
 
-fn be_u32(p: &[u8]) -> Option<u32> {
+pub(super) fn be_u32(p: &[u8]) -> Option<u32> {
     p.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod push;
 mod rtc;
 
 use mio::net::TcpListener;
@@ -83,6 +84,8 @@ enum Timer {
     AcceptRetry,
     /// An auth-hook request still unanswered is denied now.
     HookDeadline { ticket: u64 },
+    /// A push's retry, attempt deadline or stream check.
+    Push(push::PushTimer),
 }
 
 /// This worker's end of the auth hook: the shared queue and its own verdicts.
@@ -124,13 +127,16 @@ enum Kind {
     Http,
     /// An HTTP connection upgraded to WebSocket: Flashphoner-compatible signaling.
     Ws(Box<rtc::WsConn>),
+    /// Our connection to an RTMP push destination.
+    Push(Box<push::PushConn>),
 }
 
 struct Conn {
     sock: Io,
     peer: SocketAddr,
-    /// The listener that accepted it (its connection budget).
-    listener: ListenerKind,
+    /// The listener that accepted it (its connection budget); None for our own
+    /// outbound connections (pushes).
+    listener: Option<ListenerKind>,
     rx: Vec<u8>,
     tx: SendQueue,
     kind: Kind,
@@ -152,6 +158,8 @@ impl Conn {
             (Kind::Http, true) => "https",
             (Kind::Ws(_), false) => "ws",
             (Kind::Ws(_), true) => "wss",
+            (Kind::Push(_), false) => "rtmp-push",
+            (Kind::Push(_), true) => "rtmps-push",
         }
     }
 }
@@ -210,6 +218,12 @@ pub struct Worker {
     hook: Option<HookPort>,
     hook_waiting: std::collections::HashMap<u64, Waiting>,
     hook_ticket: u64,
+    /// RTMP pushes this worker drives, by id.
+    pushes: std::collections::HashMap<Arc<str>, push::PushLocal>,
+    /// Host names of pushes resolved on helper threads, and this worker's waker for them.
+    push_resolved_tx: std::sync::mpsc::Sender<push::Resolved>,
+    push_resolved_rx: std::sync::mpsc::Receiver<push::Resolved>,
+    waker: Arc<mio::Waker>,
 }
 
 impl Worker {
@@ -220,6 +234,7 @@ impl Worker {
         mut listeners: Listeners,
         mesh: Mesh,
         hook: Option<HookPort>,
+        waker: Arc<mio::Waker>,
     ) -> io::Result<Self> {
         if let Some(l) = listeners.https.as_mut() {
             poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
@@ -244,6 +259,7 @@ impl Worker {
         };
         let relay = CoreRelay::new(id, relay_cfg, Arc::clone(&shared.registry));
         let write_early_when_idle = shared.cfg.write_early_when_idle();
+        let (push_resolved_tx, push_resolved_rx) = std::sync::mpsc::channel();
         Ok(Worker {
             id,
             shared,
@@ -273,6 +289,10 @@ impl Worker {
             hook,
             hook_waiting: std::collections::HashMap::new(),
             hook_ticket: 0,
+            pushes: std::collections::HashMap::new(),
+            push_resolved_tx,
+            push_resolved_rx,
+            waker,
         })
     }
 
@@ -322,6 +342,9 @@ impl Worker {
                     UDP => self.udp_readable(now),
                     Token(t) => {
                         let idx = t - CONN_BASE;
+                        if !self.push_poll_connect(idx) {
+                            continue;
+                        }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.readable(now, idx);
                         }
@@ -350,6 +373,7 @@ impl Worker {
                 self.handle_core_msg(now, m);
             }
             self.hook_drain(now);
+            self.push_drain_resolved(now);
             self.timers.expire(now, &mut expired);
             for t in expired.drain(..) {
                 self.timer(now, t);
@@ -462,7 +486,7 @@ impl Worker {
             let conn = Conn {
                 sock,
                 peer,
-                listener: which,
+                listener: Some(which),
                 rx: Vec::new(),
                 tx: SendQueue::new(),
                 kind,
@@ -615,6 +639,7 @@ impl Worker {
         match &mut c.kind {
             Kind::Http => self.process_http(now, idx),
             Kind::Ws(_) => self.process_ws(now, idx),
+            Kind::Push(_) => self.process_push(now, idx),
             Kind::Rtmp(_) => loop {
                 let Some(c) = self.conns.get_mut(idx) else { return };
                 let Kind::Rtmp(r) = &mut c.kind else { return };
@@ -669,6 +694,9 @@ impl Worker {
                 } else if rtc::is_websocket(&req) || req.path.starts_with("/whip") {
                     let owned = rtc::OwnedRequest::from(&req, &c.rx);
                     self.rtc_http(now, idx, owned);
+                    return;
+                } else if let Some(call) = push::PushCall::from_request(&req, &c.rx, &self.shared) {
+                    self.push_api(now, idx, call);
                     return;
                 } else {
                     super::api::handle(&req, &self.shared)
@@ -773,6 +801,12 @@ impl Worker {
                     let (idx, gen) = sink_slot(sink);
                     let Some(c) = self.conns.get_gen_mut(idx, gen) else { continue };
                     let (proto, peer) = (c.proto(), c.peer);
+                    if matches!(c.kind, Kind::Push(_)) {
+                        if status == SinkStatus::UnpublishNotify {
+                            self.push_stream_ended(now, idx, gen);
+                        }
+                        continue;
+                    }
                     let Kind::Rtmp(r) = &mut c.kind else { continue };
                     let Role::Player { msid } = r.role else { continue };
                     match status {
@@ -814,10 +848,19 @@ impl Worker {
     fn send_frame(&mut self, sink: SinkId, ts: u32, frame: &Frame, flush: Flush) {
         let (idx, gen) = sink_slot(sink);
         let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
-        let Kind::Rtmp(r) = &mut c.kind else { return };
-        let Role::Player { msid } = r.role else { return };
-        let body = frame.rtmp(r.session.out_chunk_size());
-        r.session.queue_media(msid, ts, frame.kind, &body, &mut c.tx);
+        match &mut c.kind {
+            Kind::Rtmp(r) => {
+                let Role::Player { msid } = r.role else { return };
+                let body = frame.rtmp(r.session.out_chunk_size());
+                r.session.queue_media(msid, ts, frame.kind, &body, &mut c.tx);
+            }
+            Kind::Push(_) => {
+                if Self::push_queue_frame(c, ts, frame, &self.shared.pushes).is_none() {
+                    return;
+                }
+            }
+            _ => return,
+        }
         match flush {
             _ if c.dirty => {}
             Flush::Now => {
@@ -894,6 +937,7 @@ impl Worker {
         self.mark_dirty(idx);
         let _ = self.relay.handle_publish(now, reservation, &ConnBacklog(&self.conns));
         self.apply_relay(now);
+        self.push_rules(now, &name);
     }
 
     fn media(&mut self, now: Instant, idx: usize, msid: u32, kind: MediaKind, ts: u32, payload: Vec<u8>) {
@@ -1107,6 +1151,10 @@ impl Worker {
             self.whip_end(now, &resource);
             return;
         }
+        if let CoreMsg::StopPush { id } = m {
+            self.push_stop(now, &id, "deleted by the API".into());
+            return;
+        }
         self.relay.handle_core_msg(now, m, &ConnBacklog(&self.conns));
         self.apply_relay(now);
     }
@@ -1118,7 +1166,7 @@ impl Worker {
                 let stuck = match &c.kind {
                     Kind::Rtmp(r) => r.session.is_handshaking(),
                     Kind::Http => !c.close_after_flush,
-                    Kind::Ws(_) => false,
+                    Kind::Ws(_) | Kind::Push(_) => false,
                 };
                 if stuck {
                     self.doom(idx, "timed out before completing its handshake or request".into(), true);
@@ -1131,6 +1179,7 @@ impl Worker {
                 }
             }
             Timer::RtcSession { slot, gen, at } => self.rtc_timeout(now, slot, gen, at),
+            Timer::Push(t) => self.push_timer(now, t),
             Timer::WsPing { idx, gen } => self.ws_ping(now, idx, gen),
             Timer::Relay(t) => {
                 self.relay.handle_timer(now, t);
@@ -1215,17 +1264,22 @@ impl Worker {
             c.dirty = false;
             c.held = None;
             let player = matches!(&c.kind, Kind::Rtmp(r) if matches!(r.role, Role::Player { .. }));
+            let push = matches!(&c.kind, Kind::Push(_));
             let res = c.tx.write_to(&mut c.sock).and_then(|n| c.sock.flush_pending().map(|()| n));
             match res {
                 Ok(n) => {
                     out_bytes += n as u64;
+                    if push {
+                        self.push_written(*idx, gen, n);
+                    }
+                    let Some(c) = self.conns.get_mut(*idx) else { continue };
                     if c.tx.is_empty() && c.close_after_flush {
                         self.doom(*idx, "response sent".into(), false);
                     }
                 }
                 Err(e) => self.doom(*idx, format!("write error: {e}"), false),
             }
-            if player {
+            if player || push {
                 self.relay.handle_flushed(sink_id(*idx, gen));
             }
         }
@@ -1271,18 +1325,22 @@ impl Worker {
         let gen = self.conns.gen(idx);
         let Some(mut c) = self.conns.remove(idx) else { return };
         let _ = self.poll.registry().deregister(&mut c.sock);
-        self.shared.limits.release(c.listener, c.peer.ip());
+        if let Some(l) = c.listener {
+            self.shared.limits.release(l, c.peer.ip());
+        }
         WorkerStats::gauge(&self.shared.workers[self.id].connections, -1);
         let proto = c.proto();
         if proto_err {
             WorkerStats::add(&self.shared.workers[self.id].protocol_errors, 1);
             crate::warn!("{proto} {}: closing: {why}", c.peer);
-        } else if proto != "http" {
+        } else if proto != "http" && !proto.ends_with("-push") {
             crate::info!("{proto} {}: closed: {why}", c.peer);
         } else {
             crate::trace!("{proto} {}: closed: {why}", c.peer);
         }
-        if let Kind::Ws(w) = c.kind {
+        if let Kind::Push(pc) = c.kind {
+            self.push_conn_closed(now, idx, gen, *pc, why);
+        } else if let Kind::Ws(w) = c.kind {
             self.ws_closed(now, idx, *w);
         } else if let Kind::Rtmp(r) = c.kind {
             match r.role {
@@ -1302,6 +1360,7 @@ impl Worker {
 
     fn close_all(&mut self) {
         let now = now();
+        self.push_close_all();
         for idx in self.conns.indices() {
             if let Some(c) = self.conns.get_mut(idx) {
                 // Best effort: whatever is queued and fits goes out before the close.

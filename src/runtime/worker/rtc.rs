@@ -136,7 +136,8 @@ impl Refused {
 /// Who asked for a session, and how to tell them about it.
 #[derive(Debug, Clone)]
 enum Owner {
-    Ws { idx: usize, gen: u32, media_session_id: String, media: StreamMedia },
+    /// `rtmp_url`: Flashphoner re-publishing asked with the publish.
+    Ws { idx: usize, gen: u32, media_session_id: String, media: StreamMedia, rtmp_url: Option<String> },
     Whip { resource: String },
 }
 
@@ -449,7 +450,7 @@ impl Worker {
         }
     }
 
-    fn ws_send(&mut self, idx: usize, text: &str) {
+    pub(super) fn ws_send(&mut self, idx: usize, text: &str) {
         let Some(c) = self.conns.get_mut(idx) else { return };
         let mut out = Vec::with_capacity(text.len() + 10);
         ws::write_text(text, &mut out);
@@ -626,7 +627,7 @@ impl Worker {
             return;
         }
         let local_ip = self.conns.get_mut(idx).and_then(|c| c.sock.local_addr().ok()).map(|a| a.ip());
-        let owner = Owner::Ws { idx, gen, media_session_id: req.media_session_id.clone(), media };
+        let owner = Owner::Ws { idx, gen, media_session_id: req.media_session_id.clone(), media, rtmp_url: req.rtmp_url.clone() };
         let peer = self.conns.get_mut(idx).map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
         match self.rtc_start(now, &req.name, &req.sdp, peer, local_ip, owner) {
             Ok(answer) => {
@@ -737,7 +738,7 @@ impl Worker {
         }
         let info = why.map(RtcError::info);
         crate::info!("webrtc: {} ended{}", crate::log::peer_str(&e.name), info.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
-        if let Owner::Ws { idx, gen, media_session_id, media } = &e.owner {
+        if let Owner::Ws { idx, gen, media_session_id, media, .. } = &e.owner {
             if self.conns.get_gen_mut(*idx, *gen).is_some() {
                 let status = if why.is_some_and(RtcError::is_failure) { sig::STATUS_FAILED } else { sig::STATUS_UNPUBLISHED };
                 self.ws_send(*idx, &sig::stream_status(media_session_id, &e.name, status, info.as_deref(), *media));
@@ -854,7 +855,7 @@ impl Worker {
         let name = Arc::clone(&e.name);
         if let Some(owner) = publishing_now {
             crate::info!("webrtc: {pname} is PUBLISHING (ICE and DTLS up)", pname = crate::log::peer_str(&name));
-            if let Owner::Ws { idx, gen, media_session_id, media: sm } = owner {
+            if let Owner::Ws { idx, gen, media_session_id, media: sm, .. } = owner {
                 if self.conns.get_gen_mut(idx, gen).is_some() {
                     self.ws_send(idx, &sig::stream_status(&media_session_id, &name, sig::STATUS_PUBLISHING, None, sm));
                 }
@@ -868,6 +869,12 @@ impl Worker {
                 WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
                 let _ = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns));
                 self.apply_relay(now);
+                let owner = self.rtc.sessions.get_mut(slot).map(|e| e.owner.clone());
+                self.push_rules(now, &name);
+                if let Some(Owner::Ws { idx, gen, media_session_id, media, rtmp_url: Some(url) }) = owner {
+                    let target = super::push::NotifyTarget { idx, gen, media_session_id, media };
+                    self.push_republish(now, &name, &url, target);
+                }
             }
         }
         for m in media {
