@@ -66,6 +66,9 @@ pub(super) struct PushLocal {
     notified: bool,
     /// Drops counted by earlier connections' sinks.
     drops_before: u64,
+    /// Down, and its stream not live either, since then: past the grace window
+    /// the push ends instead of retrying.
+    unpublished_since: Option<Instant>,
 }
 
 /// A connection to a push destination.
@@ -148,6 +151,7 @@ impl Worker {
                 notify,
                 notified: false,
                 drops_before: 0,
+                unpublished_since: None,
             },
         );
         self.push_attempt(now, &id);
@@ -562,9 +566,21 @@ impl Worker {
     pub(super) fn push_timer(&mut self, now: Instant, t: PushTimer) {
         match t {
             PushTimer::Retry { id, attempt } => {
-                if self.pushes.get(&id).is_some_and(|p| p.attempt == attempt && p.conn.is_none() && !p.stopping) {
-                    self.push_attempt(now, &id);
+                let grace = self.shared.cfg.grace();
+                let Some(p) = self.pushes.get_mut(&id) else { return };
+                if p.attempt != attempt || p.conn.is_some() || p.stopping {
+                    return;
                 }
+                // A push that is down while its stream ended for good ends too (a
+                // live push hears it from the relay; this one is no sink now).
+                if self.shared.registry.is_live(&p.entry.stream) {
+                    p.unpublished_since = None;
+                } else if now.saturating_duration_since(*p.unpublished_since.get_or_insert(now)) >= grace {
+                    let why = format!("stream {} ended", p.entry.stream);
+                    self.push_stop(now, &id, why);
+                    return;
+                }
+                self.push_attempt(now, &id);
             }
             PushTimer::Deadline { id, attempt } => {
                 let Some(p) = self.pushes.get_mut(&id) else { return };
