@@ -267,6 +267,22 @@ pub struct Config {
     /// Call Server names it; '' pushes under the stream name as is.
     #[arg(long, default_value = "rtmp_", value_name = "PREFIX")]
     pub push_name_prefix: String,
+
+    /// Run as one node of a cluster whose stream directory is in Redis:
+    /// redis://[:PASSWORD@]HOST:PORT[/DB]. Names are unique across nodes; a player of a
+    /// stream another node owns makes this node pull it once over RTMP. See README "Cluster".
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// How other nodes reach this one over RTMP (with --cluster). Default: rtmp://IP:PORT
+    /// from --rtmp, with the first --public-ip when --rtmp listens on all addresses.
+    #[arg(long, value_name = "URL")]
+    pub node_url: Option<String>,
+
+    /// Lease of this node's directory entries in Redis (refreshed twice a second): a node
+    /// that dies loses its streams to the others at most this long after.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub cluster_lease: f64,
 }
 
 /// `--push NAME=URL`.
@@ -376,6 +392,19 @@ impl Config {
         if self.max_message_bytes < 64 * 1024 {
             return Err("--max-message-bytes: must be at least 65536".into());
         }
+        if !(1.0..=600.0).contains(&self.cluster_lease) {
+            return Err("--cluster-lease: must be 1..=600 seconds".into());
+        }
+        if self.node_url.is_some() && self.cluster.is_none() {
+            return Err("--node-url is used with --cluster".into());
+        }
+        if let Some(u) = &self.cluster {
+            crate::runtime::cluster::RedisUrl::parse(u).map_err(|e| format!("--cluster {u}: {e}"))?;
+        }
+        if let Some(u) = &self.node_url {
+            crate::proto::rtmp::client::PushUrl::parse(&format!("{}/app/x", u.trim_end_matches('/')))
+                .map_err(|e| format!("--node-url {u}: {e}"))?;
+        }
         if usize::from(self.udp_port) + workers > 65536 {
             return Err("--udp-port: PORT + workers exceeds 65535".into());
         }
@@ -384,6 +413,21 @@ impl Config {
 
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or(1)
+    }
+    /// How other nodes reach this one (`--node-url`, or from `--rtmp`/`--public-ip`).
+    pub fn node_url(&self) -> String {
+        if let Some(u) = &self.node_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        let ip = if self.rtmp.ip().is_unspecified() {
+            self.public_ip.first().copied().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            self.rtmp.ip()
+        };
+        format!("rtmp://{}", SocketAddr::new(ip, self.rtmp.port()))
+    }
+    pub fn cluster_lease(&self) -> Duration {
+        Duration::from_secs_f64(self.cluster_lease)
     }
     pub fn grace(&self) -> Duration {
         Duration::from_secs_f64(self.unpublish_grace)

@@ -22,6 +22,9 @@ struct Entry {
 #[derive(Default, Debug)]
 pub struct Registry {
     inner: Mutex<HashMap<Arc<str>, Entry>>,
+    /// Cluster mode: streams other live nodes own (name → node's RTMP URL), as the
+    /// control thread last read them from the directory. Empty on a single node.
+    remote: Mutex<HashMap<Arc<str>, Arc<str>>>,
 }
 
 /// What a core learns when its first player for a name arrives.
@@ -33,6 +36,8 @@ pub enum PlayLookup {
     Remote(usize),
     /// Nobody publishes it (yet).
     Absent,
+    /// Another node of the cluster publishes it: wait here for the pull.
+    Elsewhere,
 }
 
 /// One row of `/api/streams`.
@@ -54,6 +59,11 @@ impl Registry {
     /// other cores that already have players waiting, or `None` when the
     /// name is live elsewhere (BadName).
     pub fn claim(&self, name: &Arc<str>, core: usize, source: &'static str) -> Option<(Arc<StreamStats>, u64)> {
+        // A name another node of the cluster publishes is taken (a pull of it is not
+        // a publisher of its own).
+        if source != "pull" && self.remote_url(name).is_some() {
+            return None;
+        }
         let mut map = self.lock();
         let e = map.entry(Arc::clone(name)).or_insert_with(|| Entry {
             owner: None,
@@ -117,10 +127,11 @@ impl Registry {
                 };
                 (look, Some(Arc::clone(&e.stats)))
             }
-            None if register_if_absent => {
+            None if register_if_absent || self.remote_url(name).is_some() => {
                 let stats = Arc::new(StreamStats::default());
                 map.insert(Arc::clone(name), Entry { owner: None, announced: false, interest: 1u64 << core, stats: Arc::clone(&stats), source: "rtmp" });
-                (PlayLookup::Absent, Some(stats))
+                let look = if register_if_absent { PlayLookup::Absent } else { PlayLookup::Elsewhere };
+                (look, Some(stats))
             }
             None => (PlayLookup::Absent, None),
         }
@@ -159,6 +170,26 @@ impl Registry {
             .collect();
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         rows
+    }
+
+    /// Cluster mode: replace the streams other nodes own.
+    pub fn set_remote(&self, remote: HashMap<Arc<str>, Arc<str>>) {
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = remote;
+    }
+
+    /// The RTMP URL of the node that owns `name`, when another node does.
+    pub fn remote_url(&self, name: &str) -> Option<Arc<str>> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Names with players waiting and no publisher here (cluster: pull candidates).
+    pub fn waiting(&self) -> Vec<Arc<str>> {
+        self.lock().iter().filter(|(_, e)| e.owner.is_none() && e.interest != 0).map(|(k, _)| Arc::clone(k)).collect()
+    }
+
+    /// Names published here by a cluster pull, with the core that pulls.
+    pub fn pulls(&self) -> Vec<(Arc<str>, usize)> {
+        self.lock().iter().filter(|(_, e)| e.source == "pull").filter_map(|(k, e)| e.owner.map(|o| (Arc::clone(k), o))).collect()
     }
 
     pub fn live_count(&self) -> usize {

@@ -11,6 +11,8 @@ pub struct WorkerStats {
     pub connections: AtomicI64,
     pub players: AtomicI64,
     pub publishers: AtomicI64,
+    /// Cluster pulls (streams played from another node and published here).
+    pub pulls: AtomicI64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub drops_inter: AtomicU64,

@@ -24,6 +24,15 @@ pub fn handle(req: &Request<'_>, shared: &Shared) -> Vec<u8> {
         },
         ("POST", p) if shared.cfg.debug_faults && p.starts_with("/debug/fault/") => debug_fault(p, req.query, shared),
         ("GET", "/api/streams") => response(200, "OK", "application/json", streams_json(shared).as_bytes()),
+        ("GET", "/api/cluster") => match &shared.cluster {
+            Some(c) => response(200, "OK", "application/json", c.to_json().to_string().as_bytes()),
+            None => json_error(404, "Not Found", "not in a cluster (--cluster redis://HOST:PORT)"),
+        },
+        ("GET", "/api/lb") => match shared.cluster.as_ref().map(|c| c.lb_json()) {
+            Some(Some(v)) => response(200, "OK", "application/json", v.to_string().as_bytes()),
+            Some(None) => json_error(503, "Service Unavailable", "no live node known yet"),
+            None => json_error(404, "Not Found", "not in a cluster (--cluster redis://HOST:PORT)"),
+        },
         ("GET", "/api/push") => response(200, "OK", "application/json", shared.pushes.list_json().as_bytes()),
         ("GET", p) if p.starts_with("/api/push/") => match shared.pushes.get(p.trim_start_matches("/api/push/")) {
             Some(e) => response(200, "OK", "application/json", e.to_json().to_string().as_bytes()),
@@ -224,10 +233,11 @@ fn histogram(
 pub fn metrics(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let mut o = String::with_capacity(4096);
-    let gauges: [WorkerMetric<i64>; 3] = [
+    let gauges: [WorkerMetric<i64>; 4] = [
         ("rtcbridge_connections", "Open TCP connections (RTMP and HTTP).", |w| w.connections.load(Relaxed)),
         ("rtcbridge_players", "RTMP players.", |w| w.players.load(Relaxed)),
         ("rtcbridge_publishers", "Publishers.", |w| w.publishers.load(Relaxed)),
+        ("rtcbridge_cluster_pulls", "Streams pulled from other cluster nodes (one per stream, however many players).", |w| w.pulls.load(Relaxed)),
     ];
     for (name, help, f) in gauges {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");

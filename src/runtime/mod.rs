@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cluster;
 pub mod conn_io;
 pub mod csprng;
 pub mod hook;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub push_tls: Arc<rustls::ClientConfig>,
     /// Host name resolutions of pushes running on helper threads (bounded).
     pub push_resolving: std::sync::atomic::AtomicUsize,
+    /// Cluster mode (`--cluster`): this node and the directory it last read.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Read the clock. The only place the process reads monotonic time.
@@ -101,6 +104,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
             .map_err(|e| io::Error::other(format!("--push-ca: {e}")))?
             .0,
         push_resolving: std::sync::atomic::AtomicUsize::new(0),
+        cluster: cluster::Cluster::new(&cfg),
         cfg,
     });
     let mut polls = Vec::with_capacity(n);
@@ -127,12 +131,14 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         Some((h, rxs)) => rxs.into_iter().map(|rx| Some(worker::HookPort { hook: Arc::clone(&h), verdicts: rx })).collect(),
         None => (0..n).map(|_| None).collect(),
     };
+    let mut cluster_rxs = cluster::start(&shared, &wakers)?;
     let cores = if shared.cfg.no_pin { None } else { core_affinity::get_core_ids() };
     let mut threads = Vec::with_capacity(n);
     for (id, ((poll, listeners), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
         let shared = Arc::clone(&shared);
         let hook = hooks.get_mut(id).and_then(Option::take);
         let waker = wakers.get(id).cloned().ok_or_else(|| io::Error::other("worker without a waker"))?;
+        let cluster_rx = cluster_rxs.get_mut(id).and_then(Option::take);
         let core = cores.as_ref().and_then(|c| c.get(id % c.len().max(1)).copied());
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
             if let Some(c) = core {
@@ -140,7 +146,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, hook, waker).and_then(|w| w.run()));
+            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, hook, waker, cluster_rx).and_then(|w| w.run()));
             match std::panic::catch_unwind(run) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

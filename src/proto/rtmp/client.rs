@@ -36,9 +36,9 @@ use super::amf0;
 use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, Prechunked, RawMessage, DEFAULT_MAX_COMMAND_LEN};
 use super::handshake::{HandshakeClient, HandshakeError};
 use super::session::{
-    be_u32, CSID_COMMAND, CSID_CONTROL, DEFAULT_OUTPUT_BUDGET, MIN_PEER_WINDOW, MSG_ABORT, MSG_ACK, MSG_COMMAND_AMF0,
-    MSG_COMMAND_AMF3, MSG_DATA_AMF0, MSG_SET_CHUNK_SIZE, MSG_SET_PEER_BANDWIDTH, MSG_USER_CONTROL, MSG_WINDOW_ACK_SIZE,
-    UC_PING_REQUEST, UC_PING_RESPONSE, WINDOW_ACK_SIZE,
+    be_u32, CSID_COMMAND, CSID_CONTROL, DEFAULT_OUTPUT_BUDGET, MIN_PEER_WINDOW, MSG_ABORT, MSG_ACK, MSG_AUDIO, MSG_COMMAND_AMF0,
+    MSG_COMMAND_AMF3, MSG_DATA_AMF0, MSG_SET_CHUNK_SIZE, MSG_SET_PEER_BANDWIDTH, MSG_USER_CONTROL, MSG_VIDEO, MSG_WINDOW_ACK_SIZE,
+    UC_PING_REQUEST, UC_PING_RESPONSE, UC_SET_BUFFER_LENGTH, WINDOW_ACK_SIZE,
 };
 use crate::buf::SendQueue;
 use crate::proto::flv::MediaKind;
@@ -220,6 +220,8 @@ pub enum ClientError {
     CreateStreamRefused { description: String },
     /// `onStatus` of level error (NetStream.Publish.BadName, ...).
     PublishRefused { code: String, description: String },
+    /// Play role: `onStatus` of level error (NetStream.Play.StreamNotFound, ...).
+    PlayRefused { code: String, description: String },
     /// The destination sent `close`.
     ClosedByDestination,
     /// The destination does not read our replies (see the server session).
@@ -241,6 +243,7 @@ impl fmt::Display for ClientError {
             ClientError::PublishRefused { code, description } => {
                 write!(f, "destination refused publish: {code}: {description}")
             }
+            ClientError::PlayRefused { code, description } => write!(f, "origin refused play: {code}: {description}"),
             ClientError::ClosedByDestination => f.write_str("destination sent close"),
             ClientError::OutputOverBudget { queued, budget } => {
                 write!(f, "destination does not read: {queued} bytes of replies unsent (budget {budget})")
@@ -284,12 +287,30 @@ impl ClientPhase {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
-    /// NetStream.Publish.Start: media may be sent. `opus`: the destination's
-    /// connect result listed Enhanced RTMP Opus in `fourCcList`.
+    /// Publish role: NetStream.Publish.Start, media may be sent (`opus`: the
+    /// destination's connect result listed Enhanced RTMP Opus in `fourCcList`).
+    /// Play role: NetStream.Play.Start, media follows.
     Live { opus: bool },
+    /// Play role: audio, video or metadata (`onMetaData` and its values, AMF0).
+    Media { kind: MediaKind, ts: u32, payload: Vec<u8> },
+    /// Play role: the origin's publisher is gone for good (UnpublishNotify,
+    /// Play.Stop, Play.Complete).
+    Unpublished,
+    /// Play role: a publisher started again (PublishNotify).
+    Republished,
+}
+
+/// What the client does once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// Push our stream to the server.
+    Publish,
+    /// Pull the server's stream (a cluster node pulling from the stream's owner).
+    Play,
 }
 
 pub struct RtmpClient {
+    role: ClientRole,
     phase: ClientPhase,
     handshake: HandshakeClient,
     rx: ChunkDecoder,
@@ -321,12 +342,23 @@ impl RtmpClient {
     /// Start a push to `url`: C0+C1 are queued on `q`. Media goes out at
     /// `chunk_size` (the server-wide size, so shared bodies are reused).
     pub fn new(url: &PushUrl, seed: u64, epoch_ms: u32, chunk_size: usize, q: &mut SendQueue) -> Self {
+        Self::with_role(ClientRole::Publish, url, seed, epoch_ms, chunk_size, MAX_INBOUND_MESSAGE, q)
+    }
+
+    /// Pull `url`'s stream: connect, createStream, play; media arrives as
+    /// [`ClientEvent::Media`], messages up to `max_message` bytes.
+    pub fn new_play(url: &PushUrl, seed: u64, epoch_ms: u32, max_message: u32, q: &mut SendQueue) -> Self {
+        Self::with_role(ClientRole::Play, url, seed, epoch_ms, 4096, max_message, q)
+    }
+
+    fn with_role(role: ClientRole, url: &PushUrl, seed: u64, epoch_ms: u32, chunk_size: usize, max_message: u32, q: &mut SendQueue) -> Self {
         let mut out = Vec::new();
         let handshake = HandshakeClient::new_digest(seed, epoch_ms, &mut out);
         q.push_vec(out);
-        let mut rx = ChunkDecoder::new(MAX_INBOUND_MESSAGE);
+        let mut rx = ChunkDecoder::new(max_message);
         rx.set_max_command_len(DEFAULT_MAX_COMMAND_LEN);
         RtmpClient {
+            role,
             phase: ClientPhase::Handshake,
             handshake,
             rx,
@@ -491,6 +523,16 @@ impl RtmpClient {
                 let values = amf0::decode_all(body).map_err(ClientError::Amf)?;
                 self.handle_command(values, q)?;
             }
+            MSG_AUDIO | MSG_VIDEO if self.role == ClientRole::Play && self.phase == ClientPhase::Live && !m.payload.is_empty() => {
+                let kind = if m.type_id == MSG_AUDIO { MediaKind::Audio } else { MediaKind::Video };
+                self.events.push_back(ClientEvent::Media { kind, ts: m.timestamp, payload: m.payload });
+            }
+            MSG_DATA_AMF0 if self.role == ClientRole::Play && self.phase == ClientPhase::Live => {
+                match metadata_body(&m.payload) {
+                    Some(payload) => self.events.push_back(ClientEvent::Media { kind: MediaKind::Data, ts: m.timestamp, payload }),
+                    None => self.ignored += 1,
+                }
+            }
             MSG_ACK => {}
             _ => self.ignored += 1,
         }
@@ -509,6 +551,10 @@ impl RtmpClient {
         let code = || clean(info.get("code").and_then(Value::as_str).unwrap_or(""));
         let description = || clean(info.get("description").and_then(Value::as_str).unwrap_or(""));
         match name.as_str() {
+            "_result" if tid == TID_CONNECT && self.phase == ClientPhase::Connecting && self.role == ClientRole::Play => {
+                self.command(0, CSID_COMMAND, &[Value::String("createStream".into()), Value::Number(TID_CREATE), Value::Null], q);
+                self.phase = ClientPhase::CreatingStream;
+            }
             "_result" if tid == TID_CONNECT && self.phase == ClientPhase::Connecting => {
                 self.opus = [&props, &info].iter().any(|o| match o.get("fourCcList") {
                     Some(Value::StrictArray(v)) => v.iter().any(|x| x.as_str() == Some("Opus")),
@@ -538,6 +584,21 @@ impl RtmpClient {
                 self.msid = if (1.0..65536.0).contains(&id) { id as u32 } else { 1 };
                 let key = self.key.clone();
                 let msid = self.msid;
+                if self.role == ClientRole::Play {
+                    self.command(msid, CSID_STREAM_CMD, &[
+                        Value::String("play".into()),
+                        Value::Number(TID_PUBLISH),
+                        Value::Null,
+                        Value::String(key),
+                    ], q);
+                    // Set Buffer Length (3 s), as players send after play.
+                    let mut p = UC_SET_BUFFER_LENGTH.to_be_bytes().to_vec();
+                    p.extend_from_slice(&msid.to_be_bytes());
+                    p.extend_from_slice(&3000u32.to_be_bytes());
+                    self.control(MSG_USER_CONTROL, &p, q);
+                    self.phase = ClientPhase::Publishing;
+                    return Ok(());
+                }
                 self.command(msid, CSID_STREAM_CMD, &[
                     Value::String("publish".into()),
                     Value::Number(TID_PUBLISH),
@@ -552,8 +613,25 @@ impl RtmpClient {
             }
             "onStatus" => {
                 let level = info.get("level").and_then(Value::as_str).unwrap_or("");
+                if level == "error" && self.role == ClientRole::Play {
+                    return Err(ClientError::PlayRefused { code: code(), description: description() });
+                }
                 if level == "error" {
                     return Err(ClientError::PublishRefused { code: code(), description: description() });
+                }
+                if self.role == ClientRole::Play {
+                    match code().as_str() {
+                        "NetStream.Play.Start" if self.phase == ClientPhase::Publishing => {
+                            self.phase = ClientPhase::Live;
+                            self.events.push_back(ClientEvent::Live { opus: false });
+                        }
+                        "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" | "NetStream.Play.Complete" => {
+                            self.events.push_back(ClientEvent::Unpublished);
+                        }
+                        "NetStream.Play.PublishNotify" => self.events.push_back(ClientEvent::Republished),
+                        _ => {}
+                    }
+                    return Ok(());
                 }
                 if code() == "NetStream.Publish.Start" && self.phase == ClientPhase::Publishing {
                     self.phase = ClientPhase::Live;
@@ -596,6 +674,23 @@ impl RtmpClient {
         let bytes = std::mem::take(&mut self.scratch);
         self.emit(bytes, q);
     }
+}
+
+/// A data message from the origin as the relay keeps metadata: `onMetaData`
+/// and its values (`@setDataFrame` dropped); None for anything else.
+fn metadata_body(payload: &[u8]) -> Option<Vec<u8>> {
+    let values = amf0::decode_all(payload).ok()?;
+    let mut it = values.into_iter().peekable();
+    if it.peek().and_then(Value::as_str) == Some("@setDataFrame") {
+        it.next();
+    }
+    if it.peek().and_then(Value::as_str) != Some("onMetaData") {
+        return None;
+    }
+    let rest: Vec<Value> = it.collect();
+    let mut out = Vec::new();
+    amf0::encode_all(&rest, &mut out);
+    Some(out)
 }
 
 /// A string the destination chose, fit for a log line and the API: control
@@ -698,6 +793,45 @@ mod tests {
         let evs = converse(&mut c, &mut cq, &mut s, &mut sq);
         assert!(evs.iter().any(|e| matches!(e, RtmpEvent::Media { kind: MediaKind::Video, ts: 40, payload, .. } if payload[..] == body[..])), "{evs:?}");
         assert!(evs.iter().any(|e| matches!(e, RtmpEvent::Media { kind: MediaKind::Data, payload, .. } if payload == &meta)), "{evs:?}");
+    }
+
+    #[test]
+    fn plays_from_our_server_and_gets_media_and_status() {
+        let url = PushUrl::parse("rtmp://127.0.0.1/live/cam").unwrap();
+        let (mut cq, mut sq) = (SendQueue::new(), SendQueue::new());
+        let mut c = RtmpClient::new_play(&url, 7, 0, 1 << 20, &mut cq);
+        let mut s = RtmpSession::new(9, 0, 1 << 20, 4096);
+        let mut msid = 0;
+        for _ in 0..20 {
+            let b = drain(&mut cq);
+            if !b.is_empty() {
+                s.handle_input(&b, &mut sq).unwrap();
+            }
+            while let Some(e) = s.poll_event() {
+                match e {
+                    RtmpEvent::ConnectRequested { .. } => s.connect_accept(&mut sq),
+                    RtmpEvent::PlayRequested { msid: m, name, .. } => {
+                        assert_eq!(name, "cam");
+                        msid = m;
+                        s.play_start(m, &name, &mut sq);
+                    }
+                    _ => {}
+                }
+            }
+            let b = drain(&mut sq);
+            if !b.is_empty() {
+                c.handle_input(&b, &mut cq).unwrap();
+            }
+        }
+        assert_eq!(c.poll_event(), Some(ClientEvent::Live { opus: false }));
+        let body: std::sync::Arc<[u8]> = vec![0xAF, 0, 0x12, 0x10].into();
+        let pre = Prechunked::new(&body, 4096, MediaKind::Audio.csid());
+        s.queue_media(msid, 20, MediaKind::Audio, &pre, &mut sq);
+        s.unpublish_notify(msid, "cam", &mut sq);
+        let b = drain(&mut sq);
+        c.handle_input(&b, &mut cq).unwrap();
+        assert_eq!(c.poll_event(), Some(ClientEvent::Media { kind: MediaKind::Audio, ts: 20, payload: body.to_vec() }));
+        assert_eq!(c.poll_event(), Some(ClientEvent::Unpublished));
     }
 
     #[test]

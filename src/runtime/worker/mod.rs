@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod pull;
 mod push;
 mod rtc;
 
@@ -86,6 +87,8 @@ enum Timer {
     HookDeadline { ticket: u64 },
     /// A push's retry, attempt deadline or stream check.
     Push(push::PushTimer),
+    /// A cluster pull looks at its local players (and its start deadline).
+    PullCheck { idx: usize, gen: u32 },
 }
 
 /// This worker's end of the auth hook: the shared queue and its own verdicts.
@@ -129,6 +132,8 @@ enum Kind {
     Ws(Box<rtc::WsConn>),
     /// Our connection to an RTMP push destination.
     Push(Box<push::PushConn>),
+    /// Cluster: our RTMP play from the node that owns a stream, published here.
+    Pull(Box<pull::PullConn>),
 }
 
 struct Conn {
@@ -160,6 +165,7 @@ impl Conn {
             (Kind::Ws(_), true) => "wss",
             (Kind::Push(_), false) => "rtmp-push",
             (Kind::Push(_), true) => "rtmps-push",
+            (Kind::Pull(_), _) => "rtmp-pull",
         }
     }
 }
@@ -224,6 +230,8 @@ pub struct Worker {
     push_resolved_tx: std::sync::mpsc::Sender<push::Resolved>,
     push_resolved_rx: std::sync::mpsc::Receiver<push::Resolved>,
     waker: Arc<mio::Waker>,
+    /// Cluster mode: pulls the control thread asks for.
+    cluster_rx: Option<std::sync::mpsc::Receiver<super::cluster::WorkerCmd>>,
 }
 
 impl Worker {
@@ -235,6 +243,7 @@ impl Worker {
         mesh: Mesh,
         hook: Option<HookPort>,
         waker: Arc<mio::Waker>,
+        cluster_rx: Option<std::sync::mpsc::Receiver<super::cluster::WorkerCmd>>,
     ) -> io::Result<Self> {
         if let Some(l) = listeners.https.as_mut() {
             poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
@@ -293,6 +302,7 @@ impl Worker {
             push_resolved_tx,
             push_resolved_rx,
             waker,
+            cluster_rx,
         })
     }
 
@@ -374,6 +384,7 @@ impl Worker {
             }
             self.hook_drain(now);
             self.push_drain_resolved(now);
+            self.cluster_drain(now);
             self.timers.expire(now, &mut expired);
             for t in expired.drain(..) {
                 self.timer(now, t);
@@ -640,6 +651,7 @@ impl Worker {
             Kind::Http => self.process_http(now, idx),
             Kind::Ws(_) => self.process_ws(now, idx),
             Kind::Push(_) => self.process_push(now, idx),
+            Kind::Pull(_) => self.process_pull(now, idx),
             Kind::Rtmp(_) => loop {
                 let Some(c) = self.conns.get_mut(idx) else { return };
                 let Kind::Rtmp(r) = &mut c.kind else { return };
@@ -1028,6 +1040,19 @@ impl Worker {
             self.mark_dirty(idx);
             return;
         }
+        if let Some(cl) = &self.shared.cluster {
+            if !self.shared.registry.is_live(&name) {
+                if !cl.redis_ok.load(Ordering::Relaxed) {
+                    let why = "not live on this node, and the cluster directory (Redis) is unreachable";
+                    r.session.play_failed(msid, &format!("Stream {name} is {why}."), &mut c.tx);
+                    crate::info!("{} {}: play {pname} refused: {why}", c.proto(), c.peer, pname = crate::log::peer_str(&name));
+                    self.mark_dirty(idx);
+                    return;
+                }
+                // Another node may own it: the control thread looks now, not at its next tick.
+                cl.nudge();
+            }
+        }
         let sink = sink_id(idx, gen);
         let kind = Sink::Rtmp { wants_opus: r.session.four_cc_list().iter().any(|c| c == "Opus") };
         // The relay only queues actions here; Play.Start is written before they are applied.
@@ -1166,7 +1191,7 @@ impl Worker {
                 let stuck = match &c.kind {
                     Kind::Rtmp(r) => r.session.is_handshaking(),
                     Kind::Http => !c.close_after_flush,
-                    Kind::Ws(_) | Kind::Push(_) => false,
+                    Kind::Ws(_) | Kind::Push(_) | Kind::Pull(_) => false,
                 };
                 if stuck {
                     self.doom(idx, "timed out before completing its handshake or request".into(), true);
@@ -1180,6 +1205,7 @@ impl Worker {
             }
             Timer::RtcSession { slot, gen, at } => self.rtc_timeout(now, slot, gen, at),
             Timer::Push(t) => self.push_timer(now, t),
+            Timer::PullCheck { idx, gen } => self.pull_check(now, idx, gen),
             Timer::WsPing { idx, gen } => self.ws_ping(now, idx, gen),
             Timer::Relay(t) => {
                 self.relay.handle_timer(now, t);
@@ -1340,6 +1366,8 @@ impl Worker {
         }
         if let Kind::Push(pc) = c.kind {
             self.push_conn_closed(now, idx, gen, *pc, why);
+        } else if let Kind::Pull(pc) = c.kind {
+            self.pull_closed(now, *pc, why);
         } else if let Kind::Ws(w) = c.kind {
             self.ws_closed(now, idx, *w);
         } else if let Kind::Rtmp(r) = c.kind {

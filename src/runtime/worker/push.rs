@@ -87,11 +87,16 @@ pub(super) struct PushConn {
     pub entry: Arc<PushEntry>,
 }
 
+/// What a resolution was for.
+pub(super) enum ResolveFor {
+    Push { id: Arc<str>, attempt: u32 },
+    Pull { name: Arc<str>, url: String },
+}
+
 /// A host name resolved on a helper thread.
 pub(super) struct Resolved {
-    id: Arc<str>,
-    attempt: u32,
-    result: Result<SocketAddr, String>,
+    pub what: ResolveFor,
+    pub result: Result<SocketAddr, String>,
 }
 
 /// Why a push could not be created, as the API answers it.
@@ -206,16 +211,22 @@ impl Worker {
             self.push_connect(now, id, SocketAddr::new(ip, port));
             return;
         }
+        if let Err(why) = self.resolve_async(host, port, ResolveFor::Push { id: Arc::clone(id), attempt }) {
+            self.push_failed(now, id, why);
+        }
+    }
+
+    /// Resolve `host` on a helper thread (at most `MAX_RESOLVING` at once in the
+    /// process); the answer comes back through `push_resolved_rx` and the waker.
+    pub(super) fn resolve_async(&mut self, host: String, port: u16, what: ResolveFor) -> Result<(), String> {
         if self.shared.push_resolving.fetch_add(1, Ordering::SeqCst) >= MAX_RESOLVING {
             self.shared.push_resolving.fetch_sub(1, Ordering::SeqCst);
-            self.push_failed(now, id, format!("resolve {host}: too many resolutions pending (over {MAX_RESOLVING})"));
-            return;
+            return Err(format!("resolve {host}: too many resolutions pending (over {MAX_RESOLVING})"));
         }
         let tx = self.push_resolved_tx.clone();
         let waker = Arc::clone(&self.waker);
         let shared = Arc::clone(&self.shared);
-        let id2 = Arc::clone(id);
-        let spawned = std::thread::Builder::new().name("push-resolve".into()).spawn(move || {
+        let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
             let result = match (host.as_str(), port).to_socket_addrs() {
                 Ok(addrs) => {
                     let addrs: Vec<SocketAddr> = addrs.collect();
@@ -225,25 +236,33 @@ impl Worker {
                 Err(e) => Err(format!("resolve {host}: {e}")),
             };
             shared.push_resolving.fetch_sub(1, Ordering::SeqCst);
-            let _ = tx.send(Resolved { id: id2, attempt, result });
+            let _ = tx.send(Resolved { what, result });
             let _ = waker.wake();
         });
         if let Err(e) = spawned {
             self.shared.push_resolving.fetch_sub(1, Ordering::SeqCst);
-            self.push_failed(now, id, format!("resolve: cannot start a thread: {e}"));
+            return Err(format!("resolve: cannot start a thread: {e}"));
         }
+        Ok(())
     }
 
     /// Results from the resolver threads.
     pub(super) fn push_drain_resolved(&mut self, now: Instant) {
         while let Ok(r) = self.push_resolved_rx.try_recv() {
-            let current = self.pushes.get(&r.id).is_some_and(|p| p.attempt == r.attempt && p.conn.is_none() && !p.stopping);
+            let (id, attempt) = match r.what {
+                ResolveFor::Push { id, attempt } => (id, attempt),
+                ResolveFor::Pull { name, url } => {
+                    self.pull_resolved(now, name, url, r.result);
+                    continue;
+                }
+            };
+            let current = self.pushes.get(&id).is_some_and(|p| p.attempt == attempt && p.conn.is_none() && !p.stopping);
             if !current {
                 continue; // timed out, stopped, or superseded
             }
             match r.result {
-                Ok(addr) => self.push_connect(now, &r.id, addr),
-                Err(why) => self.push_failed(now, &r.id, why),
+                Ok(addr) => self.push_connect(now, &id, addr),
+                Err(why) => self.push_failed(now, &id, why),
             }
         }
     }
@@ -252,32 +271,12 @@ impl Worker {
         let Some(p) = self.pushes.get(id) else { return };
         let secure = p.url.secure;
         let host = p.url.host.clone();
-        let tcp = match mio::net::TcpStream::connect(addr) {
+        let sock = match self.open_outbound(addr, secure.then_some(host.as_str())) {
             Ok(s) => s,
-            Err(e) => {
-                self.push_failed(now, id, format!("connect {addr}: {e}"));
+            Err(why) => {
+                self.push_failed(now, id, why);
                 return;
             }
-        };
-        let _ = tcp.set_nodelay(true);
-        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(PLAYER_SNDBUF);
-        let sock = if secure {
-            let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.push_failed(now, id, format!("TLS: bad server name {host}: {e}"));
-                    return;
-                }
-            };
-            match crate::runtime::tls::TlsStream::client(tcp, Arc::clone(&self.shared.push_tls), name) {
-                Ok(t) => Io::Tls(Box::new(t)),
-                Err(e) => {
-                    self.push_failed(now, id, format!("TLS setup: {e}"));
-                    return;
-                }
-            }
-        } else {
-            Io::Plain(tcp)
         };
         let Some(p) = self.pushes.get(id) else { return };
         let mut tx = SendQueue::new();
@@ -303,41 +302,67 @@ impl Worker {
             held: None,
             close_after_flush: false,
         };
-        let (idx, gen) = self.conns.insert(conn);
-        let Some(c) = self.conns.get_mut(idx) else { return };
-        if let Err(e) = self.poll.registry().register(&mut c.sock, Token(idx + CONN_BASE), Interest::READABLE | Interest::WRITABLE) {
-            self.conns.remove(idx);
-            self.push_failed(now, id, format!("connect {addr}: register: {e}"));
-            return;
-        }
-        WorkerStats::gauge(&self.stats().connections, 1);
+        let (idx, gen) = match self.insert_outbound(conn) {
+            Ok(x) => x,
+            Err(e) => {
+                self.push_failed(now, id, format!("connect {addr}: register: {e}"));
+                return;
+            }
+        };
         if let Some(p) = self.pushes.get_mut(id) {
             p.conn = Some((idx, gen));
         }
         crate::debug!("push {id}: connecting to {addr}");
     }
 
-    /// A readiness event on a push connection whose TCP connect may still be in
-    /// progress. Returns false while it is (nothing else to do with the event).
+    /// A non-blocking TCP connect to `addr`, wrapped in TLS for `tls_host`.
+    pub(super) fn open_outbound(&self, addr: SocketAddr, tls_host: Option<&str>) -> Result<Io, String> {
+        let tcp = mio::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(PLAYER_SNDBUF);
+        let Some(host) = tls_host else { return Ok(Io::Plain(tcp)) };
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("TLS: bad server name {host}: {e}"))?;
+        crate::runtime::tls::TlsStream::client(tcp, Arc::clone(&self.shared.push_tls), name)
+            .map(|t| Io::Tls(Box::new(t)))
+            .map_err(|e| format!("TLS setup: {e}"))
+    }
+
+    /// Add an outbound connection to the slab and the poll.
+    pub(super) fn insert_outbound(&mut self, conn: Conn) -> std::io::Result<(usize, u32)> {
+        let (idx, gen) = self.conns.insert(conn);
+        let Some(c) = self.conns.get_mut(idx) else { return Err(std::io::Error::other("slot vanished")) };
+        if let Err(e) = self.poll.registry().register(&mut c.sock, Token(idx + CONN_BASE), Interest::READABLE | Interest::WRITABLE) {
+            self.conns.remove(idx);
+            return Err(e);
+        }
+        WorkerStats::gauge(&self.stats().connections, 1);
+        Ok((idx, gen))
+    }
+
+    /// A readiness event on an outbound connection (push or pull) whose TCP connect
+    /// may still be in progress. Returns false while it is (nothing else to do).
     pub(super) fn push_poll_connect(&mut self, idx: usize) -> bool {
         let Some(c) = self.conns.get_mut(idx) else { return false };
-        let Kind::Push(p) = &mut c.kind else { return true };
-        if p.connected {
+        let (connected, addr) = match &mut c.kind {
+            Kind::Push(p) => (&mut p.connected, p.addr),
+            Kind::Pull(p) => (&mut p.connected, p.addr),
+            _ => return true,
+        };
+        if *connected {
             return true;
         }
         let tcp = match &c.sock {
             Io::Plain(s) => s,
             Io::Tls(t) => t.tcp(),
         };
-        let addr = p.addr;
         if let Ok(Some(e)) | Err(e) = tcp.take_error() {
             self.doom(idx, format!("connect {addr}: {e}"), false);
             return false;
         }
         match tcp.peer_addr() {
             Ok(_) => {
-                p.connected = true;
-                crate::debug!("push {}: connected to {addr}", p.id);
+                *connected = true;
+                crate::debug!("outbound {addr}: connected");
                 self.mark_dirty(idx);
                 true
             }
