@@ -117,6 +117,10 @@ pub struct Cluster {
     view: Mutex<View>,
     /// Workers wake the control thread (a remote play is waiting).
     nudge: Mutex<Option<Sender<()>>>,
+    /// Node URLs a pull could not reach or lost (connection refused, reset), and
+    /// when: a node whose heartbeat has not moved since is dead at once, without
+    /// waiting for its heartbeat to go stale (a killed node's port refuses at once).
+    unreachable: Mutex<HashMap<String, Instant>>,
 }
 
 impl Cluster {
@@ -129,7 +133,17 @@ impl Cluster {
             redis_ok: AtomicBool::new(true),
             view: Mutex::new(View::default()),
             nudge: Mutex::new(None),
+            unreachable: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// A pull could not reach the node at `url`, or lost it: the control thread
+    /// looks again now.
+    pub fn origin_unreachable(&self, url: &str, at: Instant) {
+        if let Ok(mut m) = self.unreachable.lock() {
+            m.insert(url.to_owned(), at);
+        }
+        self.nudge();
     }
 
     /// Ask the control thread to look now (a player waits for a remote stream).
@@ -392,6 +406,13 @@ impl Control {
         }
         // 3. The directory.
         let node_vals = self.read_prefix(NODE_PREFIX)?;
+        let unreachable: HashMap<String, Instant> = match self.cluster.unreachable.lock() {
+            Ok(mut m) => {
+                m.retain(|_, t| at.saturating_duration_since(*t) < Duration::from_secs(60));
+                m.clone()
+            }
+            Err(_) => HashMap::new(),
+        };
         let mut present = HashSet::new();
         let dead_after = self.dead_after();
         for (key, val) in node_vals {
@@ -403,8 +424,10 @@ impl Control {
                 e.hb = hb;
                 e.changed = at;
             }
+            let url = info.get("url").and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
             e.info = info;
-            e.alive = id == self.cluster.node_id || at.saturating_duration_since(e.changed) < dead_after;
+            let unreachable_since_beat = unreachable.get(&url).is_some_and(|t| *t >= e.changed);
+            e.alive = id == self.cluster.node_id || (at.saturating_duration_since(e.changed) < dead_after && !unreachable_since_beat);
             present.insert(id);
         }
         self.seen.retain(|id, _| present.contains(id));

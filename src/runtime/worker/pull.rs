@@ -31,6 +31,8 @@ pub(super) struct PullConn {
     pub client: RtmpClient,
     pub connected: bool,
     pub addr: SocketAddr,
+    /// The origin node's URL (rtmp://HOST:PORT).
+    origin: String,
     /// The name, claimed here until the origin's Play.Start.
     reservation: Option<Reservation>,
     /// Published here (Play.Start came): frames flow to the relay.
@@ -58,7 +60,7 @@ impl Worker {
             return;
         };
         match parsed.host.parse::<IpAddr>() {
-            Ok(ip) => self.pull_connect(now, name, &parsed, SocketAddr::new(ip, parsed.port)),
+            Ok(ip) => self.pull_connect(now, name, url, &parsed, SocketAddr::new(ip, parsed.port)),
             Err(_) => {
                 if let Err(why) = self.resolve_async(parsed.host.clone(), parsed.port, ResolveFor::Pull { name: Arc::clone(&name), url }) {
                     crate::warn!("cluster: pull of {}: {why}", crate::log::peer_str(&name));
@@ -69,13 +71,13 @@ impl Worker {
 
     pub(super) fn pull_resolved(&mut self, now: Instant, name: Arc<str>, url: String, result: Result<SocketAddr, String>) {
         match (result, PushUrl::parse(&format!("{url}/cluster/{name}"))) {
-            (Ok(addr), Ok(parsed)) => self.pull_connect(now, name, &parsed, addr),
+            (Ok(addr), Ok(parsed)) => self.pull_connect(now, name, url, &parsed, addr),
             (Err(why), _) => crate::warn!("cluster: pull of {}: {why}", crate::log::peer_str(&name)),
             (_, Err(e)) => crate::warn!("cluster: pull of {}: {e}", crate::log::peer_str(&name)),
         }
     }
 
-    fn pull_connect(&mut self, now: Instant, name: Arc<str>, url: &PushUrl, addr: SocketAddr) {
+    fn pull_connect(&mut self, now: Instant, name: Arc<str>, origin: String, url: &PushUrl, addr: SocketAddr) {
         // Claimed here for the pull: a second pull, or a local publisher that came
         // meanwhile, keeps the name.
         let reservation = match self.relay.reserve(&name, "pull") {
@@ -87,6 +89,9 @@ impl Worker {
             Err(why) => {
                 crate::warn!("cluster: pull of {} from {addr}: {why}", crate::log::peer_str(&name));
                 self.relay.cancel(reservation);
+                if let Some(cl) = &self.shared.cluster {
+                    cl.origin_unreachable(&origin, now);
+                }
                 return;
             }
         };
@@ -98,6 +103,7 @@ impl Worker {
             client,
             connected: false,
             addr,
+            origin,
             reservation: Some(reservation),
             stats: None,
             idle_since: None,
@@ -205,6 +211,14 @@ impl Worker {
     /// A pull's connection is closed: its local stream ends as a publisher leaving.
     pub(super) fn pull_closed(&mut self, now: Instant, pc: PullConn, why: &str) {
         WorkerStats::gauge(&self.stats().pulls, -1);
+        // Lost the origin itself (not its stream): it may be dead; the control thread
+        // checks its heartbeat now instead of at the next stale one.
+        let lost = why == "peer closed" || why.starts_with("connect ") || why.starts_with("read error") || why.starts_with("write error");
+        if lost {
+            if let Some(cl) = &self.shared.cluster {
+                cl.origin_unreachable(&pc.origin, now);
+            }
+        }
         let why = if why == "peer closed" { "the origin closed the connection" } else { why };
         crate::info!("cluster: pull of {} from {} ended: {why}", crate::log::peer_str(&pc.name), pc.addr);
         if let Some(r) = pc.reservation {
