@@ -450,7 +450,10 @@ impl Worker {
         let ts = ts.wrapping_add(p.ts_base);
         p.last_ts = ts;
         if frame.kind == crate::proto::flv::MediaKind::Data {
-            p.client.queue_metadata(ts, frame.body(), &mut c.tx);
+            // Metadata at timestamp 0, as encoders send it: ffmpeg's FLV demuxer takes an
+            // onMetaData tag at any other timestamp for a packet of a new "text" stream
+            // (after a reconnect our media timestamps continue, the metadata's must not).
+            p.client.queue_metadata(0, frame.body(), &mut c.tx);
         } else {
             let body = frame.rtmp(p.client.out_chunk_size());
             p.client.queue_media(ts, frame.kind, &body, &mut c.tx);
