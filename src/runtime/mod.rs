@@ -146,7 +146,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
                     crate::warn!("worker {id}: could not pin to core {}", c.id);
                 }
             }
-            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, hook, waker, cluster_rx).and_then(|w| w.run()));
+            let run = std::panic::AssertUnwindSafe(|| worker::Worker::new(id, Arc::clone(&shared), poll, listeners, mesh, worker::Ports { hook, waker, cluster_rx }).and_then(|w| w.run()));
             match std::panic::catch_unwind(run) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -97,6 +97,14 @@ pub struct HookPort {
     pub verdicts: std::sync::mpsc::Receiver<HookVerdict>,
 }
 
+/// A worker's channels from the helper threads, and its own waker.
+pub struct Ports {
+    pub hook: Option<HookPort>,
+    pub waker: Arc<mio::Waker>,
+    /// Cluster mode: commands of the control thread.
+    pub cluster_rx: Option<std::sync::mpsc::Receiver<super::cluster::WorkerCmd>>,
+}
+
 /// A request held until the auth hook answers.
 enum Waiting {
     RtmpConnect { idx: usize, gen: u32, app: String },
@@ -241,10 +249,9 @@ impl Worker {
         poll: Poll,
         mut listeners: Listeners,
         mesh: Mesh,
-        hook: Option<HookPort>,
-        waker: Arc<mio::Waker>,
-        cluster_rx: Option<std::sync::mpsc::Receiver<super::cluster::WorkerCmd>>,
+        ports: Ports,
     ) -> io::Result<Self> {
+        let Ports { hook, waker, cluster_rx } = ports;
         if let Some(l) = listeners.https.as_mut() {
             poll.registry().register(l, HTTPS_LISTENER, Interest::READABLE)?;
         }
