@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 const NAME: &str = "pushsrc";
 const PLAYER_WINDOW: f64 = 6.0;
 
-#[test]
 /// A push id, what is expected, and the check of its `last_error`.
 type ErrorCheck = Box<dyn Fn(&str) -> bool>;
 
+#[test]
 fn push_to_ffmpeg_listen_and_over_rtmps_to_a_second_rtcbridge() {
     // The second rtcbridge: the rtmps:// destination.
     let (cert, key) = tls_pair();
