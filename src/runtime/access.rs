@@ -125,6 +125,17 @@ impl Access {
         Self::bearer_ok(self.api_token.as_deref(), authorization)
     }
 
+    /// May `peer` start or stop pushes? They make this server connect anywhere and send
+    /// a stream there: without `--api-token`, only from this host (loopback).
+    pub fn push_api_ok(&self, authorization: Option<&str>, peer: IpAddr) -> Result<(), &'static str> {
+        match &self.api_token {
+            Some(_) if self.api_ok(authorization) => Ok(()),
+            Some(_) => Err("/api needs Authorization: Bearer TOKEN (--api-token)"),
+            None if peer.is_loopback() => Ok(()),
+            None => Err("starting or stopping pushes needs --api-token (without it only from this host)"),
+        }
+    }
+
     pub fn metrics_ok(&self, authorization: Option<&str>) -> bool {
         Self::bearer_ok(self.metrics_token.as_deref(), authorization)
     }

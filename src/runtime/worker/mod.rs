@@ -714,7 +714,7 @@ impl Worker {
                     let owned = rtc::OwnedRequest::from(&req, &c.rx);
                     self.rtc_http(now, idx, owned);
                     return;
-                } else if let Some(call) = push::PushCall::from_request(&req, &c.rx, &self.shared) {
+                } else if let Some(call) = push::PushCall::from_request(&req, &c.rx, &self.shared, c.peer.ip()) {
                     self.push_api(now, idx, call);
                     return;
                 } else {

@@ -685,7 +685,9 @@ impl Worker {
 
 /// POST /api/push or DELETE /api/push/ID, copied out of the request.
 pub(super) struct PushCall {
-    authorized: bool,
+    /// Err: why the caller may not (401 or 403).
+    authorized: Result<(), &'static str>,
+    token_set: bool,
     /// POST (create) or DELETE (of `id`).
     delete: Option<String>,
     body: Vec<u8>,
@@ -693,14 +695,15 @@ pub(super) struct PushCall {
 
 impl PushCall {
     /// The calls that change pushes (the worker runs them); GETs go to the API.
-    pub(super) fn from_request(req: &crate::proto::http::Request<'_>, rx: &[u8], shared: &crate::runtime::Shared) -> Option<PushCall> {
+    pub(super) fn from_request(req: &crate::proto::http::Request<'_>, rx: &[u8], shared: &crate::runtime::Shared, peer: IpAddr) -> Option<PushCall> {
         let delete = match (req.method, req.path) {
             ("POST", "/api/push") => None,
             ("DELETE", p) if p.starts_with("/api/push/") => Some(p.trim_start_matches("/api/push/").to_owned()),
             _ => return None,
         };
         let body = rx.get(req.head_len..req.head_len + req.content_length).unwrap_or(&[]).to_vec();
-        Some(PushCall { authorized: shared.access.api_ok(req.header("authorization")), delete, body })
+        let authorized = shared.access.push_api_ok(req.header("authorization"), peer);
+        Some(PushCall { authorized, token_set: shared.cfg.api_token.is_some(), delete, body })
     }
 }
 
@@ -708,8 +711,12 @@ impl Worker {
     /// Answer a [`PushCall`] on HTTP connection `idx`.
     pub(super) fn push_api(&mut self, now: Instant, idx: usize, call: PushCall) {
         use crate::runtime::api::json_error;
-        let resp = if !call.authorized {
-            crate::runtime::api::unauthorized("/api needs Authorization: Bearer TOKEN (--api-token)\n")
+        let resp = if let Err(why) = call.authorized {
+            if call.token_set {
+                crate::runtime::api::unauthorized(&format!("{why}\n"))
+            } else {
+                json_error(403, "Forbidden", why)
+            }
         } else if let Some(id) = call.delete {
             match self.push_delete(now, &id) {
                 Some(e) => {
