@@ -146,7 +146,7 @@ impl Cluster {
         self.nudge();
     }
 
-    /// Ask the control thread to look now (a player waits for a remote stream).
+    /// Ask the control thread to look now (a player waits for a remote stream; shutdown).
     pub fn nudge(&self) {
         if let Ok(g) = self.nudge.lock() {
             if let Some(tx) = g.as_ref() {
@@ -203,11 +203,15 @@ impl Cluster {
     }
 }
 
-/// Start the control thread; returns each worker's end of the command queue.
-pub fn start(shared: &Arc<Shared>, wakers: &Arc<Vec<Arc<mio::Waker>>>) -> io::Result<Vec<Option<Receiver<WorkerCmd>>>> {
+/// Each worker's end of the control thread's command queue (None off-cluster).
+pub type WorkerQueues = Vec<Option<Receiver<WorkerCmd>>>;
+
+/// Start the control thread; returns each worker's end of the command queue and
+/// the thread (it leaves the directory at shutdown).
+pub fn start(shared: &Arc<Shared>, wakers: &Arc<Vec<Arc<mio::Waker>>>) -> io::Result<(WorkerQueues, Option<std::thread::JoinHandle<()>>)> {
     let n = wakers.len();
     let (Some(cluster), Some(url)) = (shared.cluster.clone(), shared.cfg.cluster.as_deref()) else {
-        return Ok((0..n).map(|_| None).collect());
+        return Ok(((0..n).map(|_| None).collect(), None));
     };
     let url = RedisUrl::parse(url).map_err(io::Error::other)?;
     let mut txs = Vec::with_capacity(n);
@@ -239,8 +243,8 @@ pub fn start(shared: &Arc<Shared>, wakers: &Arc<Vec<Arc<mio::Waker>>>) -> io::Re
         conflicts_logged: HashMap::new(),
     };
     crate::info!("cluster: node {} at {} (Redis {}:{})", ctl.cluster.node_id, ctl.cluster.node_url, ctl.url.host, ctl.url.port);
-    std::thread::Builder::new().name("cluster".into()).spawn(move || ctl.run(&nudge_rx))?;
-    Ok(rxs)
+    let t = std::thread::Builder::new().name("cluster".into()).spawn(move || ctl.run(&nudge_rx))?;
+    Ok((rxs, Some(t)))
 }
 
 struct Control {

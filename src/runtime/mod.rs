@@ -131,7 +131,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         Some((h, rxs)) => rxs.into_iter().map(|rx| Some(worker::HookPort { hook: Arc::clone(&h), verdicts: rx })).collect(),
         None => (0..n).map(|_| None).collect(),
     };
-    let mut cluster_rxs = cluster::start(&shared, &wakers)?;
+    let (mut cluster_rxs, cluster_thread) = cluster::start(&shared, &wakers)?;
     let cores = if shared.cfg.no_pin { None } else { core_affinity::get_core_ids() };
     let mut threads = Vec::with_capacity(n);
     for (id, ((poll, listeners), mesh)) in polls.into_iter().zip(listeners).zip(meshes).enumerate() {
@@ -171,6 +171,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         })?;
         threads.push(t);
     }
+    threads.extend(cluster_thread);
     Ok(Server { shared, wakers, threads })
 }
 
@@ -185,6 +186,9 @@ impl Server {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for w in self.wakers.iter() {
             let _ = w.wake();
+        }
+        if let Some(c) = &self.shared.cluster {
+            c.nudge();
         }
         let deadline = now() + limit;
         for t in self.threads {
