@@ -177,3 +177,35 @@ impl Access {
         m.get(resource).filter(|(_, n)| &**n == name).map(|(w, _)| *w)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn access(api_token: Option<&str>) -> Access {
+        Access {
+            key: None,
+            scope: AuthScope::default(),
+            api_token: api_token.map(|t| t.as_bytes().to_vec()),
+            metrics_token: None,
+            origins: Vec::new(),
+            hook: false,
+            whip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn pushes_need_the_api_token_or_loopback() {
+        let lan: IpAddr = "10.0.0.7".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let open = access(None);
+        assert!(open.push_api_ok(None, lo).is_ok());
+        assert!(open.push_api_ok(None, "::1".parse().unwrap()).is_ok());
+        assert!(open.push_api_ok(None, lan).unwrap_err().contains("--api-token"));
+        let closed = access(Some("s3cret-token"));
+        assert!(closed.push_api_ok(Some("Bearer s3cret-token"), lan).is_ok());
+        assert!(closed.push_api_ok(None, lo).is_err());
+        assert!(closed.push_api_ok(Some("Bearer nope"), lan).is_err());
+    }
+}
