@@ -7,6 +7,7 @@ pub mod depack;
 pub mod dtls;
 pub mod flv;
 pub mod http;
+pub mod packetize;
 pub mod resp;
 pub mod ice;
 pub mod rtcp;
