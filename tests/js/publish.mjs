@@ -3,10 +3,18 @@
 //   node publish.mjs --page demo|sdk --http http://127.0.0.1:PORT --ws ws://127.0.0.1:PORT/
 //                    --name NAME --seconds S [--sdk-port PORT] [--video clip.y4m --audio clip.wav]
 //                    [--record-local rec.webm --record-seconds S] [--record-local-pcm rec.mkv]
-//                    [--record-remote rec2.webm] [--custom JSON]
+//                    [--record-remote rec2.webm] [--custom JSON] [--rtmp-url URL] [--media-stats]
 //
 // --custom JSON: the page's Flashphoner.createSession gets {custom: JSON} added (as an
 // application passes a token or user data to its backend).
+// --rtmp-url URL: every session.createStream of the page gets {rtmpUrl: URL} added, the
+// SDK's own option (its publishStream message then carries rtmpUrl: WCS republishes the
+// stream to URL + "/rtmp_" + name). The page itself stays unchanged.
+// --media-stats: once a second while publishing, a {"media": {...}} line with what the
+// browser itself captures and sends: the camera track's settings (frameRate, width,
+// height; the track getUserMedia gave or the video sender's track) and the publishing
+// RTCPeerConnection's getStats() (media-source frames,
+// outbound-rtp video framesEncoded/framesSent/qualityLimitationReason, audio packetsSent).
 //
 // demo: our own page at GET / ; sdk: the Flashphoner Web SDK's unchanged
 // examples/demo/streaming/two_way_streaming page, served from node_modules by a
@@ -136,6 +144,64 @@ try {
       };
     }, [Number(args["record-seconds"] || 10) * 1000, !!args["record-remote"], !!args["record-local-pcm"]]);
   }
+  if (args["media-stats"]) {
+    // Before any page script: keep the camera track and every RTCPeerConnection the page
+    // makes (the SDK's webrtc-adapter wraps this constructor in turn, as it wraps the
+    // browser's), so the driver can read their settings and getStats().
+    await page.addInitScript(() => {
+      window.__rtcbMedia = { pcs: [], video: null };
+      const md = navigator.mediaDevices;
+      if (md && md.getUserMedia) {
+        const orig = md.getUserMedia.bind(md);
+        md.getUserMedia = async (c) => {
+          const stream = await orig(c);
+          const v = stream.getVideoTracks()[0];
+          if (v) window.__rtcbMedia.video = v;
+          return stream;
+        };
+      }
+      const Orig = window.RTCPeerConnection;
+      if (Orig) {
+        const Wrapped = function (...a) { const pc = new Orig(...a); window.__rtcbMedia.pcs.push(pc); return pc; };
+        Wrapped.prototype = Orig.prototype;
+        Object.setPrototypeOf(Wrapped, Orig);
+        window.RTCPeerConnection = Wrapped;
+      }
+    });
+  }
+  const mediaStats = async () => {
+    const m = await page.evaluate(async () => {
+      const m = window.__rtcbMedia;
+      if (!m) return null;
+      const r = {};
+      if (m.video) {
+        const st = m.video.getSettings();
+        Object.assign(r, { frameRate: st.frameRate, width: st.width, height: st.height, trackState: m.video.readyState });
+      }
+      for (const pc of m.pcs) {
+        if (pc.connectionState === "closed") continue;
+        for (const snd of pc.getSenders()) {
+          if (snd.track && snd.track.kind === "video" && !m.video) m.video = snd.track;
+        }
+        if (m.video && r.frameRate === undefined) {
+          const st = m.video.getSettings();
+          Object.assign(r, { frameRate: st.frameRate, width: st.width, height: st.height, trackState: m.video.readyState });
+        }
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type === "media-source" && s.kind === "video") Object.assign(r, { sourceFrames: s.frames, sourceFps: s.framesPerSecond });
+          if (s.type === "outbound-rtp" && s.kind === "video") {
+            Object.assign(r, { framesEncoded: s.framesEncoded, framesSent: s.framesSent, sendFps: s.framesPerSecond,
+              frameWidth: s.frameWidth, frameHeight: s.frameHeight, qualityLimitationReason: s.qualityLimitationReason,
+              encoder: s.encoderImplementation });
+          }
+          if (s.type === "outbound-rtp" && s.kind === "audio") r.audioPacketsSent = s.packetsSent;
+        });
+      }
+      return r;
+    }).catch((e) => ({ error: String(e).slice(0, 200) }));
+    if (m) out({ media: m });
+  };
   const saveRecording = async (which, file) => {
     const r = await page.evaluate(async (which) => {
       const r = window[which];
@@ -165,6 +231,17 @@ try {
       Flashphoner.createSession = (o) => orig(Object.assign({}, o, { custom }));
     }, JSON.parse(args.custom));
   }
+  if (args["rtmp-url"]) {
+    await page.evaluate((rtmpUrl) => {
+      const orig = Flashphoner.createSession;
+      Flashphoner.createSession = (o) => {
+        const session = orig(o);
+        const createStream = session.createStream;
+        session.createStream = (opts) => createStream(Object.assign({}, opts, { rtmpUrl }));
+        return session;
+      };
+    }, args["rtmp-url"]);
+  }
   await page.fill("#urlServer", args.ws);
   const ids = ["#connectStatus", "#publishStatus", "#publishInfo"];
   const last = {};
@@ -191,7 +268,12 @@ try {
     await page.click("#publishBtn");
     await until("#publishStatus", "PUBLISHING", 10000);
     const end = Date.now() + seconds * 1000;
-    while (Date.now() < end) { await watch(); await page.waitForTimeout(100); }
+    let nextStats = 0;
+    while (Date.now() < end) {
+      await watch();
+      if (args["media-stats"] && Date.now() >= nextStats) { nextStats = Date.now() + 1000; await mediaStats(); }
+      await page.waitForTimeout(100);
+    }
     if (args["record-local"]) await saveRecording("__rtcbRec", args["record-local"]);
     if (args["record-local-pcm"]) await saveRecording("__rtcbRecPcm", args["record-local-pcm"]);
     if (args["record-remote"]) await saveRecording("__rtcbRemote", args["record-remote"]);

@@ -184,11 +184,13 @@ impl PushUrl {
     }
 }
 
-/// The stream key as logs and the API show it: its first 4 characters of a
-/// key longer than 8, then `***` (query strings hold tokens too).
+/// The stream key as logs and the API show it: a key of up to 16 characters
+/// (a stream name such as Flashphoner's `rtmp_NAME`) as it is; a longer one,
+/// the secret kind ingest services hand out, its first 6 characters then `***`;
+/// a query string as `?***` (query strings hold tokens too).
 fn redact_key(key: &str) -> String {
     let base = key.split('?').next().unwrap_or("");
-    let shown: String = if base.chars().count() > 8 { format!("{}***", base.chars().take(4).collect::<String>()) } else { base.to_owned() };
+    let shown: String = if base.chars().count() > 16 { format!("{}***", base.chars().take(6).collect::<String>()) } else { base.to_owned() };
     if key.contains('?') {
         format!("{shown}?***")
     } else {
@@ -720,11 +722,12 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let u = PushUrl::parse("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl").unwrap();
+        let u = PushUrl::parse("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl-mnop-qrst").unwrap();
         assert_eq!((u.secure, u.host.as_str(), u.port, u.app.as_str()), (false, "a.rtmp.youtube.com", 1935, "live2"));
         assert_eq!(u.tc_url, "rtmp://a.rtmp.youtube.com/live2");
-        assert_eq!(u.key, "abcd-efgh-ijkl");
-        assert_eq!(u.display, "rtmp://a.rtmp.youtube.com/live2/abcd***");
+        assert_eq!(u.key, "abcd-efgh-ijkl-mnop-qrst");
+        assert_eq!(u.display, "rtmp://a.rtmp.youtube.com/live2/abcd-e***");
+        assert_eq!(PushUrl::parse("rtmp://h/live/rtmp_camera1").unwrap().display, "rtmp://h/live/rtmp_camera1");
         let u = PushUrl::parse("rtmps://bob:secret@[::1]:4443/app/sub/key?token=x").unwrap();
         assert_eq!((u.secure, u.host.as_str(), u.port), (true, "::1", 4443));
         assert_eq!((u.app.as_str(), u.key.as_str()), ("app/sub", "key?token=x"));
