@@ -874,7 +874,7 @@ impl Worker {
                 r.session.queue_media(msid, ts, frame.kind, &body, &mut c.tx);
             }
             Kind::Push(_) => {
-                if Self::push_queue_frame(c, ts, frame, &self.shared.pushes).is_none() {
+                if !Self::push_queue_frame(c, ts, frame, &self.shared.pushes) {
                     return;
                 }
             }

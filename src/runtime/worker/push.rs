@@ -445,8 +445,8 @@ impl Worker {
     }
 
     /// Queue one frame to a push connection (called by `send_frame`).
-    pub(super) fn push_queue_frame(c: &mut Conn, ts: u32, frame: &crate::relay::Frame, table: &crate::runtime::push::PushTable) -> Option<Arc<str>> {
-        let Kind::Push(p) = &mut c.kind else { return None };
+    pub(super) fn push_queue_frame(c: &mut Conn, ts: u32, frame: &crate::relay::Frame, table: &crate::runtime::push::PushTable) -> bool {
+        let Kind::Push(p) = &mut c.kind else { return false };
         let ts = ts.wrapping_add(p.ts_base);
         p.last_ts = ts;
         if frame.kind == crate::proto::flv::MediaKind::Data {
@@ -460,7 +460,7 @@ impl Worker {
         }
         table.frames_total.fetch_add(1, Ordering::Relaxed);
         p.entry.frames.fetch_add(1, Ordering::Relaxed);
-        Some(Arc::clone(&p.id))
+        true
     }
 
     /// After a write to a push connection: bytes, drops, last timestamp.
