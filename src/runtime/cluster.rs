@@ -386,6 +386,11 @@ impl Control {
                 continue;
             }
             let Some(old) = self.conn()?.cmd(&[b"GET", key.as_bytes()])?.as_str().map(str::to_owned) else { continue };
+            if old == me {
+                // Ours already (registered before a Redis error made us forget it).
+                self.mine.insert(Arc::clone(name));
+                continue;
+            }
             let owner = old.split(' ').next().unwrap_or("").to_owned();
             if !self.node_alive(&owner) {
                 let r = self.conn()?.eval(LUA_SWAP, &key, &[old.as_bytes(), me.as_bytes(), lease.as_bytes()])?;
