@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,11 @@ use crate::proto::resp::{encode_command, parse_reply, Reply};
 pub const TICK: Duration = Duration::from_millis(500);
 /// Redis connect and I/O timeout.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// A Redis reply may take at most this much buffer (the directory of 100,000
+/// streams is a few MB).
+const MAX_REPLY_BYTES: usize = 64 << 20;
+/// Nudged ticks come at most this often (a play of a name that is not live nudges).
+const MIN_TICK_GAP: Duration = Duration::from_millis(100);
 /// A pull is not asked for again sooner than this.
 const PULL_RETRY: Duration = Duration::from_secs(1);
 const STREAM_PREFIX: &str = "rtcbridge:stream:";
@@ -116,7 +121,7 @@ pub struct Cluster {
     pub redis_ok: AtomicBool,
     view: Mutex<View>,
     /// Workers wake the control thread (a remote play is waiting).
-    nudge: Mutex<Option<Sender<()>>>,
+    nudge: Mutex<Option<SyncSender<()>>>,
     /// Node URLs a pull could not reach or lost (connection refused, reset), and
     /// when: a node whose heartbeat has not moved since is dead at once, without
     /// waiting for its heartbeat to go stale (a killed node's port refuses at once).
@@ -150,7 +155,8 @@ impl Cluster {
     pub fn nudge(&self) {
         if let Ok(g) = self.nudge.lock() {
             if let Some(tx) = g.as_ref() {
-                let _ = tx.send(());
+                // One pending nudge is enough (a full channel means one is pending).
+                let _ = tx.try_send(());
             }
         }
     }
@@ -221,7 +227,7 @@ pub fn start(shared: &Arc<Shared>, wakers: &Arc<Vec<Arc<mio::Waker>>>) -> io::Re
         txs.push(tx);
         rxs.push(Some(rx));
     }
-    let (nudge_tx, nudge_rx) = std::sync::mpsc::channel();
+    let (nudge_tx, nudge_rx) = std::sync::mpsc::sync_channel(1);
     if let Ok(mut g) = cluster.nudge.lock() {
         *g = Some(nudge_tx);
     }
@@ -286,7 +292,12 @@ impl Control {
             }
             let wait = TICK.saturating_sub(now().saturating_duration_since(began));
             match nudge.recv_timeout(wait) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) => {
+                    // Nudges cannot make Redis round trips back to back.
+                    let gap = MIN_TICK_GAP.saturating_sub(now().saturating_duration_since(began));
+                    std::thread::sleep(gap);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
             // Several nudges at once make one extra tick.
@@ -368,7 +379,38 @@ impl Control {
         .to_string();
         let node_key = format!("{NODE_PREFIX}{}", self.cluster.node_id);
         self.conn()?.cmd(&[b"SET", node_key.as_bytes(), info.as_bytes(), b"PX", lease.as_bytes()])?;
-        // 2. Our streams.
+        // 2. Who is alive (before taking over any name: a node not seen yet is alive).
+        let node_vals = self.read_prefix(NODE_PREFIX)?;
+        let unreachable: HashMap<String, Instant> = match self.cluster.unreachable.lock() {
+            Ok(mut m) => {
+                m.retain(|_, t| at.saturating_duration_since(*t) < Duration::from_secs(60));
+                m.clone()
+            }
+            Err(_) => HashMap::new(),
+        };
+        let mut present = HashSet::new();
+        let dead_after = self.dead_after();
+        for (key, val) in node_vals {
+            let Some(id) = key.strip_prefix(NODE_PREFIX).map(str::to_owned) else { continue };
+            let info: serde_json::Value = serde_json::from_str(&val).unwrap_or(serde_json::Value::Null);
+            let hb = info.get("hb").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let e = self.seen.entry(id.clone()).or_insert_with(|| NodeSeen { id: id.clone(), info: info.clone(), hb, changed: at, alive: true });
+            if e.hb != hb {
+                e.hb = hb;
+                e.changed = at;
+            }
+            let url = info.get("url").and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+            e.info = info;
+            // Unreachable by a pull since its last heartbeat, and that heartbeat more than
+            // two ticks old: dead now (a live node beats every tick; a node that merely
+            // refused or closed one pull keeps beating and stays alive).
+            let unreachable_since_beat =
+                unreachable.get(&url).is_some_and(|t| *t >= e.changed) && at.saturating_duration_since(e.changed) > TICK * 2;
+            e.alive = id == self.cluster.node_id || (at.saturating_duration_since(e.changed) < dead_after && !unreachable_since_beat);
+            present.insert(id);
+        }
+        self.seen.retain(|id, _| present.contains(id));
+        // 3. Our streams.
         let local_set: HashSet<Arc<str>> = local.iter().cloned().collect();
         for name in &local {
             let key = format!("{STREAM_PREFIX}{name}");
@@ -413,38 +455,12 @@ impl Control {
             self.mine.remove(&name);
             crate::debug!("cluster: unregistered {}", crate::log::peer_str(&name));
         }
-        // 3. The directory.
-        let node_vals = self.read_prefix(NODE_PREFIX)?;
-        let unreachable: HashMap<String, Instant> = match self.cluster.unreachable.lock() {
-            Ok(mut m) => {
-                m.retain(|_, t| at.saturating_duration_since(*t) < Duration::from_secs(60));
-                m.clone()
-            }
-            Err(_) => HashMap::new(),
-        };
-        let mut present = HashSet::new();
-        let dead_after = self.dead_after();
-        for (key, val) in node_vals {
-            let id = key.trim_start_matches(NODE_PREFIX).to_owned();
-            let info: serde_json::Value = serde_json::from_str(&val).unwrap_or(serde_json::Value::Null);
-            let hb = info.get("hb").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            let e = self.seen.entry(id.clone()).or_insert_with(|| NodeSeen { id: id.clone(), info: info.clone(), hb, changed: at, alive: true });
-            if e.hb != hb {
-                e.hb = hb;
-                e.changed = at;
-            }
-            let url = info.get("url").and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
-            e.info = info;
-            let unreachable_since_beat = unreachable.get(&url).is_some_and(|t| *t >= e.changed);
-            e.alive = id == self.cluster.node_id || (at.saturating_duration_since(e.changed) < dead_after && !unreachable_since_beat);
-            present.insert(id);
-        }
-        self.seen.retain(|id, _| present.contains(id));
+        // 4. The directory.
         let stream_vals = self.read_prefix(STREAM_PREFIX)?;
         let mut remote: HashMap<Arc<str>, Arc<str>> = HashMap::new();
         let mut listing = Vec::new();
         for (key, val) in stream_vals {
-            let name = key.trim_start_matches(STREAM_PREFIX).to_owned();
+            let Some(name) = key.strip_prefix(STREAM_PREFIX).map(str::to_owned) else { continue };
             let (owner, url) = val.split_once(' ').unwrap_or((val.as_str(), ""));
             listing.push((name.clone(), owner.to_owned(), url.to_owned()));
             if owner != self.cluster.node_id && self.node_alive(owner) && !url.is_empty() {
@@ -453,7 +469,7 @@ impl Control {
         }
         listing.sort();
         self.shared.registry.set_remote(remote.clone());
-        // 4. Pulls: start the wanted ones, end the ones whose origin is gone or moved.
+        // 5. Pulls: start the wanted ones, end the ones whose origin is gone or moved.
         for (name, core) in self.shared.registry.pulls() {
             let want = remote.get(&name);
             let have = self.pulls.get(&name);
@@ -474,6 +490,7 @@ impl Control {
             self.send(w, WorkerCmd::StartPull { name, url: url.to_string() });
         }
         self.pull_asked.retain(|_, t| at.saturating_duration_since(*t) < Duration::from_secs(60));
+        self.conflicts_logged.retain(|_, t| at.saturating_duration_since(*t) < Duration::from_secs(60));
         if let Ok(mut v) = self.cluster.view.lock() {
             v.nodes = self.seen.values().cloned().collect();
             v.nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -592,6 +609,9 @@ impl RedisConn {
                     return Err(io::Error::other(format!("Redis: {e}")));
                 }
                 return Ok(r);
+            }
+            if self.rx.len() > MAX_REPLY_BYTES {
+                return Err(io::Error::other(format!("Redis reply over {MAX_REPLY_BYTES} bytes")));
             }
             let n = self.sock.read(&mut buf)?;
             if n == 0 {

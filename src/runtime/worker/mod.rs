@@ -1303,7 +1303,7 @@ impl Worker {
                 Ok(n) => {
                     out_bytes += n as u64;
                     if push {
-                        self.push_written(*idx, gen, n);
+                        self.push_written(now, *idx, gen, n);
                     }
                     let Some(c) = self.conns.get_mut(*idx) else { continue };
                     if c.tx.is_empty() && c.close_after_flush {

@@ -55,8 +55,8 @@ impl Worker {
     }
 
     fn pull_start(&mut self, now: Instant, name: Arc<str>, url: String) {
-        let Ok(parsed) = PushUrl::parse(&format!("{url}/cluster/{name}")) else {
-            crate::warn!("cluster: cannot pull {}: bad origin URL {url} or name", crate::log::peer_str(&name));
+        let Some(parsed) = pull_url(&url, &name) else {
+            crate::warn!("cluster: cannot pull {}: bad origin URL {url}", crate::log::peer_str(&name));
             return;
         };
         match parsed.host.parse::<IpAddr>() {
@@ -70,14 +70,26 @@ impl Worker {
     }
 
     pub(super) fn pull_resolved(&mut self, now: Instant, name: Arc<str>, url: String, result: Result<SocketAddr, String>) {
-        match (result, PushUrl::parse(&format!("{url}/cluster/{name}"))) {
-            (Ok(addr), Ok(parsed)) => self.pull_connect(now, name, url, &parsed, addr),
+        match (result, pull_url(&url, &name)) {
+            (Ok(addr), Some(parsed)) => self.pull_connect(now, name, url, &parsed, addr),
             (Err(why), _) => crate::warn!("cluster: pull of {}: {why}", crate::log::peer_str(&name)),
-            (_, Err(e)) => crate::warn!("cluster: pull of {}: {e}", crate::log::peer_str(&name)),
+            (_, None) => crate::warn!("cluster: pull of {}: bad origin URL {url}", crate::log::peer_str(&name)),
         }
     }
 
     fn pull_connect(&mut self, now: Instant, name: Arc<str>, origin: String, url: &PushUrl, addr: SocketAddr) {
+        let mut url = url.clone();
+        if let Some(key) = &self.shared.access.key {
+            // A play token for this name, good for 5 minutes (the pull's connect).
+            let claims = crate::relay::auth::TokenClaims {
+                action: crate::relay::auth::AuthAction::Play,
+                name: name.to_string(),
+                expires_unix: crate::runtime::access::unix_now().saturating_add(300),
+                ip: None,
+            };
+            url.key = format!("{name}?token={}", key.sign(&claims));
+        }
+        let url = &url;
         // Claimed here for the pull: a second pull, or a local publisher that came
         // meanwhile, keeps the name.
         let reservation = match self.relay.reserve(&name, "pull") {
@@ -126,7 +138,11 @@ impl Worker {
                 WorkerStats::gauge(&self.stats().pulls, 1);
                 self.timers.insert(now + PULL_CHECK, Timer::PullCheck { idx, gen });
             }
-            Err(e) => crate::warn!("cluster: pull of {} from {addr}: register: {e}", crate::log::peer_str(&name)),
+            Err(e) => {
+                // The connection (and the reservation in it) is gone: give the name back.
+                self.shared.registry.release(&name, self.id);
+                crate::warn!("cluster: pull of {} from {addr}: register: {e}", crate::log::peer_str(&name));
+            }
         }
     }
 
@@ -228,4 +244,15 @@ impl Worker {
             self.apply_relay(now);
         }
     }
+}
+
+/// The origin's play URL for `name`: app `cluster`, the name as the stream key
+/// (set as it is: a name need not be a valid URL segment). With `--auth-secret`
+/// the key carries a play token for the name, signed with the secret every node
+/// of a cluster shares, so an origin that requires tokens lets its peers pull.
+fn pull_url(origin: &str, name: &str) -> Option<PushUrl> {
+    let mut u = PushUrl::parse(&format!("{origin}/cluster/x")).ok()?;
+    u.key = name.to_owned();
+    u.display = format!("{origin}/cluster/{name}");
+    Some(u)
 }

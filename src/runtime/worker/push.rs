@@ -34,6 +34,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 /// Host name resolutions running at once (one helper thread each), process-wide.
 const MAX_RESOLVING: usize = 16;
+/// A stopping push's goodbye (FCUnpublish, deleteStream) may take this long.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 /// A gap between two connections' timelines is at most this long (ms).
 const MAX_GAP_MS: u64 = 60_000;
 
@@ -82,8 +84,9 @@ pub(super) struct PushConn {
     /// A relay sink (the destination accepted the publish).
     pub joined: bool,
     pub addr: SocketAddr,
-    /// The last timestamp queued on this connection.
+    /// The last timestamp queued on this connection, if it queued any.
     pub last_ts: u32,
+    pub sent: bool,
     pub entry: Arc<PushEntry>,
 }
 
@@ -181,8 +184,13 @@ impl Worker {
     /// URL that cannot work fails the stream's re-publishing at once.
     pub(super) fn push_republish(&mut self, now: Instant, name: &str, rtmp_url: &str, target: NotifyTarget) {
         let url = PushUrl::join(rtmp_url, &format!("{}{name}", self.shared.cfg.push_name_prefix));
+        if self.shared.pushes.active(name, &url).is_some() {
+            // Back within the grace window: its push is still running.
+            return;
+        }
         if let Err(e) = self.push_create(now, name, &url, false, Some(target.clone())) {
-            crate::warn!("push of {} to rtmpUrl {}: {}", crate::log::peer_str(name), crate::log::peer_str(rtmp_url), e.message);
+            let shown = PushUrl::parse(rtmp_url).map_or_else(|_| "(unparsable)".to_owned(), |u| u.display);
+            crate::warn!("push of {} to rtmpUrl {shown}: {}", crate::log::peer_str(name), e.message);
             if self.conns.get_gen_mut(target.idx, target.gen).is_some() {
                 let msg = crate::proto::signaling::stream_status(
                     &target.media_session_id,
@@ -296,6 +304,7 @@ impl Worker {
                 joined: false,
                 addr,
                 last_ts: 0,
+                sent: false,
                 entry: Arc::clone(&p.entry),
             })),
             dirty: false,
@@ -416,6 +425,7 @@ impl Worker {
             (None, _) => 0,
         };
         p.up_since = Some(now);
+        p.unpublished_since = None;
         let entry = Arc::clone(&p.entry);
         let name: Arc<str> = Arc::clone(&entry.stream);
         let wants_opus = opus && self.shared.cfg.audio == crate::config::AudioMode::Opus;
@@ -430,7 +440,9 @@ impl Worker {
         let outcome = self.relay.handle_play(now, sink, Sink::Push { wants_opus }, &name, &super::ConnBacklog(&self.conns));
         match outcome {
             PlayOutcome::NotFound => {
-                self.push_stop(now, id, format!("stream {name} is not live"));
+                // --unknown-stream not-found and the publisher is away (a blip): try again;
+                // past the grace window the retry ends the push.
+                self.doom(idx, format!("stream {name} is not live now"), false);
                 return;
             }
             PlayOutcome::Waiting => {
@@ -449,6 +461,7 @@ impl Worker {
         let Kind::Push(p) = &mut c.kind else { return false };
         let ts = ts.wrapping_add(p.ts_base);
         p.last_ts = ts;
+        p.sent = true;
         if frame.kind == crate::proto::flv::MediaKind::Data {
             // Metadata at timestamp 0, as encoders send it: ffmpeg's FLV demuxer takes an
             // onMetaData tag at any other timestamp for a packet of a new "text" stream
@@ -464,11 +477,16 @@ impl Worker {
     }
 
     /// After a write to a push connection: bytes, drops, last timestamp.
-    pub(super) fn push_written(&mut self, idx: usize, gen: u32, bytes: usize) {
+    pub(super) fn push_written(&mut self, now: Instant, idx: usize, gen: u32, bytes: usize) {
         let Some(Kind::Push(pc)) = self.conns.get_gen(idx, gen).map(|c| &c.kind) else { return };
         let sink = sink_id(idx, gen);
         let drops = self.relay.sink_drops(sink);
         let Some(p) = self.pushes.get(&pc.id) else { return };
+        if p.entry.stop_requested.load(Ordering::Relaxed) && !p.stopping {
+            let id = Arc::clone(&pc.id);
+            self.push_stop(now, &id, "deleted by the API".into());
+            return;
+        }
         p.entry.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.shared.pushes.bytes_total.fetch_add(bytes as u64, Ordering::Relaxed);
         let total = p.drops_before + drops;
@@ -489,9 +507,9 @@ impl Worker {
         let Some(p) = self.pushes.get_mut(&pc.id) else { return };
         p.conn = None;
         p.down_at = Some(now);
-        if pc.joined {
+        if pc.sent {
             // The timeline resumes after what this connection sent.
-            p.last_ts = Some(p.last_ts.unwrap_or(0).max(pc.ts_base).max(pc.last_ts));
+            p.last_ts = Some(pc.last_ts);
         }
         if p.stopping {
             let id = Arc::clone(&pc.id);
@@ -527,6 +545,8 @@ impl Worker {
             p.backoff = BACKOFF_FIRST;
         }
         p.up_since = None;
+        // This attempt is over: its deadline (and a late resolution) must not count again.
+        p.attempt = p.attempt.wrapping_add(1);
         let delay = p.backoff;
         p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
         p.entry.set_error(&why);
@@ -562,7 +582,11 @@ impl Worker {
             return;
         }
         p.stopping = true;
+        // Stopped for the API and for duplicate checks at once; the connection only says
+        // goodbye (FCUnpublish, deleteStream), for at most STOP_GRACE.
+        p.entry.set_state(PushState::Stopped);
         crate::info!("{}: stopping: {why}", push_label(&p.entry));
+        self.timers.insert(now + STOP_GRACE, Timer::Push(PushTimer::StopDeadline { id: Arc::clone(id) }));
         let Some((idx, gen)) = p.conn else {
             self.push_finish(id, &why);
             return;
@@ -599,6 +623,10 @@ impl Worker {
                 if p.attempt != attempt || p.conn.is_some() || p.stopping {
                     return;
                 }
+                if p.entry.stop_requested.load(Ordering::Relaxed) {
+                    self.push_stop(now, &id, "deleted by the API".into());
+                    return;
+                }
                 // A push that is down while its stream ended for good ends too (a
                 // live push hears it from the relay; this one is no sink now).
                 if self.shared.registry.is_live(&p.entry.stream) {
@@ -632,6 +660,14 @@ impl Worker {
                         p.attempt = p.attempt.wrapping_add(1);
                         let host = p.url.host.clone();
                         self.push_failed(now, &id, format!("resolve {host}: no answer within {} s", ATTEMPT_TIMEOUT.as_secs()));
+                    }
+                }
+            }
+            PushTimer::StopDeadline { id } => {
+                let Some(p) = self.pushes.get(&id) else { return };
+                if let (true, Some((idx, gen))) = (p.stopping, p.conn) {
+                    if self.conns.gen(idx) == Some(gen) {
+                        self.doom(idx, format!("stopped; the destination did not take its last bytes within {} s", STOP_GRACE.as_secs()), false);
                     }
                 }
             }
@@ -762,6 +798,8 @@ pub(super) enum PushTimer {
     Deadline { id: Arc<str>, attempt: u32 },
     /// The push joined a stream that was not live: end it if it still is not.
     Check { id: Arc<str>, attempt: u32 },
+    /// A stopping push's connection is closed now if its last bytes are still unsent.
+    StopDeadline { id: Arc<str> },
 }
 
 /// Flashphoner's info for a failed RTMP re-publishing.
