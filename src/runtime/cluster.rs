@@ -107,8 +107,9 @@ struct NodeSeen {
 #[derive(Debug, Default)]
 struct View {
     nodes: Vec<NodeSeen>,
-    /// name → (node id, node url)
-    streams: Vec<(String, String, String)>,
+    /// (name, node id, node url, owner alive): the keys as Redis holds them (a dead
+    /// node's stay until their lease runs out).
+    streams: Vec<(String, String, String, bool)>,
     error: Option<String>,
 }
 
@@ -179,7 +180,7 @@ impl Cluster {
             })
             .collect();
         let directory: Vec<serde_json::Value> =
-            v.streams.iter().map(|(name, node, url)| serde_json::json!({ "name": name, "node": node, "url": url })).collect();
+            v.streams.iter().map(|(name, node, url, alive)| serde_json::json!({ "name": name, "node": node, "url": url, "owner_alive": alive })).collect();
         serde_json::json!({
             "node": { "id": self.node_id, "url": self.node_url },
             "redis": if self.redis_ok.load(Ordering::Relaxed) { "ok".to_owned() } else { format!("unreachable: {}", v.error.clone().unwrap_or_default()) },
@@ -462,7 +463,7 @@ impl Control {
         for (key, val) in stream_vals {
             let Some(name) = key.strip_prefix(STREAM_PREFIX).map(str::to_owned) else { continue };
             let (owner, url) = val.split_once(' ').unwrap_or((val.as_str(), ""));
-            listing.push((name.clone(), owner.to_owned(), url.to_owned()));
+            listing.push((name.clone(), owner.to_owned(), url.to_owned(), self.node_alive(owner)));
             if owner != self.cluster.node_id && self.node_alive(owner) && !url.is_empty() {
                 remote.insert(name.into(), url.into());
             }
