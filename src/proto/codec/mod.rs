@@ -5,4 +5,5 @@
 //! Not here: anything that decodes or transcodes media samples.
 
 pub mod aac;
+pub mod aac_opus;
 pub mod h264;
