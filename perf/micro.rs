@@ -48,6 +48,9 @@
 //!   busy-polling one (a full ring drops the message and the sender retries, as
 //!   media would be dropped in the server). The 2-thread cases spin on both cores
 //!   (yielding after 2000 empty polls): numbers from a loaded machine are meaningless.
+//! - `aac_to_opus/stereo_<44|48>k` AacToOpus::push_flv per AAC frame (fdk-aac decode,
+//!   resampling 44.1 → 48 kHz where needed, opus-rs encode at 128 kbit/s), and the same
+//!   scaled to 20 ms of audio (the DESIGN.md target: ≤ 100 µs per 20 ms);
 //! - `opus/decode/<mono|stereo>` opus-rs OpusDecoder::decode of one 20 ms packet (a
 //!   440 Hz tone encoded in setup by opus-rs at its default bitrate, 50 packets cycled);
 //!   `opus_to_aac/<mono|stereo>` the WebRTC bridge's whole per-packet cost:
@@ -155,6 +158,7 @@ fn main() {
     fanout(&b);
     mesh_cases(&b);
     transcode(&b);
+    aac_to_opus(&b);
 }
 
 // ---- 1. H.264 depacketizer -----------------------------------------------------
@@ -766,5 +770,65 @@ fn transcode(b: &Bench) {
             line(&format!("{name}/pkt"), ns, None);
         }
         assert!(frames > 0 || !b.wants(&name), "the bridge emitted no AAC");
+    }
+}
+
+// ---- 7. AAC → Opus (WebRTC playback of RTMP publishers) ------------------------------
+
+/// Per AAC frame of a 44.1 kHz (resampled) and a 48 kHz stereo stream: fdk-aac decode,
+/// resampling to 48 kHz, opus-rs encode at 128 kbit/s; also scaled to 20 ms of audio.
+fn aac_to_opus(b: &Bench) {
+    use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
+    use rtcbridge::proto::codec::aac_opus::{AacToOpus, DEFAULT_BITRATE};
+    for rate in [44_100u32, 48_000] {
+        let enc = Encoder::new(EncoderParams {
+            bit_rate: BitRate::Cbr(128_000),
+            sample_rate: rate,
+            transport: Transport::Raw,
+            channels: ChannelMode::Stereo,
+            audio_object_type: AudioObjectType::Mpeg4LowComplexity,
+        })
+        .expect("aac encoder");
+        let info = enc.info().expect("aac info");
+        let mut header = vec![0xAF, 0];
+        header.extend_from_slice(info.confBuf.get(..info.confSize as usize).expect("asc"));
+        let pcm: Vec<i16> = (0..rate as usize)
+            .flat_map(|n| {
+                let v = ((2.0 * std::f64::consts::PI * 440.0 * n as f64 / f64::from(rate)).sin() * 12000.0) as i16;
+                [v, v]
+            })
+            .collect();
+        let mut frames = Vec::new();
+        let mut out = vec![0u8; 4096];
+        let mut fed = 0;
+        while fed < pcm.len() {
+            let r = enc.encode(pcm.get(fed..(fed + 2048).min(pcm.len())).expect("pcm"), &mut out).expect("aac encode");
+            fed += r.input_consumed;
+            if r.output_size > 0 {
+                let mut body = vec![0xAF, 1];
+                body.extend_from_slice(out.get(..r.output_size).expect("au"));
+                frames.push(body);
+            }
+        }
+        let mut t = AacToOpus::new(DEFAULT_BITRATE);
+        t.push_flv(0, &header).expect("aac header");
+        let mut k = 0u64;
+        let name = format!("aac_to_opus/stereo_{}k", rate / 1000);
+        let frame_ms = 1024.0 * 1000.0 / f64::from(rate);
+        if let Some(ns) = b.run(&name, |iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    let f = &frames[(k as usize) % frames.len()];
+                    t.push_flv((k as f64 * frame_ms) as u32, f).expect("push");
+                    k += 1;
+                    while let Some(p) = t.poll_packet() {
+                        black_box(p);
+                    }
+                }
+            })
+        }) {
+            line(&format!("{name}/aac_frame"), ns, None);
+            line(&format!("{name}/per_20ms"), ns * 20.0 / frame_ms, None);
+        }
     }
 }
