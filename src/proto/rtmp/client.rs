@@ -33,10 +33,11 @@ use std::fmt;
 
 use super::amf::{AmfError, Value};
 use super::amf0;
-use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, Prechunked, RawMessage, DEFAULT_MAX_COMMAND_LEN};
+use super::chunk::{ChunkDecoder, ChunkError, Prechunked, RawMessage, DEFAULT_MAX_COMMAND_LEN};
+use super::wire::Wire;
 use super::handshake::{HandshakeClient, HandshakeError};
 use super::session::{
-    be_u32, CSID_COMMAND, CSID_CONTROL, DEFAULT_OUTPUT_BUDGET, MIN_PEER_WINDOW, MSG_ABORT, MSG_ACK, MSG_AUDIO, MSG_COMMAND_AMF0,
+    be_u32, CSID_COMMAND, DEFAULT_OUTPUT_BUDGET, MIN_PEER_WINDOW, MSG_ABORT, MSG_ACK, MSG_AUDIO, MSG_COMMAND_AMF0,
     MSG_COMMAND_AMF3, MSG_DATA_AMF0, MSG_SET_CHUNK_SIZE, MSG_SET_PEER_BANDWIDTH, MSG_USER_CONTROL, MSG_VIDEO, MSG_WINDOW_ACK_SIZE,
     UC_PING_REQUEST, UC_PING_RESPONSE, UC_SET_BUFFER_LENGTH, WINDOW_ACK_SIZE,
 };
@@ -316,20 +317,15 @@ pub struct RtmpClient {
     phase: ClientPhase,
     handshake: HandshakeClient,
     rx: ChunkDecoder,
-    tx: ChunkEncoder,
+    wire: Wire,
     chunk_size: usize,
     app: String,
     tc_url: String,
     key: String,
     msid: u32,
     events: VecDeque<ClientEvent>,
-    received: u32,
-    last_ack: u32,
-    peer_window: u32,
     window_sent: bool,
     opus: bool,
-    scratch: Vec<u8>,
-    control_queued: usize,
     /// Messages from the destination we do not act on (counted).
     pub ignored: u64,
 }
@@ -364,20 +360,15 @@ impl RtmpClient {
             phase: ClientPhase::Handshake,
             handshake,
             rx,
-            tx: ChunkEncoder::new(),
+            wire: Wire::default(),
             chunk_size,
             app: url.app.clone(),
             tc_url: url.tc_url.clone(),
             key: url.key.clone(),
             msid: 0,
             events: VecDeque::new(),
-            received: 0,
-            last_ack: 0,
-            peer_window: 0,
             window_sent: false,
             opus: false,
-            scratch: Vec::new(),
-            control_queued: 0,
             ignored: 0,
         }
     }
@@ -392,7 +383,7 @@ impl RtmpClient {
 
     /// The chunk size media must be pre-chunked at.
     pub fn out_chunk_size(&self) -> usize {
-        self.tx.chunk_size()
+        self.wire.tx.chunk_size()
     }
 
     #[must_use]
@@ -411,7 +402,7 @@ impl RtmpClient {
             if !self.handshake.is_done() {
                 return Ok(used);
             }
-            self.emit(out, q);
+            self.wire.emit(out, q);
             self.start_connect(q);
         }
         loop {
@@ -425,7 +416,7 @@ impl RtmpClient {
                 break;
             }
             used += n;
-            self.count_received(n as u32, q);
+            self.wire.count_received(n as u32, q);
             if let Some(m) = msg {
                 self.handle_message(m, q)?;
             }
@@ -438,7 +429,7 @@ impl RtmpClient {
         if self.phase != ClientPhase::Live {
             return;
         }
-        super::chunk::queue_prechunked(&mut self.tx, &mut self.scratch, kind, self.msid, ts, body, q);
+        super::chunk::queue_prechunked(&mut self.wire.tx, &mut self.wire.scratch, kind, self.msid, ts, body, q);
     }
 
     /// Queue stream metadata: `body` is `onMetaData` and its values (AMF0, as
@@ -450,9 +441,9 @@ impl RtmpClient {
         let mut payload = Vec::with_capacity(body.len() + 16);
         amf0::encode(&Value::String("@setDataFrame".into()), &mut payload);
         payload.extend_from_slice(body);
-        self.scratch.clear();
-        self.tx.encode(MediaKind::Data.csid(), ts, MSG_DATA_AMF0, self.msid, &payload, &mut self.scratch);
-        q.push_vec(std::mem::take(&mut self.scratch));
+        self.wire.scratch.clear();
+        self.wire.tx.encode(MediaKind::Data.csid(), ts, MSG_DATA_AMF0, self.msid, &payload, &mut self.wire.scratch);
+        q.push_vec(std::mem::take(&mut self.wire.scratch));
     }
 
     /// A clean end: FCUnpublish and deleteStream (the destination ends its
@@ -470,7 +461,7 @@ impl RtmpClient {
 
     fn start_connect(&mut self, q: &mut SendQueue) {
         self.control(MSG_SET_CHUNK_SIZE, &(self.chunk_size as u32).to_be_bytes(), q);
-        self.tx.set_chunk_size(self.chunk_size);
+        self.wire.tx.set_chunk_size(self.chunk_size);
         let obj = Value::Object(vec![
             ("app".into(), Value::String(self.app.clone())),
             ("type".into(), Value::String("nonprivate".into())),
@@ -479,14 +470,6 @@ impl RtmpClient {
         ]);
         self.command(0, CSID_COMMAND, &[Value::String("connect".into()), Value::Number(TID_CONNECT), obj], q);
         self.phase = ClientPhase::Connecting;
-    }
-
-    fn count_received(&mut self, n: u32, q: &mut SendQueue) {
-        self.received = self.received.wrapping_add(n);
-        if self.peer_window > 0 && self.received.wrapping_sub(self.last_ack) >= self.peer_window {
-            self.last_ack = self.received;
-            self.control(MSG_ACK, &self.received.to_be_bytes(), q);
-        }
     }
 
     fn handle_message(&mut self, m: RawMessage, q: &mut SendQueue) -> Result<(), ClientError> {
@@ -501,7 +484,7 @@ impl RtmpClient {
             }
             MSG_WINDOW_ACK_SIZE => {
                 let asked = be_u32(&m.payload).ok_or(ClientError::BadControl)?;
-                self.peer_window = asked.max(MIN_PEER_WINDOW);
+                self.wire.peer_window = asked.max(MIN_PEER_WINDOW);
             }
             MSG_SET_PEER_BANDWIDTH => {
                 if m.payload.len() < 4 {
@@ -647,34 +630,19 @@ impl RtmpClient {
         Ok(())
     }
 
-    fn emit(&mut self, bytes: Vec<u8>, q: &mut SendQueue) {
-        self.control_queued = self.control_queued.saturating_add(bytes.len());
-        q.push_bytes(&bytes);
-        self.scratch = bytes;
-    }
-
     fn check_output(&mut self, q: &SendQueue) -> Result<(), ClientError> {
-        self.control_queued = self.control_queued.min(q.len());
-        if self.control_queued > DEFAULT_OUTPUT_BUDGET {
-            return Err(ClientError::OutputOverBudget { queued: self.control_queued, budget: DEFAULT_OUTPUT_BUDGET });
+        match self.wire.over_budget(q, DEFAULT_OUTPUT_BUDGET) {
+            Some((queued, budget)) => Err(ClientError::OutputOverBudget { queued, budget }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn control(&mut self, type_id: u8, payload: &[u8], q: &mut SendQueue) {
-        self.scratch.clear();
-        self.tx.encode(CSID_CONTROL, 0, type_id, 0, payload, &mut self.scratch);
-        let bytes = std::mem::take(&mut self.scratch);
-        self.emit(bytes, q);
+        self.wire.control(type_id, payload, q);
     }
 
     fn command(&mut self, msid: u32, csid: u32, values: &[Value], q: &mut SendQueue) {
-        let mut body = Vec::new();
-        amf0::encode_all(values, &mut body);
-        self.scratch.clear();
-        self.tx.encode(csid, 0, MSG_COMMAND_AMF0, msid, &body, &mut self.scratch);
-        let bytes = std::mem::take(&mut self.scratch);
-        self.emit(bytes, q);
+        self.wire.command(msid, csid, values, q);
     }
 }
 

@@ -7,3 +7,4 @@ pub mod chunk;
 pub mod client;
 pub mod handshake;
 pub mod session;
+mod wire;

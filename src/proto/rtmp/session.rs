@@ -36,7 +36,8 @@
 use std::collections::VecDeque;
 
 use super::amf::{AmfError, Value};
-use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RawMessage, DEFAULT_MAX_COMMAND_LEN};
+use super::chunk::{ChunkDecoder, ChunkError, RawMessage, DEFAULT_MAX_COMMAND_LEN};
+use super::wire::Wire;
 use super::handshake::{HandshakeError, HandshakeServer};
 use super::amf0;
 use super::chunk::Prechunked;
@@ -191,13 +192,9 @@ pub struct RtmpSession {
     phase: Phase,
     handshake: HandshakeServer,
     rx: ChunkDecoder,
-    tx: ChunkEncoder,
+    wire: Wire,
     out_chunk_size: usize,
     events: VecDeque<RtmpEvent>,
-    /// Bytes received since the start, modulo 2^32 (RTMP spec §5.4.3).
-    received: u32,
-    last_ack: u32,
-    peer_window: u32,
     next_msid: u32,
     object_encoding: f64,
     /// Enhanced RTMP `fourCcList` from connect.
@@ -210,13 +207,7 @@ pub struct RtmpSession {
     connect_obj: Value,
     connect_args: Vec<Value>,
     pub stats: SessionStats,
-    scratch: Vec<u8>,
     limits: SessionLimits,
-    /// Upper bound on the bytes of our replies and control messages still in
-    /// the send queue: what we appended, capped by the queue's length each
-    /// time we look (the queue is FIFO, so it cannot hold more of ours than
-    /// its length; media appended behind them does not raise the bound).
-    control_queued: usize,
 }
 
 impl RtmpSession {
@@ -225,12 +216,9 @@ impl RtmpSession {
             phase: Phase::Handshake,
             handshake: HandshakeServer::new(seed, epoch_ms),
             rx: ChunkDecoder::new(max_message),
-            tx: ChunkEncoder::new(),
+            wire: Wire::default(),
             out_chunk_size,
             events: VecDeque::new(),
-            received: 0,
-            last_ack: 0,
-            peer_window: 0,
             next_msid: 1,
             object_encoding: 0.0,
             four_cc: Vec::new(),
@@ -238,9 +226,7 @@ impl RtmpSession {
             connect_obj: Value::Null,
             connect_args: Vec::new(),
             stats: SessionStats::default(),
-            scratch: Vec::new(),
             limits: SessionLimits::default(),
-            control_queued: 0,
         }
     }
 
@@ -252,24 +238,19 @@ impl RtmpSession {
         self
     }
 
-    /// Append our own bytes (a reply or control message) to `q`, counted
-    /// against the output budget. The queue copies them (small ones inline,
-    /// without an allocation: an ack or a pong), and `bytes` becomes the
-    /// scratch buffer again.
+    /// Append our own bytes (a reply or control message) to `q`, counted against
+    /// the output budget.
     fn emit(&mut self, bytes: Vec<u8>, q: &mut SendQueue) {
-        self.control_queued = self.control_queued.saturating_add(bytes.len());
-        q.push_bytes(&bytes);
-        self.scratch = bytes;
+        self.wire.emit(bytes, q);
     }
 
     /// Before decoding more of the peer's input (which may append a reply):
     /// `Err` if the replies and control messages it has not read are over budget.
     fn check_output(&mut self, q: &SendQueue) -> Result<(), RtmpError> {
-        self.control_queued = self.control_queued.min(q.len());
-        if self.control_queued > self.limits.output_budget {
-            return Err(RtmpError::OutputOverBudget { queued: self.control_queued, budget: self.limits.output_budget });
+        match self.wire.over_budget(q, self.limits.output_budget) {
+            Some((queued, budget)) => Err(RtmpError::OutputOverBudget { queued, budget }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -346,11 +327,7 @@ impl RtmpSession {
 
     /// Send an Acknowledgement each time a window's worth has arrived (§5.4.3).
     fn count_received(&mut self, n: u32, q: &mut SendQueue) {
-        self.received = self.received.wrapping_add(n);
-        if self.peer_window > 0 && self.received.wrapping_sub(self.last_ack) >= self.peer_window {
-            self.last_ack = self.received;
-            self.control(MSG_ACK, &self.received.to_be_bytes(), q);
-        }
+        self.wire.count_received(n, q);
     }
 
     fn handle_message(&mut self, m: RawMessage, q: &mut SendQueue) -> Result<(), RtmpError> {
@@ -367,7 +344,7 @@ impl RtmpSession {
             MSG_ACK => {}
             MSG_WINDOW_ACK_SIZE => {
                 let asked = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
-                self.peer_window = asked.max(MIN_PEER_WINDOW);
+                self.wire.peer_window = asked.max(MIN_PEER_WINDOW);
             }
             MSG_SET_PEER_BANDWIDTH => {}
             MSG_USER_CONTROL => self.handle_user_control(&m.payload, q),
@@ -559,7 +536,7 @@ impl RtmpSession {
         bw.push(2); // limit type: dynamic
         self.control(MSG_SET_PEER_BANDWIDTH, &bw, q);
         self.control(MSG_SET_CHUNK_SIZE, &(self.out_chunk_size as u32).to_be_bytes(), q);
-        self.tx.set_chunk_size(self.out_chunk_size);
+        self.wire.tx.set_chunk_size(self.out_chunk_size);
         let props = Value::Object(vec![
             ("fmsVer".into(), Value::String("FMS/3,5,7,7009".into())),
             ("capabilities".into(), Value::Number(31.0)),
@@ -620,9 +597,9 @@ impl RtmpSession {
         self.status(msid, "status", "NetStream.Play.Start", &format!("Started playing {name}."), q);
         let mut body = Vec::new();
         amf0::encode_all(&[Value::String("|RtmpSampleAccess".into()), Value::Boolean(true), Value::Boolean(true)], &mut body);
-        self.scratch.clear();
-        self.tx.encode(CSID_STATUS, 0, MSG_DATA_AMF0, msid, &body, &mut self.scratch);
-        let bytes = std::mem::take(&mut self.scratch);
+        self.wire.scratch.clear();
+        self.wire.tx.encode(CSID_STATUS, 0, MSG_DATA_AMF0, msid, &body, &mut self.wire.scratch);
+        let bytes = std::mem::take(&mut self.wire.scratch);
         self.emit(bytes, q);
     }
 
@@ -652,14 +629,11 @@ impl RtmpSession {
     /// Queue one shared media message for a player at player timestamp `ts`.
     /// Only the first chunk header is per player; the chunked body is shared.
     pub fn queue_media(&mut self, msid: u32, ts: u32, kind: MediaKind, body: &Prechunked, q: &mut SendQueue) {
-        super::chunk::queue_prechunked(&mut self.tx, &mut self.scratch, kind, msid, ts, body, q);
+        super::chunk::queue_prechunked(&mut self.wire.tx, &mut self.wire.scratch, kind, msid, ts, body, q);
     }
 
     fn control(&mut self, type_id: u8, payload: &[u8], q: &mut SendQueue) {
-        self.scratch.clear();
-        self.tx.encode(CSID_CONTROL, 0, type_id, 0, payload, &mut self.scratch);
-        let bytes = std::mem::take(&mut self.scratch);
-        self.emit(bytes, q);
+        self.wire.control(type_id, payload, q);
     }
 
     fn user_control(&mut self, event: u16, msid: u32, q: &mut SendQueue) {
@@ -674,12 +648,7 @@ impl RtmpSession {
     }
 
     fn command(&mut self, msid: u32, csid: u32, values: &[Value], q: &mut SendQueue) {
-        let mut body = Vec::new();
-        amf0::encode_all(values, &mut body);
-        self.scratch.clear();
-        self.tx.encode(csid, 0, MSG_COMMAND_AMF0, msid, &body, &mut self.scratch);
-        let bytes = std::mem::take(&mut self.scratch);
-        self.emit(bytes, q);
+        self.wire.command(msid, csid, values, q);
     }
 
     fn result(&mut self, tid: f64, value: Value, q: &mut SendQueue) {
@@ -723,6 +692,7 @@ pub(super) fn be_u32(p: &[u8]) -> Option<u32> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::proto::rtmp::chunk::ChunkEncoder;
     use crate::proto::rtmp::handshake::HandshakeClient;
 
     /// Drive a session with a client: handshake, then chunk-encoded messages.
@@ -1061,9 +1031,9 @@ mod tests {
         let mut s = RtmpSession::new(1, 0, 1 << 20, 4096);
         let mut c = Client::connect(&mut s, &mut q);
         c.send(&mut s, &mut q, MSG_WINDOW_ACK_SIZE, 0, &100_000u32.to_be_bytes());
-        assert_eq!(s.peer_window, 100_000);
+        assert_eq!(s.wire.peer_window, 100_000);
         c.send(&mut s, &mut q, MSG_WINDOW_ACK_SIZE, 0, &0u32.to_be_bytes());
-        assert_eq!(s.peer_window, MIN_PEER_WINDOW);
+        assert_eq!(s.wire.peer_window, MIN_PEER_WINDOW);
     }
 
     #[test]
