@@ -34,12 +34,11 @@ use std::fmt;
 use super::amf::{AmfError, Value};
 use super::amf0;
 use super::chunk::{ChunkDecoder, ChunkError, Prechunked, RawMessage, DEFAULT_MAX_COMMAND_LEN};
-use super::wire::Wire;
+use super::wire::{Control, ControlError, Wire};
 use super::handshake::{HandshakeClient, HandshakeError};
 use super::session::{
-    be_u32, CSID_COMMAND, DEFAULT_OUTPUT_BUDGET, MIN_PEER_WINDOW, MSG_ABORT, MSG_ACK, MSG_AUDIO, MSG_COMMAND_AMF0,
-    MSG_COMMAND_AMF3, MSG_DATA_AMF0, MSG_SET_CHUNK_SIZE, MSG_SET_PEER_BANDWIDTH, MSG_USER_CONTROL, MSG_VIDEO, MSG_WINDOW_ACK_SIZE,
-    UC_PING_REQUEST, UC_PING_RESPONSE, UC_SET_BUFFER_LENGTH, WINDOW_ACK_SIZE,
+    CSID_COMMAND, DEFAULT_OUTPUT_BUDGET, MSG_AUDIO, MSG_COMMAND_AMF0, MSG_COMMAND_AMF3, MSG_DATA_AMF0, MSG_SET_CHUNK_SIZE,
+    MSG_SET_PEER_BANDWIDTH, MSG_USER_CONTROL, MSG_VIDEO, MSG_WINDOW_ACK_SIZE, UC_SET_BUFFER_LENGTH, WINDOW_ACK_SIZE,
 };
 use crate::buf::SendQueue;
 use crate::proto::flv::MediaKind;
@@ -473,19 +472,17 @@ impl RtmpClient {
     }
 
     fn handle_message(&mut self, m: RawMessage, q: &mut SendQueue) -> Result<(), ClientError> {
+        match self.wire.handle_control(&mut self.rx, &m, q) {
+            Ok(Control::Handled) => return Ok(()),
+            Ok(Control::Malformed) => {
+                self.ignored += 1;
+                return Ok(());
+            }
+            Ok(Control::Other) => {}
+            Err(ControlError::BadLength) => return Err(ClientError::BadControl),
+            Err(ControlError::Chunk(e)) => return Err(ClientError::Chunk(e)),
+        }
         match m.type_id {
-            MSG_SET_CHUNK_SIZE => {
-                let v = be_u32(&m.payload).ok_or(ClientError::BadControl)?;
-                self.rx.set_chunk_size(v)?;
-            }
-            MSG_ABORT => {
-                let csid = be_u32(&m.payload).ok_or(ClientError::BadControl)?;
-                self.rx.abort(csid);
-            }
-            MSG_WINDOW_ACK_SIZE => {
-                let asked = be_u32(&m.payload).ok_or(ClientError::BadControl)?;
-                self.wire.peer_window = asked.max(MIN_PEER_WINDOW);
-            }
             MSG_SET_PEER_BANDWIDTH => {
                 if m.payload.len() < 4 {
                     return Err(ClientError::BadControl);
@@ -493,14 +490,6 @@ impl RtmpClient {
                 if !self.window_sent {
                     self.window_sent = true;
                     self.control(MSG_WINDOW_ACK_SIZE, &WINDOW_ACK_SIZE.to_be_bytes(), q);
-                }
-            }
-            MSG_USER_CONTROL => {
-                let kind = m.payload.get(..2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes);
-                if kind == Some(UC_PING_REQUEST) {
-                    let mut resp = UC_PING_RESPONSE.to_be_bytes().to_vec();
-                    resp.extend_from_slice(m.payload.get(2..6).unwrap_or(&[0, 0, 0, 0]));
-                    self.control(MSG_USER_CONTROL, &resp, q);
                 }
             }
             MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
@@ -518,7 +507,6 @@ impl RtmpClient {
                     None => self.ignored += 1,
                 }
             }
-            MSG_ACK => {}
             _ => self.ignored += 1,
         }
         Ok(())

@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 
 use super::amf::{AmfError, Value};
 use super::chunk::{ChunkDecoder, ChunkError, RawMessage, DEFAULT_MAX_COMMAND_LEN};
-use super::wire::Wire;
+use super::wire::{Control, ControlError, Wire};
 use super::handshake::{HandshakeError, HandshakeServer};
 use super::amf0;
 use super::chunk::Prechunked;
@@ -331,23 +331,18 @@ impl RtmpSession {
     }
 
     fn handle_message(&mut self, m: RawMessage, q: &mut SendQueue) -> Result<(), RtmpError> {
+        match self.wire.handle_control(&mut self.rx, &m, q) {
+            Ok(Control::Handled) => return Ok(()),
+            Ok(Control::Malformed) => {
+                self.stats.dropped_messages += 1;
+                return Ok(());
+            }
+            Ok(Control::Other) => {}
+            Err(ControlError::BadLength) => return Err(RtmpError::BadControl),
+            Err(ControlError::Chunk(e)) => return Err(RtmpError::Chunk(e)),
+        }
         match m.type_id {
-            MSG_SET_CHUNK_SIZE => {
-                let v = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
-                // Top bit must be zero (§5.4.1); the decoder also rejects 0.
-                self.rx.set_chunk_size(v)?;
-            }
-            MSG_ABORT => {
-                let csid = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
-                self.rx.abort(csid);
-            }
-            MSG_ACK => {}
-            MSG_WINDOW_ACK_SIZE => {
-                let asked = be_u32(&m.payload).ok_or(RtmpError::BadControl)?;
-                self.wire.peer_window = asked.max(MIN_PEER_WINDOW);
-            }
             MSG_SET_PEER_BANDWIDTH => {}
-            MSG_USER_CONTROL => self.handle_user_control(&m.payload, q),
             MSG_AUDIO | MSG_VIDEO if m.payload.is_empty() => self.stats.dropped_messages += 1,
             MSG_AUDIO | MSG_VIDEO => {
                 let kind = if m.type_id == MSG_AUDIO { MediaKind::Audio } else { MediaKind::Video };
@@ -368,22 +363,6 @@ impl RtmpSession {
             _ => self.stats.dropped_messages += 1,
         }
         Ok(())
-    }
-
-    fn handle_user_control(&mut self, p: &[u8], q: &mut SendQueue) {
-        let Some(kind) = p.get(..2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes) else {
-            self.stats.dropped_messages += 1;
-            return;
-        };
-        match kind {
-            UC_PING_REQUEST => {
-                let mut resp = UC_PING_RESPONSE.to_be_bytes().to_vec();
-                resp.extend_from_slice(p.get(2..6).unwrap_or(&[0, 0, 0, 0]));
-                self.control(MSG_USER_CONTROL, &resp, q);
-            }
-            UC_SET_BUFFER_LENGTH | UC_PING_RESPONSE => {}
-            _ => {}
-        }
     }
 
     fn handle_data(&mut self, m: RawMessage) -> Result<(), RtmpError> {

@@ -5,8 +5,11 @@
 
 use super::amf::Value;
 use super::amf0;
-use super::chunk::ChunkEncoder;
-use super::session::{CSID_CONTROL, MSG_ACK, MSG_COMMAND_AMF0};
+use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RawMessage};
+use super::session::{
+    be_u32, CSID_CONTROL, MIN_PEER_WINDOW, MSG_ABORT, MSG_ACK, MSG_COMMAND_AMF0, MSG_SET_CHUNK_SIZE, MSG_USER_CONTROL,
+    MSG_WINDOW_ACK_SIZE, UC_PING_REQUEST, UC_PING_RESPONSE,
+};
 use crate::buf::SendQueue;
 
 #[derive(Debug, Default)]
@@ -27,7 +30,55 @@ pub(super) struct Wire {
     pub peer_window: u32,
 }
 
+/// A protocol control message both ends answer alike, and what became of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Control {
+    /// Acted on (or nothing to do: an Acknowledgement, a user control event
+    /// other than a ping request).
+    Handled,
+    /// A user control message too short to hold its event type (dropped, counted).
+    Malformed,
+    /// Not one of ours: the caller handles it.
+    Other,
+}
+
+/// Why a control message is fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ControlError {
+    /// Shorter than its fixed length.
+    BadLength,
+    Chunk(ChunkError),
+}
+
 impl Wire {
+    /// Set Chunk Size (the peer's, for `rx`), Abort, Acknowledgement, Window
+    /// Acknowledgement Size (clamped to [`MIN_PEER_WINDOW`]) and user control
+    /// (a ping request is answered).
+    pub fn handle_control(&mut self, rx: &mut ChunkDecoder, m: &RawMessage, q: &mut SendQueue) -> Result<Control, ControlError> {
+        match m.type_id {
+            MSG_SET_CHUNK_SIZE => {
+                let v = be_u32(&m.payload).ok_or(ControlError::BadLength)?;
+                // Top bit must be zero (§5.4.1); the decoder also rejects 0.
+                rx.set_chunk_size(v).map_err(ControlError::Chunk)?;
+            }
+            MSG_ABORT => rx.abort(be_u32(&m.payload).ok_or(ControlError::BadLength)?),
+            MSG_ACK => {}
+            MSG_WINDOW_ACK_SIZE => self.peer_window = be_u32(&m.payload).ok_or(ControlError::BadLength)?.max(MIN_PEER_WINDOW),
+            MSG_USER_CONTROL => {
+                let Some(kind) = m.payload.get(..2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes) else {
+                    return Ok(Control::Malformed);
+                };
+                if kind == UC_PING_REQUEST {
+                    let mut resp = UC_PING_RESPONSE.to_be_bytes().to_vec();
+                    resp.extend_from_slice(m.payload.get(2..6).unwrap_or(&[0, 0, 0, 0]));
+                    self.control(MSG_USER_CONTROL, &resp, q);
+                }
+            }
+            _ => return Ok(Control::Other),
+        }
+        Ok(Control::Handled)
+    }
+
     /// Append our own bytes to `q`, counted against the output budget. The queue
     /// copies them (small ones inline), and `bytes` becomes the scratch buffer again.
     pub fn emit(&mut self, bytes: Vec<u8>, q: &mut SendQueue) {
