@@ -341,6 +341,11 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 pub const DEFAULT_WRITE_BATCH_MS: u64 = 20;
 
 impl Config {
+    /// `--unknown-stream wait`: a play of a name nobody publishes waits for a publisher.
+    pub fn wait_for_unknown(&self) -> bool {
+        self.unknown_stream == UnknownStream::Wait
+    }
+
     /// Check ranges clap cannot express; the message names the flag.
     pub fn validate(&mut self) -> Result<(), String> {
         let tls_listener = match (self.https, self.rtmps) {

@@ -56,6 +56,11 @@ pub fn classify(kind: MediaKind, payload: &[u8]) -> (bool, bool) {
     }
 }
 
+/// An Enhanced RTMP audio body carrying Opus (ExAudioTagHeader with FourCC "Opus").
+pub fn is_enhanced_opus(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| b >> 4 == 9) && payload.get(1..5) == Some(b"Opus")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,6 +247,10 @@ impl SdpDirection {
     fn sends(self) -> bool {
         matches!(self, SdpDirection::SendRecv | SdpDirection::SendOnly)
     }
+
+    fn receives(self) -> bool {
+        matches!(self, SdpDirection::SendRecv | SdpDirection::RecvOnly)
+    }
 }
 
 /// RFC 4145 §4 `a=setup` role.
@@ -980,6 +984,10 @@ pub struct NegotiatedVideo {
     /// From the first `a=ssrc-group:FID`, else the first `a=ssrc`.
     pub ssrc: Option<u32>,
     pub rtx_ssrc: Option<u32>,
+    /// Every H.264 packetization-mode=1 format of the section: (payload type,
+    /// profile-level-id), in the offer's order. A sender picks the one that
+    /// matches what it has (`Negotiated::use_video_format`).
+    pub h264_formats: Vec<(u8, u32)>,
 }
 
 /// Audio codecs we carry to FLV.
@@ -1040,6 +1048,33 @@ pub struct Negotiated {
 
 /// Choose what to receive from `offer`.
 pub fn negotiate(offer: &SdpOffer<'_>, prefs: &CodecPrefs) -> Result<Negotiated, SdpError> {
+    negotiate_dir(offer, prefs, false)
+}
+
+/// Choose what to send to `offer`'s receiver (WebRTC playback): the sections it
+/// receives, H.264 packetization-mode=1 and Opus only.
+pub fn negotiate_send(offer: &SdpOffer<'_>) -> Result<Negotiated, SdpError> {
+    let prefs = CodecPrefs { allow_g711: false, require_video_codec: true };
+    let mut neg = negotiate_dir(offer, &prefs, true)?;
+    if let Some(v) = neg.video.as_mut() {
+        // Retransmissions go out on the media SSRC itself (RFC 4585 generic NACK).
+        v.rtx_pt = None;
+        v.rtx_ssrc = None;
+    }
+    Ok(neg)
+}
+
+impl Negotiated {
+    /// Send video as `pt` of the offered H.264 formats (profile-level-id `plid`).
+    pub fn use_video_format(&mut self, pt: u8, plid: u32) {
+        if let Some(v) = self.video.as_mut() {
+            v.pt = pt;
+            v.profile_level_id = plid;
+        }
+    }
+}
+
+fn negotiate_dir(offer: &SdpOffer<'_>, prefs: &CodecPrefs, send: bool) -> Result<Negotiated, SdpError> {
     if offer.session.ice_lite {
         // RFC 8445 §2.5: two lite agents never run checks.
         return Err(SdpError::BothIceLite);
@@ -1048,7 +1083,7 @@ pub fn negotiate(offer: &SdpOffer<'_>, prefs: &CodecPrefs) -> Result<Negotiated,
     let (mut saw_video, mut saw_audio) = (false, false);
     let (mut video, mut audio) = (None, None);
     for (index, m) in offer.media.iter().enumerate() {
-        if !is_receivable(m, bundle) {
+        if !is_usable(m, bundle, send) {
             continue;
         }
         match m.kind {
@@ -1125,12 +1160,14 @@ pub fn negotiate(offer: &SdpOffer<'_>, prefs: &CodecPrefs) -> Result<Negotiated,
     })
 }
 
-/// Offered, sending to us, over DTLS-SRTP, and on the BUNDLE transport if there is one.
-fn is_receivable(m: &SdpMedia<'_>, bundle: &[&str]) -> bool {
+/// Offered, sending to us (or receiving from us when `send`), over DTLS-SRTP, and
+/// on the BUNDLE transport if there is one.
+fn is_usable(m: &SdpMedia<'_>, bundle: &[&str], send: bool) -> bool {
     let in_bundle = bundle.is_empty() || m.mid.is_some_and(|mid| bundle.contains(&mid));
     // RFC 8843 §6: port 0 with a=bundle-only is offered, not rejected.
     let offered = m.port != 0 || (m.bundle_only && !bundle.is_empty());
-    offered && in_bundle && m.direction.sends() && m.is_dtls_srtp()
+    let direction = if send { m.direction.receives() } else { m.direction.sends() };
+    offered && in_bundle && direction && m.is_dtls_srtp()
 }
 
 fn is_ice_chars(s: &str, min: usize) -> bool {
@@ -1171,6 +1208,7 @@ fn parse_hex24(s: &str) -> Option<u32> {
 
 fn choose_video(index: usize, m: &SdpMedia<'_>) -> Option<NegotiatedVideo> {
     let mut best: Option<(u8, u8, u32, bool)> = None; // (rank, pt, plid, asymmetry)
+    let mut h264_formats = Vec::new();
     for pt in m.payload_types() {
         let Some(map) = m.rtpmap(pt) else { continue };
         if !map.encoding.eq_ignore_ascii_case("H264") || map.clock_rate != H264_CLOCK {
@@ -1187,6 +1225,9 @@ fn choose_video(index: usize, m: &SdpMedia<'_>) -> Option<NegotiatedVideo> {
             continue;
         };
         let asym = param("level-asymmetry-allowed") == Some("1");
+        if h264_formats.len() < 16 {
+            h264_formats.push((pt, plid));
+        }
         let rank = h264_rank(plid);
         // Strictly better only: ties keep the offerer's order (RFC 3264 §6.1).
         if best.is_none_or(|(r, ..)| rank < r) {
@@ -1215,6 +1256,7 @@ fn choose_video(index: usize, m: &SdpMedia<'_>) -> Option<NegotiatedVideo> {
         ext: ext_ids(m),
         ssrc,
         rtx_ssrc: rtx_ssrc.filter(|_| rtx_pt.is_some()),
+        h264_formats,
     })
 }
 
@@ -1338,6 +1380,27 @@ pub struct LocalParams {
 /// with our transport, the rest with port 0 and their mid. The transport attributes
 /// are repeated, identical, in each accepted section, as libwebrtc does.
 pub fn build_answer(offer: &SdpOffer<'_>, neg: &Negotiated, local: &LocalParams) -> String {
+    build_answer_dir(offer, neg, local, None)
+}
+
+/// What a sending answer announces about its streams (RFC 8830 msid, RFC 5576 ssrc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendParams {
+    pub video_ssrc: u32,
+    pub audio_ssrc: u32,
+    /// RTCP CNAME, the same for both tracks (lip sync, RFC 7022).
+    pub cname: String,
+    /// The MediaStream id both tracks belong to.
+    pub stream_id: String,
+}
+
+/// The answer of a sender (WebRTC playback): accepted sections `sendonly`, with our
+/// SSRCs, CNAME and msid; otherwise as [`build_answer`].
+pub fn build_answer_send(offer: &SdpOffer<'_>, neg: &Negotiated, local: &LocalParams, send: &SendParams) -> String {
+    build_answer_dir(offer, neg, local, Some(send))
+}
+
+fn build_answer_dir(offer: &SdpOffer<'_>, neg: &Negotiated, local: &LocalParams, send: Option<&SendParams>) -> String {
     let mut out = String::with_capacity(2048);
     // RFC 8829 §5.2.1 / §5.3.1: dummy origin address, 63-bit session id.
     line(&mut out, format_args!("v=0"));
@@ -1384,12 +1447,18 @@ pub fn build_answer(offer: &SdpOffer<'_>, neg: &Negotiated, local: &LocalParams)
 
     for (index, m) in offer.media.iter().enumerate() {
         if let Some(v) = video.filter(|v| v.index == index) {
-            write_accepted(&mut out, m, &[Some(v.pt), v.rtx_pt], local, &v.ext);
+            write_accepted(&mut out, m, &[Some(v.pt), v.rtx_pt], local, &v.ext, send.is_some());
             write_video(&mut out, v);
+            if let Some(sp) = send {
+                write_source(&mut out, sp, sp.video_ssrc, "video");
+            }
             write_candidates(&mut out, local);
         } else if let Some(a) = audio.filter(|a| a.index == index) {
-            write_accepted(&mut out, m, &[Some(a.pt)], local, &a.ext);
+            write_accepted(&mut out, m, &[Some(a.pt)], local, &a.ext, send.is_some());
             write_audio(&mut out, a);
+            if let Some(sp) = send {
+                write_source(&mut out, sp, sp.audio_ssrc, "audio");
+            }
             write_candidates(&mut out, local);
         } else {
             // RFC 3264 §6: rejected with port 0, at least one format, same proto.
@@ -1420,6 +1489,7 @@ fn write_accepted(
     pts: &[Option<u8>],
     local: &LocalParams,
     ext: &SdpExtIds,
+    send: bool,
 ) {
     // RFC 8839: m=/c= carry the default candidate (9 / 0.0.0.0 when none).
     let (addr, port) = match local.candidates.first() {
@@ -1439,8 +1509,8 @@ fn write_accepted(
     if let Some(mid) = m.mid {
         line(out, format_args!("a=mid:{mid}"));
     }
-    // RFC 8829 §5.3.1: the answer's direction reverses the offer's; we never send.
-    line(out, format_args!("a=recvonly"));
+    // RFC 8829 §5.3.1: the answer's direction reverses the offer's.
+    line(out, format_args!("{}", if send { "a=sendonly" } else { "a=recvonly" }));
     // RFC 5761 §5.1.1: echo rtcp-mux.
     line(out, format_args!("a=rtcp-mux"));
     line(out, format_args!("a=ice-ufrag:{}", local.ice_ufrag));
@@ -1451,12 +1521,18 @@ fn write_accepted(
     );
     // RFC 5763 §5: the answerer picks active or passive; we are the DTLS server.
     line(out, format_args!("a=setup:passive"));
-    let mut exts = [
-        (ext.abs_send_time, URI_ABS_SEND_TIME),
-        (ext.transport_cc, URI_TRANSPORT_CC),
-        (ext.sdes_mid, URI_SDES_MID),
-        (ext.toffset, URI_TOFFSET),
-    ];
+    // A sender writes only the extension it puts on its packets: transport-wide
+    // sequence numbers, so the receiver's transport-cc feedback comes back.
+    let mut exts = if send {
+        [(ext.transport_cc, URI_TRANSPORT_CC), (None, ""), (None, ""), (None, "")]
+    } else {
+        [
+            (ext.abs_send_time, URI_ABS_SEND_TIME),
+            (ext.transport_cc, URI_TRANSPORT_CC),
+            (ext.sdes_mid, URI_SDES_MID),
+            (ext.toffset, URI_TOFFSET),
+        ]
+    };
     exts.sort_by_key(|(id, _)| *id);
     for (id, uri) in exts {
         if let Some(id) = id {
@@ -1539,6 +1615,14 @@ fn write_audio(out: &mut String, a: &NegotiatedAudio) {
     if !params.is_empty() {
         line(out, format_args!("a=fmtp:{pt} {params}"));
     }
+}
+
+/// `a=msid` (RFC 8830) and `a=ssrc` (RFC 5576) of one sent track.
+fn write_source(out: &mut String, sp: &SendParams, ssrc: u32, track: &str) {
+    let (stream, cname) = (&sp.stream_id, &sp.cname);
+    line(out, format_args!("a=msid:{stream} {stream}-{track}"));
+    line(out, format_args!("a=ssrc:{ssrc} cname:{cname}"));
+    line(out, format_args!("a=ssrc:{ssrc} msid:{stream} {stream}-{track}"));
 }
 
 fn write_candidates(out: &mut String, local: &LocalParams) {

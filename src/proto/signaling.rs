@@ -139,6 +139,9 @@ pub const INFO_FAILED_BY_RTMP_WRITER_ERROR: &str = "Failed by RTMP writer error"
 pub const INFO_STOPPED_BY_PUBLISHER_STOP: &str = "Stopped by publisher stop";
 pub const INFO_STOPPED_BY_SESSION_DISCONNECT: &str = "Stopped by session disconnect";
 pub const INFO_FAILED_BY_ERROR: &str = "Failed by error";
+pub const INFO_TRANSCODING_REQUIRED: &str = "Transcoding required, but disabled";
+pub const INFO_NO_AVAILABLE_TRANSCODERS: &str = "No available transcoders";
+pub const INFO_STOPPED_BY_USER: &str = "Stopped by user";
 
 /// Why a WebRTC publish could not start, or why it ended: the session core's verdict
 /// (`relay::webrtc::RtcSession`), told to the client in the words of the path it came by.
@@ -167,6 +170,17 @@ pub enum RtcError {
     RtpInactivity,
     /// The peer closed DTLS (close_notify): it stopped publishing. Not a failure.
     PeerClosed,
+    /// Playback: the stream needs transcoding for this viewer (H.264 with B-frames, or
+    /// a profile the viewer did not offer) and `--transcode` does not allow it.
+    TranscodeRequired,
+    /// Playback: no transcoder slot is free (`--transcode` limit per core).
+    NoTranscoder,
+    /// Playback: the stream's publisher stopped. Not a failure.
+    PublisherStopped,
+    /// Playback: the viewer could not keep up and was dropped.
+    Evicted,
+    /// Playback: nobody publishes the stream (and the server does not wait).
+    StreamNotFound,
 }
 
 impl RtcError {
@@ -180,14 +194,18 @@ impl RtcError {
             RtcError::DtlsFailed => INFO_FAILED_BY_DTLS_ERROR,
             RtcError::DtlsFingerprint => INFO_FAILED_BY_DTLS_FINGERPRINT_ERROR,
             RtcError::RtpInactivity => INFO_FAILED_BY_RTP_ACTIVITY,
-            RtcError::PeerClosed => INFO_STOPPED_BY_PUBLISHER_STOP,
+            RtcError::PeerClosed | RtcError::PublisherStopped => INFO_STOPPED_BY_PUBLISHER_STOP,
+            RtcError::TranscodeRequired => INFO_TRANSCODING_REQUIRED,
+            RtcError::NoTranscoder => INFO_NO_AVAILABLE_TRANSCODERS,
+            RtcError::Evicted => INFO_FAILED_BY_ERROR,
+            RtcError::StreamNotFound => INFO_STREAM_NOT_FOUND,
         };
         s.into()
     }
 
     /// FAILED (true) or UNPUBLISHED (false) for the stream status.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, RtcError::PeerClosed)
+        !matches!(self, RtcError::PeerClosed | RtcError::PublisherStopped)
     }
 
     /// Status code and reason phrase for a WHIP POST the session refused (RFC 9725 §4.2
@@ -196,6 +214,8 @@ impl RtcError {
         match self {
             RtcError::NoCommonCodecs => (406, "Not Acceptable"),
             RtcError::AudioEncoder => (500, "Internal Server Error"),
+            RtcError::TranscodeRequired | RtcError::NoTranscoder => (503, "Service Unavailable"),
+            RtcError::StreamNotFound => (404, "Not Found"),
             _ => (400, "Bad Request"),
         }
     }

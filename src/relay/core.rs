@@ -45,6 +45,8 @@ pub enum Sink {
     /// connect result listed Enhanced RTMP Opus. Same frames and drop policy as a
     /// player; an evicted push reconnects (the shell decides).
     Push { wants_opus: bool },
+    /// A WebRTC viewer (Flashphoner playStream, WHEP): video and Opus audio only.
+    WebRtc,
 }
 
 /// Everything that crosses cores: plain data, `Send`, no references.
@@ -391,8 +393,10 @@ impl CoreRelay {
         let live = hub.live;
         let owner = if hub.owned { Some(core) } else { hub.owner_core };
         let mut player = PlayerState::new(Arc::clone(name), hub.epoch);
-        let (Sink::Rtmp { wants_opus } | Sink::Push { wants_opus }) = kind;
-        player.wants_opus = wants_opus;
+        match kind {
+            Sink::Rtmp { wants_opus } | Sink::Push { wants_opus } => player.wants_opus = wants_opus,
+            Sink::WebRtc => player.webrtc = true,
+        }
         self.sinks.insert(sink, SinkState { sink: kind, player, hold_until: None, evicted: false, drops: 0 });
         if !live {
             return match remote_owner {
@@ -414,6 +418,18 @@ impl CoreRelay {
             }
         }
         PlayOutcome::Live
+    }
+
+    /// A sink asked for a keyframe of `name` (a WebRTC viewer's PLI/FIR): ask the
+    /// publisher, here or on its core. RTMP publishers cannot be asked; their viewers
+    /// started on the cached GOP's keyframe.
+    pub fn request_keyframe(&mut self, name: &Arc<str>) {
+        let Some(hub) = self.hubs.get(name) else { return };
+        match if hub.owned { Some(self.core) } else { hub.owner_core } {
+            Some(o) if o == self.core => self.actions.push_back(Action::RequestKeyframe { name: Arc::clone(name) }),
+            Some(o) => self.post(o, CoreMsg::KeyframeRequest { name: Arc::clone(name) }),
+            None => {}
+        }
     }
 
     /// `sink` stops playing. `stopped_by_request`: it asked (closeStream /

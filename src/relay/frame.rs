@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::proto::flv::{self, MediaKind};
+use crate::proto::packetize::{H264Packetizer, RtpPayload};
 use crate::proto::rtmp::chunk::Prechunked;
 
 /// Which RTMP players a frame is for. With `--audio opus` a WebRTC stream carries
@@ -23,6 +24,9 @@ pub enum Audience {
     NotOpus,
     /// Players that did.
     Opus,
+    /// WebRTC viewers only: Opus made from an RTMP source's AAC, or a WebRTC
+    /// publisher's own Opus when no RTMP player takes Opus (`--audio aac`).
+    Rtc,
 }
 
 #[derive(Debug)]
@@ -46,6 +50,8 @@ pub struct Frame {
     body: Arc<[u8]>,
     /// The body chunked for RTMP, built on first use.
     rtmp: OnceLock<Prechunked>,
+    /// The RTP payloads of a video frame for WebRTC viewers, built on first use.
+    rtp: OnceLock<Vec<RtpPayload>>,
 }
 
 impl Frame {
@@ -60,7 +66,7 @@ impl Frame {
 
     pub fn build(kind: MediaKind, ts: u32, body: &[u8], audience: Audience, born: Option<Instant>) -> Frame {
         let (keyframe, config) = flv::classify(kind, body);
-        Frame { kind, ts, keyframe, config, audience, seq_gen: 0, born, body: body.into(), rtmp: OnceLock::new() }
+        Frame { kind, ts, keyframe, config, audience, seq_gen: 0, born, body: body.into(), rtmp: OnceLock::new(), rtp: OnceLock::new() }
     }
 
     /// Freeze for sharing.
@@ -94,11 +100,26 @@ impl Frame {
         }
     }
 
+    /// The RTP payloads of this video frame (RFC 6184 mode 1, parameter sets before an
+    /// IDR), packetized by the first WebRTC viewer that sends it with `pk` (the stream's
+    /// configuration of this frame's `seq_gen`) and shared by all the others. Empty for
+    /// a body the packetizer refuses.
+    pub fn rtp_video(&self, pk: &H264Packetizer) -> &[RtpPayload] {
+        self.rtp.get_or_init(|| {
+            let mut out = Vec::new();
+            if pk.packetize(&self.body, &mut out).is_err() {
+                out.clear();
+            }
+            out
+        })
+    }
+
     /// Bytes this frame holds for sinks (the body, plus its chunked copy when one
     /// was built), for cache budgets.
     pub fn held_bytes(&self) -> usize {
         let chunked = self.rtmp.get().filter(|p| !Arc::ptr_eq(&p.bytes, &self.body)).map_or(0, |p| p.bytes.len());
-        self.body.len() + chunked
+        let rtp = self.rtp.get().map_or(0, |v| v.iter().map(|p| p.data.len() + 32).sum());
+        self.body.len() + chunked + rtp
     }
 }
 

@@ -61,6 +61,8 @@ pub struct PlayerState {
     pub paused: bool,
     /// The client listed "Opus" in `connect.fourCcList` (Enhanced RTMP v2).
     pub wants_opus: bool,
+    /// A WebRTC viewer: video and Opus audio only, whatever the audience.
+    pub webrtc: bool,
 }
 
 impl PlayerState {
@@ -85,6 +87,7 @@ impl PlayerState {
             video_on: true,
             paused: false,
             wants_opus: false,
+            webrtc: false,
         }
     }
 
@@ -110,11 +113,23 @@ impl PlayerState {
 
     /// Decide what to do with `msg` given this player's queued bytes.
     pub fn deliver(&mut self, msg: &Frame, queued: usize, has_video: bool, now: Instant, p: &PlayerPolicy) -> Deliver {
-        match msg.audience {
-            Audience::All => {}
-            Audience::Opus if self.wants_opus => {}
-            Audience::NotOpus if !self.wants_opus => {}
-            _ => return Deliver::Skip,
+        let for_me = if self.webrtc {
+            // A WebRTC viewer takes video and Opus audio only (RTP has no AAC, no metadata).
+            match msg.kind {
+                MediaKind::Video => true,
+                MediaKind::Audio => crate::proto::flv::is_enhanced_opus(msg.body()),
+                MediaKind::Data => false,
+            }
+        } else {
+            match msg.audience {
+                Audience::All => true,
+                Audience::Opus => self.wants_opus,
+                Audience::NotOpus => !self.wants_opus,
+                Audience::Rtc => false,
+            }
+        };
+        if !for_me {
+            return Deliver::Skip;
         }
         if msg.config {
             // Metadata and sequence headers are small and needed to decode: always sent

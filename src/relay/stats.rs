@@ -13,6 +13,8 @@ pub struct WorkerStats {
     pub publishers: AtomicI64,
     /// Cluster pulls (streams played from another node and published here).
     pub pulls: AtomicI64,
+    /// WebRTC viewers (playStream, WHEP) with ICE and DTLS up.
+    pub webrtc_viewers: AtomicI64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub drops_inter: AtomicU64,
@@ -140,6 +142,29 @@ pub struct StreamStats {
     pub transcode_ns: AtomicU64,
     /// Channels of the AAC the stream's Opus is transcoded to (0: none).
     pub aac_channels: AtomicU64,
+    /// WebRTC viewers on every core (Flashphoner playStream, WHEP).
+    pub webrtc_viewers: AtomicI64,
+    /// RTP to WebRTC viewers: packets and bytes sent (all viewers), packets sent again
+    /// for a NACK, PLI/FIR received from viewers.
+    pub rtp_packets_out: AtomicU64,
+    pub rtp_bytes_out: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub plis_received: AtomicU64,
+    /// The latest receiver report of any viewer: fraction lost (1/256 units) and round
+    /// trip time (µs, from LSR/DLSR).
+    pub viewer_loss_256: AtomicU64,
+    pub viewer_rtt_us: AtomicU64,
+    /// AAC → Opus for WebRTC viewers of an RTMP source: packets made and time spent.
+    pub opus_packets: AtomicU64,
+    pub opus_ns: AtomicU64,
+    /// H.264 transcodes for WebRTC viewers (B-frames or a profile the viewer lacks):
+    /// frames encoded and time spent.
+    pub video_transcoded_frames: AtomicU64,
+    pub video_transcode_ns: AtomicU64,
+    /// The source's H.264 has B-frames (a non-zero composition time was seen): 1.
+    pub has_bframes: AtomicU64,
+    /// The H.264 sequence header's profile_idc << 8 | constraint flags (0: unknown).
+    pub video_profile: AtomicU64,
 }
 
 impl StreamStats {
@@ -152,6 +177,7 @@ impl StreamStats {
                 if let Some(b0) = payload.first() {
                     self.video_codec.store(u64::from(b0 & 0x0f), Relaxed);
                 }
+                self.note_video(payload, msg.config);
                 if !msg.config {
                     self.video_frames.fetch_add(1, Relaxed);
                     if msg.keyframe {
@@ -183,6 +209,22 @@ impl StreamStats {
         }
     }
 
+    /// What a WebRTC viewer needs to know of a video frame: the H.264 profile of an
+    /// AVC sequence header, and whether frames carry a composition time (B-frames).
+    pub fn note_video(&self, body: &[u8], config: bool) {
+        if body.first().map(|b| b & 0x0f) != Some(7) {
+            return;
+        }
+        if config {
+            // FLV prefix (5 bytes), then AVCDecoderConfigurationRecord: version, profile, compat.
+            if let (Some(&p), Some(&c)) = (body.get(6), body.get(7)) {
+                self.video_profile.store(u64::from(p) << 8 | u64::from(c), Relaxed);
+            }
+        } else if crate::proto::packetize::composition_time(body).is_some_and(|c| c != 0) {
+            self.has_bframes.store(1, Relaxed);
+        }
+    }
+
     /// A new publisher took the name: its media counters start from zero.
     pub fn reset_media(&self) {
         for c in [
@@ -204,6 +246,12 @@ impl StreamStats {
             &self.transcoded_packets,
             &self.transcode_ns,
             &self.aac_channels,
+            &self.opus_packets,
+            &self.opus_ns,
+            &self.video_transcoded_frames,
+            &self.video_transcode_ns,
+            &self.has_bframes,
+            &self.video_profile,
         ] {
             c.store(0, Relaxed);
         }

@@ -30,20 +30,19 @@ use crate::proto::codec::aac::{opus_packet_samples, OpusToAac, BITRATE_PER_CHANN
 use crate::proto::depack::h264::H264Depacketizer;
 use crate::proto::depack::opus::OpusDepacketizer;
 use crate::proto::depack::{Pushed, RtpView};
-use crate::proto::dtls::{DtlsEvent, DtlsIdentity, DtlsServer, SrtpKeys, SrtpSuite};
-use crate::proto::ice::{IceAnswer, IceDrop, IceEvent, IceLite};
+use crate::proto::dtls::DtlsIdentity;
+use crate::proto::ice::IceDrop;
 use crate::proto::rtmp::{amf::Value, amf0};
 use crate::proto::rtp_recv::{RecvError, RtpReceiver, TwccRecorder};
 use crate::proto::sdp::{self, CodecPrefs, LocalParams, SdpAudioCodec, SdpError};
-use crate::proto::srtp::{SrtpContext, SrtpError, SrtpProfile};
-use crate::proto::{rtcp, rtp, stun};
+use crate::proto::srtp::SrtpError;
+use crate::proto::{rtcp, rtp};
+use super::rtc_transport::{Demuxed, Earliest, RtcTransport, TransportEvent, TransportParams};
 use crate::relay::srsync::{self, shifted, SrSync, TrackClock};
 use crate::relay::StreamStats;
 
 /// Without RTP for this long after DTLS, the publisher is considered gone.
 const RTP_INACTIVITY: Duration = Duration::from_secs(10);
-/// ICE must nominate and DTLS must finish within this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keyframe requests at most this often.
 const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// Periodic keyframe request so the GOP cache stays fresh (PROTOCOL-NOTES: about 2 s).
@@ -285,24 +284,15 @@ fn opus_head(channels: u8) -> Vec<u8> {
 pub struct RtcSession {
     name: Arc<str>,
     answer: String,
-    ice: IceLite,
-    dtls: DtlsServer,
-    srtp_in: Option<SrtpContext>,
-    srtp_out: Option<SrtpContext>,
-    remote: Option<SocketAddr>,
+    t: RtcTransport,
     video: Option<VideoTrack>,
     audio: Option<AudioTrack>,
     twcc: Option<(u8, TwccRecorder)>,
     local_ssrc: u32,
-    created: Instant,
-    /// When DTLS-SRTP came up (`None` before): the periodic RTCP starts from it.
-    connected: Option<Instant>,
-    failed: bool,
     first_media: Option<Instant>,
     last_rtp: Option<Instant>,
     last_pli: Option<Instant>,
     last_rr: Option<Instant>,
-    transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<RtcEvent>,
     stats: Arc<StreamStats>,
     /// Video size, once the SPS is known (for metadata).
@@ -409,8 +399,14 @@ impl RtcSession {
             session_id,
         };
         let answer = sdp::build_answer(&offer, &neg, &local);
-        let ice = IceLite::new(ufrag, pwd, Some(neg.remote_ice_ufrag.clone()), Some(neg.remote_ice_pwd.clone()), now);
-        let dtls = DtlsServer::new(identity, neg.remote_fingerprint.bytes().to_vec(), now);
+        let params = TransportParams {
+            local_ufrag: ufrag,
+            local_pwd: pwd,
+            remote_ufrag: neg.remote_ice_ufrag.clone(),
+            remote_pwd: neg.remote_ice_pwd.clone(),
+            remote_fingerprint: neg.remote_fingerprint.bytes().to_vec(),
+        };
+        let t = RtcTransport::new(Arc::clone(&name), params, identity, MAX_TRANSMIT, now);
         let twcc_id = neg.video.as_ref().and_then(|v| v.ext.transport_cc).or(neg.audio.as_ref().and_then(|a| a.ext.transport_cc));
         let video = neg.video.as_ref().map(|v| VideoTrack {
             pt: v.pt,
@@ -478,23 +474,15 @@ impl RtcSession {
         Ok(RtcSession {
             name,
             answer,
-            ice,
-            dtls,
-            srtp_in: None,
-            srtp_out: None,
-            remote: None,
+            t,
             video,
             audio,
             twcc: twcc_id.map(|id| (id, TwccRecorder::new())),
             local_ssrc,
-            created: now,
-            connected: None,
-            failed: false,
             first_media: None,
             last_rtp: None,
             last_pli: None,
             last_rr: None,
-            transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats,
             dims: None,
@@ -507,125 +495,51 @@ impl RtcSession {
         &self.answer
     }
     pub fn local_ufrag(&self) -> &str {
-        self.ice.local_ufrag()
+        self.t.local_ufrag()
     }
     pub fn remote(&self) -> Option<SocketAddr> {
-        self.remote
+        self.t.remote()
     }
     pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.transmit.pop_front()
+        self.t.poll_transmit()
     }
     pub fn poll_event(&mut self) -> Option<RtcEvent> {
         self.events.pop_front()
     }
 
-    fn send(&mut self, to: SocketAddr, d: Vec<u8>) {
-        if self.transmit.len() < MAX_TRANSMIT {
-            self.transmit.push_back((to, d));
-        }
+    fn fail(&mut self, why: RtcError) {
+        self.t.fail(why);
+        self.sync_transport();
     }
 
-    fn fail(&mut self, why: RtcError) {
-        if !self.failed {
-            self.failed = true;
-            self.events.push_back(RtcEvent::Ended(why));
+    /// The transport's events become the session's, in order.
+    fn sync_transport(&mut self) {
+        while let Some(ev) = self.t.poll_event() {
+            self.events.push_back(match ev {
+                TransportEvent::Connected => RtcEvent::Connected,
+                TransportEvent::Ended(why) => RtcEvent::Ended(why),
+            });
         }
     }
 
     /// One UDP datagram from `from` (RFC 7983 demultiplexing on the first byte).
     /// `Err` says why it was discarded, for the shell to count; the session goes on.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: &mut [u8]) -> Result<(), RtcDrop> {
-        if self.failed {
-            return Err(RtcDrop::SessionEnded);
-        }
-        match d.first().copied() {
-            Some(0..=3) => self.handle_stun(now, from, d),
-            Some(20..=63) => {
-                if !self.ice.is_valid_remote(from) {
-                    return Err(RtcDrop::UnvalidatedSource);
-                }
-                if let Err(e) = self.dtls.handle_datagram(d) {
-                    crate::info!("webrtc {from}: {e}");
-                    self.fail(if matches!(e, crate::proto::dtls::DtlsError::FingerprintMismatch) {
-                        RtcError::DtlsFingerprint
-                    } else {
-                        RtcError::DtlsFailed
-                    });
-                    return Ok(());
-                }
-                self.drain_dtls(now, from);
-                Ok(())
-            }
-            Some(128..=191) => {
-                if Some(from) != self.remote && !self.ice.is_valid_remote(from) {
-                    return Err(RtcDrop::UnvalidatedSource);
-                }
-                if rtp::is_rtcp(d) {
-                    self.handle_rtcp(now, d)
-                } else {
-                    self.handle_rtp(now, d)
-                }
-            }
-            _ => Err(RtcDrop::NotDemuxed),
-        }
-    }
-
-    fn handle_stun(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<(), RtcDrop> {
-        let msg = stun::parse(d).map_err(|_| RtcDrop::StunMalformed)?;
-        let mut out = Vec::new();
-        // `Err` only once the agent has ended, and then the session has too.
-        let answer = self.ice.handle_stun(now, from, &msg, &mut out).map_err(|_| RtcDrop::SessionEnded)?;
-        if !out.is_empty() {
-            self.send(from, out);
-        }
-        self.drain_ice();
-        match answer {
-            IceAnswer::Dropped(why) => Err(why.into()),
-            IceAnswer::Respond | IceAnswer::Nominated { .. } | IceAnswer::Rejected { .. } => Ok(()),
-        }
-    }
-
-    fn drain_ice(&mut self) {
-        while let Some(ev) = self.ice.poll_event() {
-            match ev {
-                IceEvent::Nominated { remote } => self.remote = Some(remote),
-                IceEvent::Disconnected => self.fail(RtcError::IceConsentLost),
-                IceEvent::Failed => self.fail(RtcError::IceTimeout),
-            }
-        }
-    }
-
-    fn drain_dtls(&mut self, now: Instant, to: SocketAddr) {
-        while let Some(p) = self.dtls.poll_transmit() {
-            self.send(to, p);
-        }
-        while let Some(ev) = self.dtls.poll_event() {
-            match ev {
-                DtlsEvent::Connected(keys) => match srtp_contexts(&keys) {
-                    Ok((i, o)) => {
-                        self.srtp_in = Some(i);
-                        self.srtp_out = Some(o);
-                        if self.connected.is_none() {
-                            self.connected = Some(now);
-                            self.events.push_back(RtcEvent::Connected);
-                        }
-                    }
-                    Err(e) => {
-                        crate::info!("webrtc {to}: SRTP setup failed: {e}");
-                        self.fail(RtcError::DtlsFailed);
-                    }
-                },
-                DtlsEvent::Closed => self.fail(RtcError::PeerClosed),
-            }
+        let kind = self.t.handle_datagram(now, from, d);
+        self.sync_transport();
+        match kind? {
+            Demuxed::Handled => Ok(()),
+            Demuxed::Rtcp => self.handle_rtcp(now, d),
+            Demuxed::Rtp => self.handle_rtp(now, d),
         }
     }
 
     fn handle_rtcp(&mut self, now: Instant, d: &mut [u8]) -> Result<(), RtcDrop> {
-        let ctx = self.srtp_in.as_mut().ok_or(RtcDrop::BeforeKeys)?;
+        let ctx = self.t.srtp_in.as_mut().ok_or(RtcDrop::BeforeKeys)?;
         let len = ctx.unprotect_rtcp(d)?;
         let plain = d.get(..len).ok_or(RtcDrop::SrtpMalformed)?;
         let mut got_sr = false;
@@ -674,7 +588,7 @@ impl RtcSession {
     }
 
     fn handle_rtp(&mut self, now: Instant, d: &mut [u8]) -> Result<(), RtcDrop> {
-        let ctx = self.srtp_in.as_mut().ok_or(RtcDrop::BeforeKeys)?;
+        let ctx = self.t.srtp_in.as_mut().ok_or(RtcDrop::BeforeKeys)?;
         let len = ctx.unprotect_rtp(d)?;
         let plain = d.get(..len).ok_or(RtcDrop::SrtpMalformed)?;
         let pkt = rtp::parse(plain).map_err(|_| RtcDrop::RtpMalformed)?;
@@ -825,6 +739,7 @@ impl RtcSession {
                         self.meta_has_audio = audio.is_some();
                         out.push(metadata_msg(ms, self.dims, audio));
                     }
+                    self.stats.note_video(&cfg.flv_sequence_header, true);
                     out.push(Frame::new(MediaKind::Video, ms, &cfg.flv_sequence_header));
                 }
                 let Some(unit) = v.depack.take_unit() else { break };
@@ -913,12 +828,15 @@ impl RtcSession {
                         out.push(Frame::for_audience(MediaKind::Audio, ms, &b, Audience::Opus));
                     }
                 }
-                if a.opus_out {
+                {
+                    // The browser's own Opus: for RTMP players that asked for Opus
+                    // (`--audio opus`), and always for WebRTC viewers (no transcoding).
                     let mut b = Vec::with_capacity(unit.data.len() + 5);
                     b.push(EX_AUDIO_CODED_FRAMES);
                     b.extend_from_slice(FOURCC_OPUS);
                     b.extend_from_slice(&unit.data);
-                    out.push(Frame::for_audience(MediaKind::Audio, ms, &b, Audience::Opus));
+                    let audience = if a.opus_out { Audience::Opus } else { Audience::Rtc };
+                    out.push(Frame::build(MediaKind::Audio, ms, &b, audience, Some(now)));
                 }
                 if a.aac.is_some() {
                     if a.transcode.len() >= MAX_TRANSCODE_BACKLOG {
@@ -994,7 +912,7 @@ impl RtcSession {
     /// Ask the publisher for a keyframe (PLI, RFC 4585 §6.3.1), rate limited unless
     /// `force`. Nothing before DTLS is up (no keys to send it with).
     pub fn request_keyframe(&mut self, now: Instant, force: bool) {
-        if self.connected.is_none() || self.failed {
+        if self.t.connected().is_none() || self.t.is_failed() {
             return;
         }
         if !force && self.last_pli.is_some_and(|t| now.saturating_duration_since(t) < PLI_MIN_INTERVAL) {
@@ -1011,13 +929,8 @@ impl RtcSession {
         }
     }
 
-    fn send_rtcp(&mut self, mut p: Vec<u8>) -> bool {
-        let (Some(ctx), Some(to)) = (self.srtp_out.as_mut(), self.remote) else { return false };
-        if ctx.protect_rtcp(&mut p).is_err() {
-            return false;
-        }
-        self.send(to, p);
-        true
+    fn send_rtcp(&mut self, p: Vec<u8>) -> bool {
+        self.t.send_rtcp(p)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: the earliest of
@@ -1027,14 +940,8 @@ impl RtcSession {
     /// session has ended.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.failed {
-            return None;
-        }
-        let mut at = Earliest::default();
-        at.add(self.ice.poll_timeout());
-        at.add(self.dtls.poll_timeout());
-        let Some(connected) = self.connected else {
-            at.add(self.created.checked_add(CONNECT_TIMEOUT));
+        let mut at = Earliest(Some(self.t.poll_timeout()?));
+        let Some(connected) = self.t.connected() else {
             return at.0;
         };
         at.add(self.last_rtp.unwrap_or(connected).checked_add(RTP_INACTIVITY));
@@ -1060,23 +967,12 @@ impl RtcSession {
         if self.poll_timeout().is_none_or(|at| now < at) {
             return;
         }
-        self.ice.handle_timeout(now);
-        self.drain_ice();
-        if let Err(e) = self.dtls.handle_timeout(now) {
-            crate::info!("webrtc {:?}: {e}", self.name);
-            self.fail(RtcError::DtlsFailed);
+        self.t.handle_timeout(now);
+        self.sync_transport();
+        if self.t.is_failed() {
             return;
         }
-        if let Some(to) = self.remote {
-            self.drain_dtls(now, to);
-        }
-        if self.failed {
-            return;
-        }
-        let Some(connected) = self.connected else {
-            if now.saturating_duration_since(self.created) >= CONNECT_TIMEOUT {
-                self.fail(if self.remote.is_some() { RtcError::DtlsFailed } else { RtcError::IceTimeout });
-            }
+        let Some(connected) = self.t.connected() else {
             return;
         };
         if now.saturating_duration_since(self.last_rtp.unwrap_or(connected)) >= RTP_INACTIVITY {
@@ -1148,29 +1044,6 @@ impl RtcSession {
             self.send_rtcp(p);
         }
     }
-}
-
-/// The earliest of some optional deadlines.
-#[derive(Default)]
-struct Earliest(Option<Instant>);
-
-impl Earliest {
-    fn add(&mut self, t: Option<Instant>) {
-        if let Some(t) = t {
-            self.0 = Some(self.0.map_or(t, |c| c.min(t)));
-        }
-    }
-}
-
-fn srtp_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), String> {
-    let profile = match keys.suite {
-        SrtpSuite::Aes128CmSha1_80 => SrtpProfile::Aes128CmSha1_80,
-        SrtpSuite::AeadAes128Gcm => SrtpProfile::AeadAes128Gcm,
-        SrtpSuite::AeadAes256Gcm => SrtpProfile::AeadAes256Gcm,
-    };
-    let i = SrtpContext::new(profile, &keys.remote_key, &keys.remote_salt).map_err(|e| e.to_string())?;
-    let o = SrtpContext::new(profile, &keys.local_key, &keys.local_salt).map_err(|e| e.to_string())?;
-    Ok((i, o))
 }
 
 #[cfg(test)]

@@ -178,10 +178,31 @@ pub fn streams_json(shared: &Shared) -> String {
                 "players": s.players.load(std::sync::atomic::Ordering::Relaxed).max(0),
                 "gop_age_ms": gop_age_ms,
                 "webrtc": webrtc,
+                "webrtc_viewers": s.webrtc_viewers.load(std::sync::atomic::Ordering::Relaxed).max(0),
+                "playback": playback_json(s),
             })
         })
         .collect();
     serde_json::json!({ "streams": streams }).to_string()
+}
+
+/// WebRTC playback of a stream: what went out to its viewers, what they reported,
+/// and what making it cost (AAC → Opus for an RTMP source).
+fn playback_json(s: &StreamStats) -> serde_json::Value {
+    let opus = StreamStats::get(&s.opus_packets);
+    let opus_ns = StreamStats::get(&s.opus_ns);
+    serde_json::json!({
+        "rtp_packets_out": StreamStats::get(&s.rtp_packets_out),
+        "rtp_bytes_out": StreamStats::get(&s.rtp_bytes_out),
+        "retransmits": StreamStats::get(&s.retransmits),
+        "plis_received": StreamStats::get(&s.plis_received),
+        "viewer_loss_percent": StreamStats::get(&s.viewer_loss_256) as f64 * 100.0 / 256.0,
+        "viewer_rtt_ms": StreamStats::get(&s.viewer_rtt_us) as f64 / 1000.0,
+        "source_has_bframes": StreamStats::get(&s.has_bframes) != 0,
+        "aac_to_opus": if opus == 0 { serde_json::Value::Null } else {
+            serde_json::json!({ "packets": opus, "total_ms": opus_ns / 1_000_000, "us_per_packet": (opus_ns / opus) as f64 / 1000.0 })
+        },
+    })
 }
 
 /// Opus → AAC transcoding cost of a stream: packets, total ms, µs per packet
@@ -233,7 +254,8 @@ fn histogram(
 pub fn metrics(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let mut o = String::with_capacity(4096);
-    let gauges: [WorkerMetric<i64>; 4] = [
+    let gauges: [WorkerMetric<i64>; 5] = [
+        ("rtcbridge_webrtc_viewers", "WebRTC viewers (playStream, WHEP) with ICE and DTLS up.", |w| w.webrtc_viewers.load(Relaxed)),
         ("rtcbridge_connections", "Open TCP connections (RTMP and HTTP).", |w| w.connections.load(Relaxed)),
         ("rtcbridge_players", "RTMP players.", |w| w.players.load(Relaxed)),
         ("rtcbridge_publishers", "Publishers.", |w| w.publishers.load(Relaxed)),
@@ -305,7 +327,12 @@ pub fn metrics(shared: &Shared) -> String {
     );
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
-    let per_stream: [StreamMetric; 13] = [
+    let per_stream: [StreamMetric; 18] = [
+        ("rtcbridge_rtp_out_packets_total", "counter", "RTP packets sent to WebRTC viewers (all viewers of the stream).", |s| StreamStats::get(&s.rtp_packets_out)),
+        ("rtcbridge_rtp_out_bytes_total", "counter", "RTP bytes sent to WebRTC viewers, before SRTP.", |s| StreamStats::get(&s.rtp_bytes_out)),
+        ("rtcbridge_rtp_retransmits_total", "counter", "RTP packets sent again for a viewer's NACK.", |s| StreamStats::get(&s.retransmits)),
+        ("rtcbridge_viewer_plis_total", "counter", "Keyframe requests (PLI/FIR) received from WebRTC viewers.", |s| StreamStats::get(&s.plis_received)),
+        ("rtcbridge_stream_aac_to_opus_packets_total", "counter", "Opus packets made from the stream's AAC for WebRTC viewers.", |s| StreamStats::get(&s.opus_packets)),
         ("rtcbridge_stream_keyframe_at_microseconds", "gauge", "When the latest keyframe arrived, since server start (GOP age = uptime - this).", |s| StreamStats::get(&s.keyframe_at_us)),
         ("rtcbridge_stream_video_frames_total", "counter", "Video frames received.", |s| StreamStats::get(&s.video_frames)),
         ("rtcbridge_stream_audio_frames_total", "counter", "Audio frames received.", |s| StreamStats::get(&s.audio_frames)),

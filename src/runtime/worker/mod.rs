@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod play;
 mod pull;
 mod push;
 mod rtc;
@@ -89,6 +90,8 @@ enum Timer {
     Push(push::PushTimer),
     /// A cluster pull looks at its local players (and its start deadline).
     PullCheck { idx: usize, gen: u32 },
+    /// A WebRTC viewer's next deadline (ICE, DTLS, sender reports).
+    Viewer { slot: usize, gen: u32, at: Instant },
 }
 
 /// This worker's end of the auth hook: the shared queue and its own verdicts.
@@ -113,6 +116,8 @@ enum Waiting {
     WsConnect { idx: usize, gen: u32, obj: Box<serde_json::Value> },
     WsPublish { idx: usize, gen: u32, req: Box<crate::proto::signaling::PublishReq> },
     Whip { idx: usize, gen: u32, req: Box<rtc::OwnedRequest> },
+    WsPlay { idx: usize, gen: u32, req: Box<play::PlayReq> },
+    Whep { idx: usize, gen: u32, req: Box<rtc::OwnedRequest> },
 }
 
 /// A worker gives the hook at most this much longer than its timeout (the helper
@@ -217,6 +222,8 @@ pub struct Worker {
     /// Arrival times of the live frames queued to players this turn (one entry per
     /// frame, not per player), for the latency histogram after the writes.
     queued_born: Vec<(Instant, Option<Instant>)>,
+    /// AAC → Opus for WebRTC viewers, per stream published here with AAC.
+    opus: std::collections::HashMap<Arc<str>, crate::relay::rtc_audio::OpusBridge>,
     /// Scratch for socket reads, shared by every connection of this worker.
     read_buf: Vec<u8>,
     /// One descriptor held back so that accept can shed connections when the process
@@ -296,6 +303,7 @@ impl Worker {
             doomed: Vec::new(),
             rtc: rtc::RtcState::new(udp),
             queued_born: Vec::new(),
+            opus: std::collections::HashMap::new(),
             read_buf: vec![0u8; READ_CHUNK],
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             read_again: Vec::new(),
@@ -710,7 +718,7 @@ impl Worker {
                     http::response(413, "Payload Too Large", "text/plain", b"request body too large\n")
                 } else if c.rx.len() < req.head_len + req.content_length {
                     return;
-                } else if rtc::is_websocket(&req) || req.path.starts_with("/whip") {
+                } else if rtc::is_websocket(&req) || req.path.starts_with("/whip") || req.path.starts_with("/whep") {
                     let owned = rtc::OwnedRequest::from(&req, &c.rx);
                     self.rtc_http(now, idx, owned);
                     return;
@@ -815,7 +823,9 @@ impl Worker {
     pub(super) fn apply_relay(&mut self, now: Instant) {
         while let Some(a) = self.relay.poll_action() {
             match a {
+                Action::Send { sink, ts, frame, .. } if play::is_viewer(sink) => self.viewer_send(now, sink, ts, &frame),
                 Action::Send { sink, ts, frame, flush } => self.send_frame(sink, ts, &frame, flush),
+                Action::Notify { sink, status, .. } if play::is_viewer(sink) => self.viewer_notify(now, sink, status),
                 Action::Notify { sink, name, status } => {
                     let (idx, gen) = sink_slot(sink);
                     let Some(c) = self.conns.get_gen_mut(idx, gen) else { continue };
@@ -845,6 +855,7 @@ impl Worker {
                 }
                 Action::ArmTimer { at, timer } => self.timers.insert(at, Timer::Relay(timer)),
                 Action::RequestKeyframe { name } => self.request_keyframe(now, &name),
+                Action::Evict { sink, reason } if play::is_viewer(sink) => self.viewer_evict(now, sink, &reason),
                 Action::Evict { sink, reason } => {
                     let (idx, gen) = sink_slot(sink);
                     if self.conns.gen(idx) == Some(gen) {
@@ -897,7 +908,7 @@ impl Worker {
 
     /// A frame of the publisher on connection `idx` (or a WebRTC session) for the relay.
     pub(super) fn relay_frame(&mut self, now: Instant, name: &Arc<str>, frame: Frame) {
-        self.relay.handle_frame(now, name, frame, &ConnBacklog(&self.conns));
+        self.relay.handle_frame(now, name, frame, &ConnBacklog(&self.conns, &self.rtc.viewers));
         self.apply_relay(now);
     }
 
@@ -954,7 +965,7 @@ impl Worker {
         crate::info!("{} {}: publishing {pname} on worker {}", c.proto(), c.peer, self.id, pname = crate::log::peer_str(&name));
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
         self.mark_dirty(idx);
-        let _ = self.relay.handle_publish(now, reservation, &ConnBacklog(&self.conns));
+        let _ = self.relay.handle_publish(now, reservation, &ConnBacklog(&self.conns, &self.rtc.viewers));
         self.apply_relay(now);
         self.push_rules(now, &name);
     }
@@ -976,8 +987,34 @@ impl Worker {
         // Born at this turn's wake-up (when its last chunk was read), for the
         // server-added latency histogram.
         let frame = Frame::build(kind, ts, &payload, Audience::All, Some(now));
-        stats.count_rtmp_input(&frame);
-        self.relay_frame(now, &name, frame);
+        let stats = Arc::clone(stats);
+        self.relay_rtmp_frame(now, &name, Some(&stats), frame);
+    }
+
+    /// A frame of an RTMP-fed publisher (an RTMP client, or a cluster pull): counted,
+    /// relayed, and its AAC made Opus for WebRTC viewers while the stream has some
+    /// (once per stream, timed for the API).
+    pub(super) fn relay_rtmp_frame(&mut self, now: Instant, name: &Arc<str>, stats: Option<&Arc<StreamStats>>, frame: Frame) {
+        let mut opus = Vec::new();
+        if let Some(st) = stats {
+            st.count_rtmp_input(&frame);
+            if frame.kind == MediaKind::Audio {
+                let viewers = st.webrtc_viewers.load(Ordering::Relaxed) > 0;
+                let bridge = self.opus.entry(Arc::clone(name)).or_default();
+                if viewers || bridge.active() || frame.config {
+                    let t0 = crate::runtime::now();
+                    let n = bridge.handle_frame(&frame, viewers, &mut opus);
+                    if n > 0 {
+                        st.opus_packets.fetch_add(n as u64, Ordering::Relaxed);
+                        st.opus_ns.fetch_add(crate::runtime::now().saturating_duration_since(t0).as_nanos() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.relay_frame(now, name, frame);
+        for f in opus {
+            self.relay_frame(now, name, f);
+        }
     }
 
     fn stream_closed(&mut self, now: Instant, idx: usize, msid: u32) {
@@ -1010,6 +1047,7 @@ impl Worker {
 
     /// The local publisher of `name` is gone: grace window here and on every subscriber core.
     pub(super) fn unpublish(&mut self, now: Instant, name: &Arc<str>) {
+        self.opus.remove(name);
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, -1);
         self.relay.handle_unpublish(now, name);
         self.apply_relay(now);
@@ -1063,7 +1101,7 @@ impl Worker {
         let sink = sink_id(idx, gen);
         let kind = Sink::Rtmp { wants_opus: r.session.four_cc_list().iter().any(|c| c == "Opus") };
         // The relay only queues actions here; Play.Start is written before they are applied.
-        let outcome = self.relay.handle_play(now, sink, kind, &name, &ConnBacklog(&self.conns));
+        let outcome = self.relay.handle_play(now, sink, kind, &name, &ConnBacklog(&self.conns, &self.rtc.viewers));
         let Some(c) = self.conns.get_mut(idx) else { return };
         let Kind::Rtmp(r) = &mut c.kind else { return };
         if outcome == PlayOutcome::NotFound {
@@ -1173,6 +1211,8 @@ impl Worker {
             Waiting::WsConnect { idx, gen, obj } => self.ws_connect_verdict(idx, gen, &obj, verdict),
             Waiting::WsPublish { idx, gen, req } => self.ws_publish_verdict(now, idx, gen, *req, verdict),
             Waiting::Whip { idx, gen, req } => self.whip_verdict(now, idx, gen, &req, verdict),
+            Waiting::WsPlay { idx, gen, req } => self.ws_play_verdict(now, idx, gen, *req, verdict),
+            Waiting::Whep { idx, gen, req } => self.whep_verdict(now, idx, gen, &req, verdict),
         }
     }
 
@@ -1187,7 +1227,7 @@ impl Worker {
             self.push_stop(now, &id, "deleted by the API".into());
             return;
         }
-        self.relay.handle_core_msg(now, m, &ConnBacklog(&self.conns));
+        self.relay.handle_core_msg(now, m, &ConnBacklog(&self.conns, &self.rtc.viewers));
         self.apply_relay(now);
     }
 
@@ -1211,6 +1251,7 @@ impl Worker {
                 }
             }
             Timer::RtcSession { slot, gen, at } => self.rtc_timeout(now, slot, gen, at),
+            Timer::Viewer { slot, gen, at } => self.view_timeout(now, slot, gen, at),
             Timer::Push(t) => self.push_timer(now, t),
             Timer::PullCheck { idx, gen } => self.pull_check(now, idx, gen),
             Timer::WsPing { idx, gen } => self.ws_ping(now, idx, gen),
@@ -1454,10 +1495,13 @@ fn ev_msid(ev: &RtmpEvent) -> Option<u32> {
 }
 
 /// The relay's view of each sink's unsent bytes: its connection's send queue.
-struct ConnBacklog<'a>(&'a Slab<Conn>);
+struct ConnBacklog<'a>(&'a Slab<Conn>, &'a Slab<play::Viewer>);
 
 impl Backlog for ConnBacklog<'_> {
     fn queued(&self, sink: SinkId) -> usize {
+        if play::is_viewer(sink) {
+            return play::viewer_backlog(self.1, sink);
+        }
         let (idx, gen) = sink_slot(sink);
         self.0.get_gen(idx, gen).map_or(0, |c| c.tx.len())
     }

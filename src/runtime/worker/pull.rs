@@ -170,7 +170,7 @@ impl Worker {
             match ev {
                 ClientEvent::Live { .. } => {
                     let Some(r) = p.reservation.take() else { continue };
-                    let stats = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns));
+                    let stats = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
                     if let Some(Kind::Pull(p)) = self.conns.get_mut(idx).map(|c| &mut c.kind) {
                         p.stats = Some(stats);
                     }
@@ -179,10 +179,8 @@ impl Worker {
                 }
                 ClientEvent::Media { kind, ts, payload } => {
                     let frame = Frame::build(kind, ts, &payload, Audience::All, Some(now));
-                    if let Some(st) = &p.stats {
-                        st.count_rtmp_input(&frame);
-                    }
-                    self.relay_frame(now, &name, frame);
+                    let stats = p.stats.clone();
+                    self.relay_rtmp_frame(now, &name, stats.as_ref(), frame);
                 }
                 ClientEvent::Unpublished => {
                     self.doom(idx, "the origin's stream ended".into(), false);

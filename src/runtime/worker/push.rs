@@ -437,7 +437,7 @@ impl Worker {
         entry.set_state(PushState::Pushing);
         crate::info!("{}: pushing{}", push_label(&entry), if back { " again" } else { "" });
         let sink = sink_id(idx, gen);
-        let outcome = self.relay.handle_play(now, sink, Sink::Push { wants_opus }, &name, &super::ConnBacklog(&self.conns));
+        let outcome = self.relay.handle_play(now, sink, Sink::Push { wants_opus }, &name, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
         match outcome {
             PlayOutcome::NotFound => {
                 // --unknown-stream not-found and the publisher is away (a blip): try again;

@@ -32,7 +32,7 @@ const WS_PING_EVERY: Duration = Duration::from_secs(5);
 const UDP_BUDGET: usize = 512;
 /// A signaling WebSocket that sends nothing for this long (three pings unanswered) is closed.
 const WS_SILENCE: Duration = Duration::from_secs(15);
-const MAX_SESSIONS_PER_WS: usize = 8;
+pub(super) const MAX_SESSIONS_PER_WS: usize = 8;
 /// The Flashphoner SDK's info string for an access-control refusal.
 const INFO_RESTRICTED: &str = "Restricted access";
 
@@ -49,7 +49,7 @@ pub fn bind_udp(cfg: &Config, id: usize) -> io::Result<UdpSocket> {
 }
 
 /// A plain-text HTTP response (WHIP errors), `cors` and `extra` being header lines.
-fn plain(cors: &str, status: u16, reason: &str, extra: &str, body: &str) -> Vec<u8> {
+pub(super) fn plain(cors: &str, status: u16, reason: &str, extra: &str, body: &str) -> Vec<u8> {
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{cors}{extra}\r\n{body}",
         body.len()
@@ -167,13 +167,15 @@ pub struct WsConn {
     /// The last time the peer sent anything (a `pong` to our ping counts).
     last_heard: Instant,
     /// mediaSessionId → session slot.
-    sessions: Vec<(String, usize)>,
+    pub(super) sessions: Vec<(String, usize)>,
+    /// mediaSessionId → viewer slot (`playStream`).
+    pub(super) viewers: Vec<(String, usize)>,
     /// The token the `connection` message carried (`authToken` or `custom.token`), used
     /// for publishes that bring none of their own.
-    token: Option<String>,
+    pub(super) token: Option<String>,
     /// The `connection` message's `custom` and `appKey`, for the auth hook.
-    custom: Option<serde_json::Value>,
-    app_key: Option<String>,
+    pub(super) custom: Option<serde_json::Value>,
+    pub(super) app_key: Option<String>,
 }
 
 /// The `appKey` a Flashphoner connection gave, if any.
@@ -185,11 +187,16 @@ fn conn_app(kind: Option<&Kind>) -> String {
 }
 
 pub struct RtcState {
-    udp: UdpSocket,
+    pub(super) udp: UdpSocket,
     sessions: super::Slab<Entry>,
     by_ufrag: HashMap<String, usize>,
     by_addr: HashMap<SocketAddr, usize>,
     by_resource: HashMap<String, usize>,
+    /// WebRTC viewers (play.rs), routed like sessions.
+    pub(super) viewers: super::Slab<super::play::Viewer>,
+    pub(super) v_by_ufrag: HashMap<String, usize>,
+    pub(super) v_by_addr: HashMap<SocketAddr, usize>,
+    pub(super) v_by_resource: HashMap<String, usize>,
     buf: Vec<u8>,
     /// The last read stopped at its budget with datagrams left: read again next turn.
     pub(super) udp_more: bool,
@@ -203,6 +210,10 @@ impl RtcState {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             by_resource: HashMap::new(),
+            viewers: super::Slab::new(),
+            v_by_ufrag: HashMap::new(),
+            v_by_addr: HashMap::new(),
+            v_by_resource: HashMap::new(),
             buf: vec![0u8; 65536],
             udp_more: false,
         }
@@ -227,7 +238,7 @@ impl Worker {
             match ws::upgrade_response(&req.header_refs(), &[]) {
                 Ok(resp) => {
                     c.tx.push_vec(resp);
-                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new(), token: None, custom: None, app_key: None }));
+                    c.kind = Kind::Ws(Box::new(WsConn { decoder: ws::WsDecoder::new(), last_heard: now, sessions: Vec::new(), viewers: Vec::new(), token: None, custom: None, app_key: None }));
                     crate::info!("ws {}: signaling connection opened on worker {}", c.peer, self.id);
                     if let Some(gen) = self.conns.gen(idx) {
                         self.timers.insert(now + WS_PING_EVERY, Timer::WsPing { idx, gen });
@@ -245,13 +256,20 @@ impl Worker {
             }
             return;
         }
+        if req.path.starts_with("/whep") {
+            // None: held until the auth hook answers (`whep_verdict`).
+            if let Some(resp) = self.whep(now, idx, &req) {
+                self.http_answer(idx, resp);
+            }
+            return;
+        }
         // None: held until the auth hook answers (`whip_verdict`).
         if let Some(resp) = self.whip(now, idx, &req) {
             self.http_answer(idx, resp);
         }
     }
 
-    fn http_answer(&mut self, idx: usize, resp: Vec<u8>) {
+    pub(super) fn http_answer(&mut self, idx: usize, resp: Vec<u8>) {
         if let Some(c) = self.conns.get_mut(idx) {
             c.tx.push_vec(resp);
             c.close_after_flush = true;
@@ -259,7 +277,7 @@ impl Worker {
         self.mark_dirty(idx);
     }
 
-    fn whip_cors(&self, req: &OwnedRequest) -> String {
+    pub(super) fn whip_cors(&self, req: &OwnedRequest) -> String {
         match self.shared.access.cors_origin(req.header("origin")) {
             Some(o) => format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"),
             None => String::new(),
@@ -394,6 +412,9 @@ impl Worker {
 
     /// End WHIP session `resource` if this worker owns it (a DELETE, here or forwarded).
     pub(super) fn whip_end(&mut self, now: Instant, resource: &str) {
+        if self.whep_end(now, resource) {
+            return;
+        }
         if let Some(s) = self.rtc.by_resource.get(resource).copied() {
             self.rtc_stop(now, s, None);
         }
@@ -556,13 +577,8 @@ impl Worker {
                     self.rtc_stop(now, s, Some(&RtcError::PeerClosed));
                 }
             }
-            ClientMsg::PlayStream(v) => {
-                let id = v.get("mediaSessionId").and_then(|x| x.as_str()).unwrap_or("").to_owned();
-                let name = v.get("name").and_then(|x| x.as_str()).unwrap_or("").to_owned();
-                let media = StreamMedia { published: false, has_video: true, has_audio: true };
-                self.ws_send(idx, &sig::stream_status(&id, &name, sig::STATUS_FAILED, Some("WebRTC playback is not built yet: play this stream over RTMP"), media));
-            }
-            ClientMsg::StopStream(_) => {}
+            ClientMsg::PlayStream(v) => self.ws_play(now, idx, &v),
+            ClientMsg::StopStream(v) => self.ws_stop(now, idx, &v),
             ClientMsg::AvailableStream { media_session_id, name } => {
                 let live = self.shared.registry.is_live(&name);
                 self.ws_send(idx, &sig::available_stream(&media_session_id, live, if live { None } else { Some(sig::INFO_STREAM_NOT_FOUND) }));
@@ -646,6 +662,9 @@ impl Worker {
         for (_, s) in w.sessions {
             self.rtc_stop(now, s, None);
         }
+        for (_, s) in w.viewers {
+            self.view_stop(now, s, None);
+        }
     }
 
     // ---- sessions -------------------------------------------------------------------
@@ -665,13 +684,7 @@ impl Worker {
         };
         let stats = Arc::clone(reservation.stats());
         let port = self.shared.cfg.udp_port + self.id as u16;
-        let cand_port = self.shared.cfg.candidate_port.map_or(port, |p| p.saturating_add(self.id as u16));
-        let cands: Vec<(IpAddr, u16)> = if self.shared.cfg.public_ip.is_empty() {
-            let ip = local_ip.filter(|ip| !ip.is_unspecified()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
-            vec![(ip, cand_port)]
-        } else {
-            self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
-        };
+        let cands = self.rtc_candidates(local_ip);
         let secrets = RtcSecrets::from_random(&csprng::bytes());
         let session = match RtcSession::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets, now, Arc::clone(&stats), self.shared.cfg.audio) {
             Ok(s) => s,
@@ -716,6 +729,19 @@ impl Worker {
         crate::info!("webrtc: session for {pname} on worker {} (udp port {port}): waiting for ICE and DTLS", self.id, pname = crate::log::peer_str(&name));
         self.rtc_arm(slot);
         Ok(answer)
+    }
+
+    /// Our host candidates for a session on this worker: `--public-ip`, else the
+    /// address the signaling connection reached.
+    pub(super) fn rtc_candidates(&self, local_ip: Option<IpAddr>) -> Vec<(IpAddr, u16)> {
+        let port = self.shared.cfg.udp_port + self.id as u16;
+        let cand_port = self.shared.cfg.candidate_port.map_or(port, |p| p.saturating_add(self.id as u16));
+        if self.shared.cfg.public_ip.is_empty() {
+            let ip = local_ip.filter(|ip| !ip.is_unspecified()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            vec![(ip, cand_port)]
+        } else {
+            self.shared.cfg.public_ip.iter().map(|ip| (*ip, cand_port)).collect()
+        }
     }
 
     /// End a session: tell its owner (status + info), release the name. `why` is None
@@ -784,6 +810,20 @@ impl Worker {
                 Some(_) => self.rtc.by_addr.get(&from).copied(),
                 None => None,
             };
+            let viewer = match (slot, data.get(..n)) {
+                (Some(_), _) | (None, None) => None,
+                (None, Some(d)) if stun::is_stun(d) => stun::parse(d)
+                    .ok()
+                    .and_then(|m| crate::proto::ice::username_local_part(&m).map(str::to_owned))
+                    .and_then(|u| self.rtc.v_by_ufrag.get(&u).copied())
+                    .or_else(|| self.rtc.v_by_addr.get(&from).copied()),
+                (None, Some(_)) => self.rtc.v_by_addr.get(&from).copied(),
+            };
+            if let (Some(v), Some(d)) = (viewer, data.get_mut(..n)) {
+                self.view_datagram(now, v, from, d);
+                self.rtc.buf = data;
+                continue;
+            }
             match (slot, data.get_mut(..n)) {
                 (Some(s), Some(d)) => {
                     if let Some(e) = self.rtc.sessions.get_mut(s) {
@@ -867,7 +907,7 @@ impl Worker {
             if let Some(r) = reservation {
                 crate::info!("webrtc: publishing {pname} on worker {} (media flows)", self.id, pname = crate::log::peer_str(&name));
                 WorkerStats::gauge(&self.shared.workers[self.id].publishers, 1);
-                let _ = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns));
+                let _ = self.relay.handle_publish(now, r, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
                 self.apply_relay(now);
                 let owner = self.rtc.sessions.get_mut(slot).map(|e| e.owner.clone());
                 self.push_rules(now, &name);
