@@ -436,11 +436,7 @@ impl RtcViewer {
                     nacked.extend(list.seqs().take(256));
                 }
                 Ok(rtcp::RtcpPacket::Pli { media_ssrc, .. }) if Some(media_ssrc) == video_ssrc => keyframe = true,
-                Ok(rtcp::RtcpPacket::Fir { entries, .. }) => {
-                    if entries.iter().any(|e| Some(e.ssrc) == video_ssrc) {
-                        keyframe = true;
-                    }
-                }
+                Ok(rtcp::RtcpPacket::Fir { entries, .. }) if entries.iter().any(|e| Some(e.ssrc) == video_ssrc) => keyframe = true,
                 Ok(rtcp::RtcpPacket::TransportCc { .. }) => self.stats.twcc_feedback += 1,
                 Ok(rtcp::RtcpPacket::Remb { bitrate_bps, .. }) => self.stats.remb_bps = bitrate_bps,
                 _ => {}
