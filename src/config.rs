@@ -122,8 +122,10 @@ pub struct Config {
     pub unpublish_grace: f64,
 
     /// Playing a name that nobody publishes: wait for a publisher, or answer StreamNotFound.
-    #[arg(long, value_enum, default_value_t = UnknownStream::Wait, value_name = "MODE")]
-    pub unknown_stream: UnknownStream,
+    /// Unset: RTMP players wait (and get PublishNotify), WebRTC viewers (playStream, WHEP)
+    /// get FAILED "Stream not found" / 404, as Flashphoner clients expect.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub unknown_stream: Option<UnknownStream>,
 
     /// Per-player send queue limit in KiB. Beyond it a player loses inter frames first
     /// (resuming at the next keyframe); beyond twice it keyframes; beyond three times audio.
@@ -341,9 +343,9 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 pub const DEFAULT_WRITE_BATCH_MS: u64 = 20;
 
 impl Config {
-    /// `--unknown-stream wait`: a play of a name nobody publishes waits for a publisher.
-    pub fn wait_for_unknown(&self) -> bool {
-        self.unknown_stream == UnknownStream::Wait
+    /// A WebRTC viewer of a name nobody publishes waits: only with `--unknown-stream wait`.
+    pub fn webrtc_waits_for_unknown(&self) -> bool {
+        self.unknown_stream == Some(UnknownStream::Wait)
     }
 
     /// Check ranges clap cannot express; the message names the flag.

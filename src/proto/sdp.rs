@@ -30,7 +30,10 @@
 //!   without DTLS-SRTP, session-level `a=extmap`, re-offers and ICE restarts (every
 //!   offer is treated as an initial offer), trickled candidates from the offerer
 //!   (an ICE-lite agent learns the peer's address from its checks).
-//! - Sending: accepted sections are always `recvonly`; we advertise no SSRC or msid.
+//! - Receiving (publishers): accepted sections are `recvonly`, with no SSRC or msid.
+//! - Sending (WebRTC playback, [`negotiate_send`], [`build_answer_send`]): the offer's
+//!   recvonly sections, H.264 mode 1 and Opus only, answered `sendonly` with our SSRCs,
+//!   CNAME and msid; retransmissions on the media SSRC (no RTX).
 //!
 //! Bounds (policy: exceeding one is an `Err`, the offer is refused): text
 //! [`MAX_SDP_LEN`], [`MAX_MEDIA_SECTIONS`] sections, [`MAX_PAYLOAD_TYPES`] formats,
@@ -2938,5 +2941,35 @@ a=rtpmap:9 G722/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
             with_header.extend(bytes.iter().map(|b| b & 0x7f));
             exercise(&String::from_utf8_lossy(&with_header));
         }
+    }
+
+    #[test]
+    fn a_recvonly_offer_is_answered_sendonly_with_our_sources() {
+        let recv = CHROME_OFFER.replace("a=sendonly", "a=recvonly");
+        let o = parse_offer(&recv).unwrap();
+        // A receiver's offer has nothing to send us, and a sender's nothing to take.
+        assert_eq!(negotiate(&o, &CodecPrefs::default()), Err(SdpError::NothingToReceive));
+        assert_eq!(negotiate_send(&parse_offer(CHROME_OFFER).unwrap()), Err(SdpError::NothingToReceive));
+        let mut neg = negotiate_send(&o).unwrap();
+        let v = neg.video.clone().unwrap();
+        assert!(v.rtx_pt.is_none(), "retransmissions go on the media SSRC");
+        assert!(v.h264_formats.len() >= 2, "{:?}", v.h264_formats);
+        assert_eq!(h264_rank(v.profile_level_id), 0, "constrained baseline preferred");
+        assert_eq!(neg.audio.as_ref().unwrap().codec, SdpAudioCodec::Opus);
+        // The sender may pick another offered format (a High-profile source).
+        let (pt, plid) = *v.h264_formats.iter().find(|(_, p)| p >> 16 != 0x42).unwrap();
+        neg.use_video_format(pt, plid);
+        let send = SendParams { video_ssrc: 1111, audio_ssrc: 2222, cname: "cn".into(), stream_id: "st".into() };
+        let a = build_answer_send(&o, &neg, &local(), &send);
+        assert_eq!(a.matches("a=sendonly").count(), 2, "{a}");
+        assert!(!a.contains("a=recvonly"));
+        assert!(a.contains("a=ssrc:1111 cname:cn\r\n") && a.contains("a=ssrc:2222 cname:cn\r\n"), "{a}");
+        assert!(a.contains("a=msid:st st-video\r\n") && a.contains("a=msid:st st-audio\r\n"));
+        assert!(a.contains(&format!("a=rtpmap:{pt} H264/90000")), "{a}");
+        assert!(!a.contains(" rtx/"), "{a}");
+        // Only the extension a sender writes: transport-wide sequence numbers.
+        assert!(a.lines().filter(|l| l.starts_with("a=extmap:")).all(|l| l.ends_with(URI_TRANSPORT_CC)), "{a}");
+        let back = parse_offer(&a).unwrap();
+        assert!(back.media.iter().all(|m| m.direction == SdpDirection::SendOnly));
     }
 }

@@ -45,8 +45,10 @@ pub enum Sink {
     /// connect result listed Enhanced RTMP Opus. Same frames and drop policy as a
     /// player; an evicted push reconnects (the shell decides).
     Push { wants_opus: bool },
-    /// A WebRTC viewer (Flashphoner playStream, WHEP): video and Opus audio only.
-    WebRtc,
+    /// A WebRTC viewer (Flashphoner playStream, WHEP): video and Opus audio only;
+    /// `transcoded`: the transcoded video ([`Audience::Rtc`](super::Audience::Rtc))
+    /// instead of the source's (which has B-frames).
+    WebRtc { transcoded: bool },
 }
 
 /// Everything that crosses cores: plain data, `Send`, no references.
@@ -395,7 +397,10 @@ impl CoreRelay {
         let mut player = PlayerState::new(Arc::clone(name), hub.epoch);
         match kind {
             Sink::Rtmp { wants_opus } | Sink::Push { wants_opus } => player.wants_opus = wants_opus,
-            Sink::WebRtc => player.webrtc = true,
+            Sink::WebRtc { transcoded } => {
+                player.webrtc = true;
+                player.rtc_transcoded = transcoded;
+            }
         }
         self.sinks.insert(sink, SinkState { sink: kind, player, hold_until: None, evicted: false, drops: 0 });
         if !live {
@@ -606,7 +611,7 @@ impl CoreRelay {
         let Some(hub) = self.hubs.get(name) else { return };
         let snap = hub.cached().clone();
         let has_video = hub.has_video;
-        let start = snap.meta.iter().chain(snap.video_cfg.iter()).chain(snap.audio_cfg.iter()).chain(snap.audio_cfg_opus.iter());
+        let start = snap.meta.iter().chain(snap.video_cfg.iter()).chain(snap.video_cfg_rtc.iter()).chain(snap.audio_cfg.iter()).chain(snap.audio_cfg_opus.iter());
         for f in start.chain(snap.gop.iter()) {
             let _ = self.send_to(now, sink, f, has_video, q, true);
         }

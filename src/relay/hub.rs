@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub audio_cfg: Option<Arc<Frame>>,
     /// The Enhanced RTMP Opus sequence header when the stream carries audio twice.
     pub audio_cfg_opus: Option<Arc<Frame>>,
+    /// The AVC sequence header of the stream's video transcoded for WebRTC viewers
+    /// (constrained baseline, no B-frames), when a transcode runs.
+    pub video_cfg_rtc: Option<Arc<Frame>>,
     pub gop: Vec<Arc<Frame>>,
 }
 
@@ -113,6 +116,15 @@ impl StreamHub {
     /// Record one message in the caches. Returns true when it is a config
     /// message (metadata or a sequence header) that replaced a cached one.
     pub fn ingest(&mut self, msg: &Arc<Frame>, now: Instant) {
+        if msg.kind == MediaKind::Video && msg.audience == Audience::Rtc {
+            // Transcoded video for WebRTC viewers: its configuration is kept apart, and
+            // its frames stay out of the GOP (the transcoder makes a keyframe for each
+            // joining viewer), which stays the source's for RTMP players.
+            if msg.config {
+                self.snap.video_cfg_rtc = Some(Arc::clone(msg));
+            }
+            return;
+        }
         if msg.kind == MediaKind::Video && msg.keyframe && !msg.config {
             self.gop_since = Some(now);
         }

@@ -63,6 +63,8 @@ pub struct PlayerState {
     pub wants_opus: bool,
     /// A WebRTC viewer: video and Opus audio only, whatever the audience.
     pub webrtc: bool,
+    /// A WebRTC viewer of the transcoded video (audience `Rtc`), not the source's.
+    pub rtc_transcoded: bool,
 }
 
 impl PlayerState {
@@ -88,6 +90,7 @@ impl PlayerState {
             paused: false,
             wants_opus: false,
             webrtc: false,
+            rtc_transcoded: false,
         }
     }
 
@@ -116,7 +119,7 @@ impl PlayerState {
         let for_me = if self.webrtc {
             // A WebRTC viewer takes video and Opus audio only (RTP has no AAC, no metadata).
             match msg.kind {
-                MediaKind::Video => true,
+                MediaKind::Video => (msg.audience == Audience::Rtc) == self.rtc_transcoded,
                 MediaKind::Audio => crate::proto::flv::is_enhanced_opus(msg.body()),
                 MediaKind::Data => false,
             }

@@ -54,9 +54,17 @@ const RESEND_MIN: Duration = Duration::from_millis(40);
 const SR_INTERVAL: Duration = Duration::from_secs(1);
 /// Keyframe requests passed on at most this often per viewer.
 const KEYFRAME_REQUEST_MIN: Duration = Duration::from_millis(500);
+/// Receiver reports with at least this fraction lost (in 1/256: 20 %) mark the
+/// viewer congested: the relay then treats it as a player over its queue limit
+/// (inter frames dropped until it recovers, eviction if it stays so).
+const CONGESTED_LOSS_256: u8 = 51;
+
 /// Audio RTP time follows the samples sent; the frame time may wander from it by this
 /// much before the RTP clock is re-anchored.
 pub const AUDIO_REANCHOR_MS: i64 = 100;
+/// Frames may run this far ahead of the wall clock (network jitter of the source)
+/// before the viewer's timeline is pulled back to it (see `RtcViewer::timeline`).
+const CATCH_UP_SLACK_MS: i64 = 40;
 
 #[derive(Debug)]
 pub enum ViewerEvent {
@@ -166,6 +174,10 @@ pub struct RtcViewer {
     local_ssrc: u32,
     cname: String,
     history: VecDeque<Sent>,
+    /// The first frame's arrival and time, and how far frames have been pulled back
+    /// so that they do not run ahead of the wall clock (`timeline`).
+    clock0: Option<(Instant, i64)>,
+    catch_up_ms: i64,
     epoch: Instant,
     last_sr: Option<Instant>,
     last_keyframe_request: Option<Instant>,
@@ -263,6 +275,8 @@ impl RtcViewer {
             local_ssrc,
             cname,
             history: VecDeque::with_capacity(HISTORY),
+            clock0: None,
+            catch_up_ms: 0,
             epoch: now,
             last_sr: None,
             last_keyframe_request: None,
@@ -300,6 +314,12 @@ impl RtcViewer {
     pub fn queued(&self) -> usize {
         self.t.queued()
     }
+    /// The viewer's latest receiver report says it loses a fifth or more of what it
+    /// is sent: it cannot keep up (UDP gives no other backpressure).
+    pub fn congested(&self) -> bool {
+        self.stats.loss_256 >= CONGESTED_LOSS_256
+    }
+
     /// The stream's counters, once the viewer has joined it (it may not have existed
     /// when the viewer was made).
     pub fn set_stream_stats(&mut self, s: Arc<StreamStats>) {
@@ -340,11 +360,32 @@ impl RtcViewer {
         if self.t.connected().is_none() || self.t.is_failed() {
             return;
         }
+        if frame.kind == MediaKind::Data {
+            return;
+        }
+        let ts = self.timeline(now, ts);
         match frame.kind {
             MediaKind::Video => self.send_video(now, ts, frame),
             MediaKind::Audio => self.send_audio(now, ts, frame),
             MediaKind::Data => {}
         }
+    }
+
+    /// The RTP-side time of a frame at the viewer's time `ts`. A joining viewer gets
+    /// the cached GOP at once: seconds of frames in one instant. Their own times would
+    /// put the browser's jitter buffer that far behind live for good; so frames never
+    /// run more than [`CATCH_UP_SLACK_MS`] ahead of the wall clock since the first one:
+    /// the burst is played fast, and live frames keep their own spacing after it. The
+    /// pull-back only grows, and applies to both tracks alike (lip sync holds).
+    fn timeline(&mut self, now: Instant, ts: u32) -> u32 {
+        let ts = i64::from(ts);
+        let (t0, ms0) = *self.clock0.get_or_insert((now, ts));
+        let elapsed = now.saturating_duration_since(t0).as_millis() as i64;
+        let lead = ts - ms0 - elapsed;
+        if lead > self.catch_up_ms + CATCH_UP_SLACK_MS {
+            self.catch_up_ms = lead - CATCH_UP_SLACK_MS;
+        }
+        (ts - self.catch_up_ms).clamp(0, i64::from(u32::MAX)) as u32
     }
 
     fn send_video(&mut self, now: Instant, ts: u32, frame: &Arc<Frame>) {
@@ -404,12 +445,11 @@ impl RtcViewer {
             return;
         }
         let samples = opus_packet_samples(opus).unwrap_or(960);
-        let at_ms = i64::from(ts);
-        let rtp_ts = match a.next {
-            Some((next, expected)) if (at_ms - expected).abs() <= AUDIO_REANCHOR_MS => next,
-            _ => a.ts_base.wrapping_add(ts.wrapping_mul(48)),
+        let Some(rtp_ts) = audio_rtp_ts(a.next, a.ts_base, ts) else {
+            self.stats.frames_skipped += 1;
+            return;
         };
-        a.next = Some((rtp_ts.wrapping_add(samples), at_ms + i64::from(samples / 48)));
+        a.next = Some((rtp_ts.wrapping_add(samples), i64::from(ts) + i64::from(samples / 48)));
         a.last = Some((rtp_ts, ts, now));
         let h = rtp::RtpHeader { marker: false, pt: a.pt, seq: a.seq, ts: rtp_ts, ssrc: a.ssrc };
         a.seq = a.seq.wrapping_add(1);
@@ -553,6 +593,22 @@ impl RtcViewer {
     }
 }
 
+/// The RTP timestamp of an Opus packet at time `ts` (ms), given what the next one was
+/// expected to be (`next`: its RTP timestamp and time): exactly where the samples sent
+/// so far end while the times agree within [`AUDIO_REANCHOR_MS`], so steps are exact
+/// (960 per 20 ms), never the rounded milliseconds; re-anchored on `ts` when it jumps
+/// ahead; `None` (leave it out) when it is behind the audio already sent (a joining
+/// viewer's cached burst, pulled back to the wall clock: audio cannot be played
+/// fast), so RTP time never goes back.
+fn audio_rtp_ts(next: Option<(u32, i64)>, ts_base: u32, ts: u32) -> Option<u32> {
+    let at_ms = i64::from(ts);
+    match next {
+        Some((next, expected)) if (at_ms - expected).abs() <= AUDIO_REANCHOR_MS => Some(next),
+        Some((_, expected)) if at_ms < expected => None,
+        _ => Some(ts_base.wrapping_add(ts.wrapping_mul(48))),
+    }
+}
+
 /// Header (with the transport-wide sequence number when negotiated), payload, SRTP,
 /// queue; counted for the viewer and the stream.
 fn send_rtp(t: &mut RtcTransport, twcc: &mut Option<(u8, u16)>, h: &rtp::RtpHeader, payload: &[u8], stats: &mut ViewerStats, stream: &StreamStats) -> bool {
@@ -596,6 +652,24 @@ mod tests {
         assert_eq!(pick_video_format(&debian, 100, 0), None);
         // ...unless it is constrained (constraint_set1: decodable as baseline).
         assert_eq!(pick_video_format(&debian, 100, 0x40), Some((96, 0x42e01f)));
+    }
+
+    #[test]
+    fn opus_timestamps_step_by_samples_not_rounded_milliseconds() {
+        // 20 ms packets whose millisecond times were rounded (21, 41, 60, ...).
+        let mut next = None;
+        let mut out = Vec::new();
+        for ts in [1u32, 21, 41, 60, 81, 101] {
+            let r = audio_rtp_ts(next, 1000, ts).unwrap();
+            next = Some((r.wrapping_add(960), i64::from(ts) + 20));
+            out.push(r);
+        }
+        assert!(out.windows(2).all(|w| w[1] - w[0] == 960), "{out:?}");
+        // A jump ahead (publisher back after a gap) re-anchors on the time.
+        let r = audio_rtp_ts(next, 1000, 5000).unwrap();
+        assert_eq!(r, 1000 + 5000 * 48);
+        // Behind what was sent: left out, never backwards.
+        assert_eq!(audio_rtp_ts(Some((r + 960, 5020)), 1000, 4700), None);
     }
 
     #[test]

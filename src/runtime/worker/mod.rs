@@ -274,7 +274,7 @@ impl Worker {
             gop_cache: !shared.cfg.no_gop_cache,
             grace: shared.cfg.grace(),
             keyframe_every: shared.cfg.keyframe_every(),
-            wait_for_unknown: shared.cfg.unknown_stream != UnknownStream::NotFound,
+            wait_for_unknown: shared.cfg.unknown_stream != Some(UnknownStream::NotFound),
             policy: PlayerPolicy { queue_limit: shared.cfg.queue_limit(), evict_after: shared.cfg.evict() },
             coalesce: shared.cfg.write_batch(),
             coalesce_max_bytes: HOLD_MAX_BYTES,

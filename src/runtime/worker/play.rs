@@ -78,6 +78,9 @@ pub struct Viewer {
     pending_ip: Option<IpAddr>,
     remote: Option<SocketAddr>,
     armed: Option<Instant>,
+    /// The backlog the relay is told while the viewer reports heavy loss: over the
+    /// player queue limit (inter frames dropped), under twice it (keyframes kept).
+    congested_bytes: usize,
 }
 
 /// Why a play request got no viewer.
@@ -336,7 +339,7 @@ impl Worker {
         }
         let reg = &self.shared.registry;
         let live = reg.is_live(&name) || reg.remote_url(&name).is_some();
-        if !live && !self.shared.cfg.wait_for_unknown() {
+        if !live && !self.shared.cfg.webrtc_waits_for_unknown() {
             return Err(PlayRefused::NotFound);
         }
         let stats = reg.stats(&name);
@@ -373,7 +376,8 @@ impl Worker {
             ViewOwner::Whep { resource } => Some(resource.clone()),
             ViewOwner::Ws { .. } => None,
         };
-        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), remote: None, armed: None };
+        let congested_bytes = self.shared.cfg.queue_limit() * 3 / 2;
+        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), remote: None, armed: None, congested_bytes };
         let (slot, _) = self.rtc.viewers.insert(entry);
         self.rtc.v_by_ufrag.insert(ufrag, slot);
         if let Some(r) = whep {
@@ -499,7 +503,7 @@ impl Worker {
         }
         let name = Arc::clone(&e.name);
         let sink = viewer_sink(slot, gen);
-        let outcome = self.relay.handle_play(now, sink, Sink::WebRtc, &name, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
+        let outcome = self.relay.handle_play(now, sink, Sink::WebRtc { transcoded: false }, &name, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
         if outcome == PlayOutcome::NotFound {
             self.apply_relay(now);
             self.view_stop(now, slot, Some(RtcError::StreamNotFound));
@@ -603,5 +607,12 @@ impl Worker {
 /// The relay's backlog of a viewer sink, in bytes (datagrams queued and not sent).
 pub fn viewer_backlog(viewers: &super::Slab<Viewer>, sink: SinkId) -> usize {
     let (slot, gen) = viewer_slot(sink);
-    viewers.get_gen(slot, gen).map_or(0, |e| e.v.queued() * crate::relay::rtc_viewer::MAX_RTP_PAYLOAD)
+    viewers.get_gen(slot, gen).map_or(0, |e| {
+        let queued = e.v.queued() * crate::relay::rtc_viewer::MAX_RTP_PAYLOAD;
+        if e.v.congested() {
+            queued.max(e.congested_bytes)
+        } else {
+            queued
+        }
+    })
 }
