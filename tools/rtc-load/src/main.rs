@@ -1,5 +1,7 @@
-//! rtc-load: M synthetic WebRTC publishers over WHIP in one process, one mio
-//! loop, and an SRTP decrypt micro-benchmark (`--bench-srtp`), for perf/.
+//! rtc-load: M synthetic WebRTC publishers over WHIP and N viewers over WHEP
+//! in one process, one mio loop; an SRTP decrypt micro-benchmark
+//! (`--bench-srtp`); and the UDP floor of WebRTC fan-out (`--floor-send`,
+//! `--floor-recv`, see [`floor`]), for perf/.
 //!
 //! Each publisher POSTs an SDP offer to `/whip/NAME` (NAME-i for i > 0), runs
 //! ICE against the server's ICE-lite candidates, a DTLS client handshake, and
@@ -12,16 +14,24 @@
 //! its SEI, RTP headers and SRTP. One timer paces all publishers: frames
 //! that are due are sent, a late loop skips frames rather than bursting.
 //!
+//! WHEP viewers (`--whep-viewers N`) are the same client with a receiver
+//! ([`viewer`]): a recvonly offer to `/whep/NAME`, ICE, DTLS, then every SRTP
+//! packet is decrypted, parsed and depacketized, and each access unit's SEI
+//! gives publisher → viewer latency. They share the loop with the publishers.
+//!
 //! Output: one JSON summary on stdout (see `summary`); diagnostics on stderr.
 
-#[cfg(test)]
+// rtmp-load's FLV reader: the viewers read the wall-clock SEI with it.
+#[allow(dead_code)]
 #[path = "../../rtmp-load/src/flv.rs"]
 mod flv;
+mod floor;
 mod h264;
 mod media;
 mod publisher;
 #[path = "../../common/report.rs"]
 mod report;
+mod viewer;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -46,13 +56,19 @@ const DELETE_WAIT: Duration = Duration::from_secs(2);
 const UDP_BUF: usize = 2048;
 /// A loop more than this many frames late skips ahead instead of catching up.
 const MAX_CATCH_UP_FRAMES: u64 = 2;
-/// Most publishers in one process (two tokens each, one UDP socket each).
+/// Most publishers and viewers in one process (two tokens each, one UDP socket each).
 const MAX_PUBLISHERS: usize = 10_000;
+/// A UDP socket's receive buffer asked for (the kernel caps it at rmem_max).
+pub const UDP_RCVBUF: usize = 1 << 20;
 
 const USAGE: &str = "usage: rtc-load --url http://HOST:PORT [--name NAME] [--publishers M] [--seconds S]
                 [--kbps K] [--fps F] [--size WxH] [--gop N] [--idr-min-ms MS] [--ramp-ms MS]
-                [--no-media]
+                [--no-media] [--loop-gop] [--whep-viewers N [--whep-name NAME] [--viewer-ramp-ms MS]
+                [--viewer-delay-ms MS]]
        rtc-load --bench-srtp [--packet-bytes N] [--iterations N] [--profile gcm|gcm256|cm]
+       rtc-load --floor-send --listen ADDR --viewers N --pps P --packet-bytes B [--fps F]
+                [--seconds S] [--profile gcm|gcm256|cm]
+       rtc-load --floor-recv --floor-addr ADDR --viewers N [--seconds S] [--profile ...]
 
 M synthetic WebRTC publishers in one process and one event loop. Each POSTs an SDP
 offer (BUNDLE of H.264 packetization-mode=1 42e01f PT 102 and Opus/48000/2 PT 111,
@@ -88,6 +104,30 @@ once at start and looped, 20 ms per packet.
                      probing), which keeps rtcbridge from ending the session for RTP
                      inactivity (10 s). For the cost of idle sessions (perf/README.md).
 
+  --loop-gop         encode one GOP (--gop frames) at the start and send it in a loop
+                     (a key frame request restarts it at its IDR): the run spends no CPU
+                     on encoding, for many viewers in the same process (perf/play-scale).
+                     The SEI is still written per frame when it is sent.
+  --whep-viewers N   N WHEP viewers of --whep-name (default: --name) besides the M
+                     publishers (M may be 0): each POSTs a recvonly offer (H.264
+                     packetization-mode=1 42e01f PT 102, Opus PT 111) to /whep/NAME, runs
+                     ICE and a DTLS client like a publisher, then receives: every SRTP
+                     packet is unprotected, parsed and counted per track (sequence gaps =
+                     loss), video is depacketized into access units (rtcbridge's
+                     depacketizer) and each unit's wall-clock SEI gives the latency from
+                     the publisher's send to the unit complete at the viewer (from each
+                     viewer's second key frame: the first GOP may come from the server's
+                     GOP cache). A receiver report a second; no NACK, no PLI.
+  --viewer-ramp-ms MS  spread the N WHEP requests over MS milliseconds (default 1000)
+  --viewer-delay-ms MS start the first viewer MS milliseconds after the start (default 0)
+
+  --floor-send       the floor of WebRTC fan-out (see perf/play-scale): one UDP socket on
+                     --listen; each of N receivers that says hello is sent --pps P packets
+                     a second of --packet-bytes B on the wire, in bursts every 1/--fps s,
+                     each one SRTP-protected (its own context) and sent with one sendto.
+  --floor-recv       N UDP sockets that say hello to --floor-addr, then receive, unprotect
+                     and count what the sender sends (as the WHEP viewers do).
+
   --bench-srtp       no publishers: time SrtpContext::unprotect_rtp on RTP packets of
                      --packet-bytes N bytes on the wire (default 1100) with --profile
                      (default gcm = AEAD_AES_128_GCM), --iterations N (default 200000);
@@ -96,7 +136,9 @@ once at start and looped, 20 ms per packet.
 Summary: publishers connected/failed (with reasons), SRTP profile, connect times,
 packets/bytes sent (average SRTP packet size), frames sent, PLIs/FIRs/NACKs received,
 retransmissions, the tool's own CPU (user+sys from /proc/self/stat) per publisher-second
-of media, and encode time per frame.";
+of media, and encode time per frame; with viewers, a \"viewers\" object: connected/failed,
+packets, bytes, loss per track, frames and frame rate per viewer (min/median/max),
+latency p50/p95/p99/max, SRTP failures, and the tool's CPU per viewer-second.";
 
 struct Args {
     url: String,
@@ -113,6 +155,11 @@ struct Args {
     idr_min_ms: u64,
     ramp_ms: u64,
     no_media: bool,
+    loop_gop: bool,
+    viewers: usize,
+    whep_name: String,
+    viewer_ramp_ms: u64,
+    viewer_delay_ms: u64,
 }
 
 struct BenchArgs {
@@ -124,6 +171,8 @@ struct BenchArgs {
 enum Mode {
     Load(Args),
     Bench(BenchArgs),
+    FloorSend(floor::FloorArgs),
+    FloorRecv(floor::FloorArgs),
 }
 
 fn parse_args() -> Result<Mode, String> {
@@ -142,8 +191,16 @@ fn parse_args() -> Result<Mode, String> {
         idr_min_ms: 1000,
         ramp_ms: 1000,
         no_media: false,
+        loop_gop: false,
+        viewers: 0,
+        whep_name: String::new(),
+        viewer_ramp_ms: 1000,
+        viewer_delay_ms: 0,
     };
     let mut bench = false;
+    let mut publishers_given = false;
+    let (mut floor_send, mut floor_recv) = (false, false);
+    let mut f = floor::FloorArgs::default();
     let mut b = BenchArgs { packet_bytes: 1100, iterations: 200_000, profile: SrtpProfile::AeadAes128Gcm };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -154,10 +211,29 @@ fn parse_args() -> Result<Mode, String> {
         match flag.as_str() {
             "--url" => a.url = val("--url")?,
             "--name" => a.name = val("--name")?,
-            "--publishers" => a.publishers = num("--publishers", val("--publishers")?)?,
-            "--seconds" => a.seconds = num("--seconds", val("--seconds")?)?,
+            "--publishers" => {
+                a.publishers = num("--publishers", val("--publishers")?)?;
+                publishers_given = true;
+            }
+            "--whep-viewers" => a.viewers = num("--whep-viewers", val("--whep-viewers")?)?,
+            "--whep-name" => a.whep_name = val("--whep-name")?,
+            "--viewer-ramp-ms" => a.viewer_ramp_ms = num("--viewer-ramp-ms", val("--viewer-ramp-ms")?)?,
+            "--viewer-delay-ms" => a.viewer_delay_ms = num("--viewer-delay-ms", val("--viewer-delay-ms")?)?,
+            "--floor-send" => floor_send = true,
+            "--floor-recv" => floor_recv = true,
+            "--listen" => f.addr = Some(num("--listen", val("--listen")?)?),
+            "--floor-addr" => f.addr = Some(num("--floor-addr", val("--floor-addr")?)?),
+            "--viewers" => f.viewers = num("--viewers", val("--viewers")?)?,
+            "--pps" => f.pps = num("--pps", val("--pps")?)?,
+            "--seconds" => {
+                a.seconds = num("--seconds", val("--seconds")?)?;
+                f.seconds = a.seconds;
+            }
             "--kbps" => a.kbps = num("--kbps", val("--kbps")?)?,
-            "--fps" => a.fps = num("--fps", val("--fps")?)?,
+            "--fps" => {
+                a.fps = num("--fps", val("--fps")?)?;
+                f.fps = a.fps;
+            }
             "--gop" => a.gop = num("--gop", val("--gop")?)?,
             "--ramp-ms" => a.ramp_ms = num("--ramp-ms", val("--ramp-ms")?)?,
             "--idr-min-ms" => a.idr_min_ms = num("--idr-min-ms", val("--idr-min-ms")?)?,
@@ -169,7 +245,11 @@ fn parse_args() -> Result<Mode, String> {
             }
             "--bench-srtp" => bench = true,
             "--no-media" => a.no_media = true,
-            "--packet-bytes" => b.packet_bytes = num("--packet-bytes", val("--packet-bytes")?)?,
+            "--loop-gop" => a.loop_gop = true,
+            "--packet-bytes" => {
+                b.packet_bytes = num("--packet-bytes", val("--packet-bytes")?)?;
+                f.packet_bytes = b.packet_bytes;
+            }
             "--iterations" => b.iterations = num("--iterations", val("--iterations")?)?,
             "--profile" => {
                 b.profile = match val("--profile")?.as_str() {
@@ -182,6 +262,11 @@ fn parse_args() -> Result<Mode, String> {
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    f.profile = b.profile;
+    if floor_send || floor_recv {
+        f.check(floor_send)?;
+        return Ok(if floor_send { Mode::FloorSend(f) } else { Mode::FloorRecv(f) });
     }
     if bench {
         if b.iterations == 0 || b.iterations > 1 << 32 {
@@ -211,8 +296,17 @@ fn parse_args() -> Result<Mode, String> {
     if a.name.is_empty() || a.name.contains(['/', ' ', '?', '#']) {
         return Err(format!("--name {:?}: must be non-empty without '/', ' ', '?', '#'", a.name));
     }
-    if a.publishers == 0 || a.publishers > MAX_PUBLISHERS {
-        return Err(format!("--publishers: must be 1..={MAX_PUBLISHERS}"));
+    if a.viewers > 0 && !publishers_given {
+        a.publishers = 0;
+    }
+    if a.whep_name.is_empty() {
+        a.whep_name = a.name.clone();
+    }
+    if a.whep_name.contains(['/', ' ', '?', '#']) {
+        return Err(format!("--whep-name {:?}: must not contain '/', ' ', '?', '#'", a.whep_name));
+    }
+    if a.publishers + a.viewers == 0 || a.publishers + a.viewers > MAX_PUBLISHERS {
+        return Err(format!("--publishers + --whep-viewers: must be 1..={MAX_PUBLISHERS}"));
     }
     if !(a.seconds > 0.0 && a.seconds < 1e6) {
         return Err("--seconds: must be > 0".into());
@@ -240,6 +334,20 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Ok(Mode::FloorSend(f)) => match floor::send(&f) {
+            Ok(v) => println!("{v}"),
+            Err(e) => {
+                eprintln!("rtc-load: {e}");
+                std::process::exit(1);
+            }
+        },
+        Ok(Mode::FloorRecv(f)) => match floor::recv(&f) {
+            Ok(v) => println!("{v}"),
+            Err(e) => {
+                eprintln!("rtc-load: {e}");
+                std::process::exit(1);
+            }
+        },
         Ok(Mode::Bench(b)) => match bench_srtp(&b) {
             Ok(v) => println!("{v}"),
             Err(e) => {
@@ -288,6 +396,9 @@ fn run(args: &Args) -> Result<(), String> {
         kbps: args.kbps,
         gop: args.gop,
     })?;
+    if args.loop_gop && args.publishers > 0 && !args.no_media {
+        video.start_loop()?;
+    }
     let audio = AudioSource::new()?;
     let mut pz = h264::H264Packetizer::new(MAX_RTP_PAYLOAD);
     let mut poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
@@ -299,19 +410,22 @@ fn run(args: &Args) -> Result<(), String> {
     let end = t0 + Duration::from_secs_f64(args.seconds);
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let m = args.publishers;
-    let mut slots: Vec<Slot> = (0..m)
+    let n = args.viewers;
+    let mut slots: Vec<Slot> = (0..m + n)
         .map(|i| {
-            let name = if i == 0 { args.name.clone() } else { format!("{}-{i}", args.name) };
-            let ramp = Duration::from_millis(args.ramp_ms).mul_f64(i as f64 / m as f64);
-            let mut p = RtcPublisher::new(name, seed ^ ((i as u64 + 1) << 40).wrapping_mul(0x9e37_79b9));
-            p.keepalive_only = args.no_media;
-            Slot {
-                p,
-                start_at: t0 + ramp,
-                http: None,
-                udp: None,
-                send_errors: 0,
-            }
+            let seed = seed ^ ((i as u64 + 1) << 40).wrapping_mul(0x9e37_79b9);
+            let (p, start_at) = if i < m {
+                let name = if i == 0 { args.name.clone() } else { format!("{}-{i}", args.name) };
+                let ramp = Duration::from_millis(args.ramp_ms).mul_f64(i as f64 / m as f64);
+                let mut p = RtcPublisher::new(name, seed);
+                p.keepalive_only = args.no_media;
+                (p, t0 + ramp)
+            } else {
+                let j = i - m;
+                let ramp = Duration::from_millis(args.viewer_ramp_ms).mul_f64(j as f64 / n as f64);
+                (RtcPublisher::new_viewer(args.whep_name.clone(), seed), t0 + Duration::from_millis(args.viewer_delay_ms) + ramp)
+            };
+            Slot { p, start_at, http: None, udp: None, send_errors: 0 }
         })
         .collect();
 
@@ -355,7 +469,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         // Video frames due.
         let due = t0 + frame_dur.mul_f64(next_frame as f64);
-        if due <= now && !args.no_media {
+        if due <= now && !args.no_media && m > 0 {
             let behind = (now.duration_since(due).as_secs_f64() / frame_dur.as_secs_f64()) as u64;
             if behind > MAX_CATCH_UP_FRAMES {
                 late_frames += behind;
@@ -363,7 +477,7 @@ fn run(args: &Args) -> Result<(), String> {
             }
             let k = next_frame;
             next_frame += 1;
-            let listening = slots.iter().any(|s| s.p.phase == Phase::Media);
+            let listening = slots.iter().any(|s| s.p.phase == Phase::Media && !s.p.is_viewer());
             if listening {
                 // One encoder for all: a request is served by the next IDR, forced at most
                 // every --idr-min-ms (each publisher's receiver asks on its own schedule).
@@ -385,7 +499,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         // Audio frames due.
         let adue = t0 + OPUS_FRAME * next_audio as u32;
-        if adue <= now && !args.no_media {
+        if adue <= now && !args.no_media && m > 0 {
             let behind = (now.duration_since(adue).as_secs_f64() / OPUS_FRAME.as_secs_f64()) as u64;
             if behind > 5 {
                 next_audio += behind;
@@ -404,7 +518,7 @@ fn run(args: &Args) -> Result<(), String> {
 
         // Sleep until the next deadline.
         let mut wake = end;
-        if !args.no_media {
+        if !args.no_media && m > 0 {
             wake = wake.min(t0 + frame_dur.mul_f64(next_frame as f64)).min(t0 + OPUS_FRAME * next_audio as u32);
         }
         for s in &slots {
@@ -446,7 +560,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let cpu1 = cpu_times();
     delete_all(&mut poll, &mut events, args, &mut slots);
-    let v = summary(args, &slots, &video, late_frames, &encode_errors, t0, media_end, cpu0, cpu1);
+    let mut v = summary(args, &slots[..m], &video, late_frames, &encode_errors, t0, media_end, cpu0, cpu1);
+    if n > 0 {
+        v["viewers"] = viewer_summary(args, &slots[m..], media_end, cpu0, cpu1);
+    }
     println!("{v}");
     Ok(())
 }
@@ -463,7 +580,7 @@ fn start_whip(poll: &mut Poll, args: &Args, id: &ClientIdentity, i: usize, s: &m
             }
             s.http = Some(HttpConn {
                 stream,
-                out: publisher::whip_post(&args.host, &s.p.name, &offer),
+                out: publisher::whip_post(&args.host, if s.p.is_viewer() { "whep" } else { "whip" }, &s.p.name, &offer),
                 out_off: 0,
                 inbuf: Vec::with_capacity(4096),
                 deadline: now + HTTP_TIMEOUT,
@@ -535,6 +652,10 @@ fn http_event(poll: &mut Poll, i: usize, s: &mut Slot, now: Instant) {
                 SocketAddr::from(([0u16; 8], 0))
             };
             let sock = UdpSocket::bind(bind).and_then(|sock| sock.connect(server).map(|()| sock));
+            if let (Ok(sock), true) = (&sock, s.p.is_viewer()) {
+                // A viewer receives bursts of a frame's packets: room for a few frames.
+                floor::set_rcvbuf(sock, UDP_RCVBUF);
+            }
             match sock {
                 Ok(mut sock) => {
                     if let Err(e) = poll.registry().register(&mut sock, udp_token(i), Interest::READABLE) {
@@ -727,6 +848,107 @@ fn summary(
         "tx_queue_drops": st.tx_queue_drops,
         "cpu_seconds": {"user": round3(cpu1.0 - cpu0.0), "sys": round3(cpu1.1 - cpu0.1)},
         "cpu_ms_per_publisher_second": if media_seconds > 0.0 { round3(cpu * 1e3 / media_seconds) } else { 0.0 },
+    })
+}
+
+/// The WHEP viewers' part of the summary.
+fn viewer_summary(args: &Args, slots: &[Slot], end: Instant, cpu0: (f64, f64), cpu1: (f64, f64)) -> serde_json::Value {
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut connect_ms, mut join_ms, mut fps, mut frames, mut kbps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut latency, mut first_gop) = (Vec::new(), Vec::new());
+    let mut st = viewer::ViewerStats::default();
+    let (mut v_pk, mut v_bytes, mut v_lost, mut v_exp, mut v_late, mut v_gaps) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut a_pk, mut a_bytes, mut a_lost, mut a_exp) = (0u64, 0u64, 0u64, 0u64);
+    let (mut connected, mut media_seconds, mut send_errors, mut rtcp_received) = (0u64, 0.0, 0u64, 0u64);
+    for s in slots {
+        let p = &s.p;
+        send_errors += s.send_errors;
+        rtcp_received += p.stats.rtcp_received;
+        if let Some(r) = &p.failure {
+            *failures.entry(r.clone()).or_insert(0) += 1;
+        } else if p.phase != Phase::Media {
+            *failures.entry(format!("not connected at the end ({:?})", p.phase)).or_insert(0) += 1;
+        }
+        let (Some(a), Some(b), Some(rx)) = (p.started, p.connected, p.rx.as_deref()) else { continue };
+        connected += 1;
+        connect_ms.push(b.duration_since(a).as_secs_f64() * 1e3);
+        let until = p.media_end.unwrap_or(end);
+        let secs = until.saturating_duration_since(b).as_secs_f64();
+        media_seconds += secs;
+        frames.push(rx.stats.frames as f64);
+        if secs > 0.0 {
+            kbps.push((rx.video.bytes + rx.audio.bytes) as f64 * 8.0 / 1e3 / secs);
+        }
+        if let Some(f) = rx.first_frame {
+            join_ms.push(f.saturating_duration_since(b).as_secs_f64() * 1e3);
+        }
+        // Frame rate from the second key frame on (the first GOP may come as a burst
+        // from the server's GOP cache), up to the end of the run.
+        fps.push(match rx.steady_since {
+            Some(t) if until > t => rx.steady_frames.saturating_sub(1) as f64 / until.duration_since(t).as_secs_f64(),
+            _ => 0.0,
+        });
+        latency.extend_from_slice(&rx.latency_ms);
+        first_gop.extend_from_slice(&rx.first_gop_latency_ms);
+        let x = &rx.stats;
+        st.srtp_errors += x.srtp_errors;
+        st.unknown_pt += x.unknown_pt;
+        st.frames += x.frames;
+        st.keyframes += x.keyframes;
+        st.stamped += x.stamped;
+        st.depack_dropped += x.depack_dropped;
+        st.units_lost += x.units_lost;
+        st.reports_sent += x.reports_sent;
+        (v_pk, v_bytes, v_lost, v_exp) = (v_pk + rx.video.packets, v_bytes + rx.video.bytes, v_lost + rx.video.lost(), v_exp + rx.video.expected());
+        (v_late, v_gaps) = (v_late + rx.video.late, v_gaps + rx.video.gaps);
+        (a_pk, a_bytes, a_lost, a_exp) = (a_pk + rx.audio.packets, a_bytes + rx.audio.bytes, a_lost + rx.audio.lost(), a_exp + rx.audio.expected());
+    }
+    let spread = |v: &[f64]| {
+        let mut j = percentiles(v, &[50]);
+        if let Some(min) = v.iter().copied().min_by(f64::total_cmp) {
+            j["min"] = json!(round3(min));
+        }
+        j
+    };
+    let pct = |lost: u64, expected: u64| if expected > 0 { round3(lost as f64 * 100.0 / expected as f64) } else { 0.0 };
+    let cpu = (cpu1.0 - cpu0.0) + (cpu1.1 - cpu0.1);
+    json!({
+        "name": args.whep_name,
+        "requested": args.viewers,
+        "connected": connected,
+        "failed": slots.iter().filter(|s| s.p.phase != Phase::Media).count(),
+        "failures": failures,
+        "srtp_profile": slots.iter().find_map(|s| s.p.srtp_profile).map(|p| format!("{p:?}")),
+        "connect_ms": percentiles(&connect_ms, &[50, 95]),
+        "join_to_first_frame_ms": percentiles(&join_ms, &[50, 95]),
+        "media_viewer_seconds": round3(media_seconds),
+        "video_packets": v_pk,
+        "video_bytes": v_bytes,
+        "video_lost": v_lost,
+        "video_loss_percent": pct(v_lost, v_exp),
+        "video_late": v_late,
+        "video_gaps": v_gaps,
+        "audio_packets": a_pk,
+        "audio_bytes": a_bytes,
+        "audio_lost": a_lost,
+        "audio_loss_percent": pct(a_lost, a_exp),
+        "avg_srtp_packet_bytes": if v_pk + a_pk > 0 { round3((v_bytes + a_bytes) as f64 / (v_pk + a_pk) as f64) } else { 0.0 },
+        "srtp_errors": st.srtp_errors,
+        "unknown_payload_type": st.unknown_pt,
+        "frames": st.frames,
+        "keyframes": st.keyframes,
+        "frames_with_sei": st.stamped,
+        "frames_per_viewer": spread(&frames),
+        "fps_per_viewer": spread(&fps),
+        "kbps_per_viewer": spread(&kbps),
+        "depacketizer_dropped_packets": st.depack_dropped,
+        "units_lost": st.units_lost,
+        "latency_ms": percentiles(&latency, &[50, 95, 99]),
+        "first_gop_latency_ms": percentiles(&first_gop, &[50, 99]),
+        "rtcp_received": rtcp_received,
+        "receiver_reports_sent": st.reports_sent,
+        "socket_errors": send_errors,
+        "cpu_ms_per_viewer_second": if media_seconds > 0.0 { round3(cpu * 1e3 / media_seconds) } else { 0.0 },
     })
 }
 

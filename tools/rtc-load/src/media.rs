@@ -29,6 +29,7 @@ pub struct VideoParams {
 }
 
 /// One encoded access unit, Annex B, with its NAL unit boundaries.
+#[derive(Clone)]
 pub struct EncodedFrame {
     pub data: Vec<u8>,
     pub ranges: Vec<(usize, usize)>,
@@ -57,6 +58,8 @@ pub struct VideoSource {
     pub frames: u64,
     pub idrs: u64,
     pub bytes: u64,
+    /// `--loop-gop`: one GOP encoded at the start, served in a loop, and the next index.
+    looped: Option<(Vec<EncodedFrame>, usize)>,
 }
 
 impl VideoSource {
@@ -95,12 +98,50 @@ impl VideoSource {
             frames: 0,
             idrs: 0,
             bytes: 0,
+            looped: None,
         })
     }
 
     /// Draw and encode the next frame; `force_idr` makes it a key frame.
     /// `Ok(None)` when the encoder produced nothing for this frame.
+    /// Encode one GOP (`gop` frames from an IDR) now and serve [`VideoSource::encode`]
+    /// from it from then on, in a loop: no encoding in the run, so the tool's CPU goes
+    /// to its publishers and viewers (a request for a key frame restarts the loop, whose
+    /// first frame is the IDR). The counters restart: they count frames served.
+    pub fn start_loop(&mut self) -> Result<(), String> {
+        let n = self.params.gop.max(1) as usize;
+        let mut frames: Vec<EncodedFrame> = Vec::with_capacity(n);
+        for _ in 0..4 * n {
+            if frames.len() == n {
+                break;
+            }
+            match self.encode(frames.is_empty())? {
+                Some(f) if frames.is_empty() && !f.idr => {}
+                Some(f) if !frames.is_empty() && f.idr => break,
+                Some(f) => frames.push(f),
+                None => {}
+            }
+        }
+        if frames.is_empty() {
+            return Err("--loop-gop: the encoder gave no key frame".into());
+        }
+        (self.frames, self.idrs, self.bytes) = (0, 0, 0);
+        self.looped = Some((frames, 0));
+        Ok(())
+    }
+
     pub fn encode(&mut self, force_idr: bool) -> Result<Option<EncodedFrame>, String> {
+        if let Some((frames, next)) = self.looped.as_mut() {
+            if force_idr || *next >= frames.len() {
+                *next = 0;
+            }
+            let f = frames[*next].clone();
+            *next += 1;
+            self.frames += 1;
+            self.bytes += f.data.len() as u64;
+            self.idrs += u64::from(f.idr);
+            return Ok(Some(f));
+        }
         self.draw();
         let (w, h) = (self.params.width, self.params.height);
         if force_idr || self.since_idr + 1 >= self.params.gop.max(1) {
@@ -220,6 +261,17 @@ impl AudioSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_looped_gop_starts_on_its_idr_and_restarts_on_request() {
+        let mut v = VideoSource::new(VideoParams { width: 160, height: 96, fps: 30.0, kbps: 300, gop: 5 }).unwrap();
+        v.start_loop().unwrap();
+        let idrs: Vec<bool> = (0..11).map(|_| v.encode(false).unwrap().unwrap().idr).collect();
+        assert_eq!(idrs, [true, false, false, false, false, true, false, false, false, false, true]);
+        assert!(v.encode(true).unwrap().unwrap().idr);
+        assert!(!v.encode(false).unwrap().unwrap().idr);
+        assert_eq!((v.frames, v.idrs), (13, 4));
+    }
 
     #[test]
     fn opus_frames_decode() {

@@ -14,6 +14,12 @@
 //! is decrypted and PLI/FIR/NACK counted (PLI/FIR set
 //! [`RtcPublisher::take_keyframe_request`], NACKed packets are resent from a
 //! small history of protected packets).
+//!
+//! A WHEP viewer is the same client with a receiver attached
+//! ([`RtcPublisher::new_viewer`], [`crate::viewer::ViewerRx`]): a recvonly
+//! offer, the same ICE and DTLS client, then it sends no media, only consent
+//! checks and a receiver report a second, and every SRTP packet from the
+//! server is unprotected and handed to the receiver.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +35,7 @@ use rtcbridge::proto::srtp::{SrtpContext, SrtpProfile};
 use rtcbridge::proto::stun::{self, StunBindingRequest, StunClass, StunMethod, StunRole, StunWriter};
 
 use crate::h264::{self, H264Packetizer};
+use crate::viewer::ViewerRx;
 
 pub const VIDEO_PT: u8 = 102;
 pub const AUDIO_PT: u8 = 111;
@@ -137,6 +144,8 @@ pub struct RtcPublisher {
     pub keepalive_only: bool,
     /// Where media goes (the chosen server candidate).
     pub server: Option<SocketAddr>,
+    /// A WHEP viewer's receiving side; `None` for a publisher.
+    pub rx: Option<Box<ViewerRx>>,
     pub srtp_profile: Option<SrtpProfile>,
 
     local_ufrag: String,
@@ -208,6 +217,7 @@ impl RtcPublisher {
             stats: PublisherStats::default(),
             location: None,
             server: None,
+            rx: None,
             srtp_profile: None,
             local_ufrag,
             local_pwd,
@@ -249,6 +259,17 @@ impl RtcPublisher {
         }
     }
 
+    /// A WHEP viewer of `name`: receives, never sends media.
+    pub fn new_viewer(name: String, seed: u64) -> Self {
+        let mut p = RtcPublisher::new(name, seed);
+        p.rx = Some(Box::new(ViewerRx::new(VIDEO_PT, AUDIO_PT)));
+        p
+    }
+
+    pub fn is_viewer(&self) -> bool {
+        self.rx.is_some()
+    }
+
     pub fn fail(&mut self, now: Instant, reason: impl Into<String>) {
         if self.phase == Phase::Failed {
             return;
@@ -263,7 +284,8 @@ impl RtcPublisher {
     }
 
     /// The SDP offer: BUNDLE of one H.264 video and one Opus audio section,
-    /// sendonly, rtcp-mux, our ICE credentials and DTLS fingerprint.
+    /// sendonly (a viewer's recvonly, without a=ssrc and msid), rtcp-mux, our ICE
+    /// credentials and DTLS fingerprint.
     pub fn offer(&self, id: &ClientIdentity) -> String {
         let mut transport = String::new();
         for l in [
@@ -278,6 +300,17 @@ impl RtcPublisher {
             transport.push_str("\r\n");
         }
         let (v, a) = (self.video_ssrc, self.audio_ssrc);
+        if self.is_viewer() {
+            return format!(
+                "v=0\r\no=- {sess} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF {VIDEO_PT}\r\n{transport}a=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+a=rtpmap:{VIDEO_PT} H264/90000\r\na=rtcp-fb:{VIDEO_PT} nack\r\na=rtcp-fb:{VIDEO_PT} nack pli\r\na=rtcp-fb:{VIDEO_PT} ccm fir\r\n\
+a=fmtp:{VIDEO_PT} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF {AUDIO_PT}\r\n{transport}a=mid:1\r\na=recvonly\r\na=rtcp-mux\r\n\
+a=rtpmap:{AUDIO_PT} opus/48000/2\r\na=fmtp:{AUDIO_PT} minptime=10;useinbandfec=1\r\n",
+                sess = self.tiebreaker >> 1,
+            );
+        }
         format!(
             "v=0\r\no=- {sess} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS rtcload\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF {VIDEO_PT}\r\n{transport}a=mid:0\r\na=sendonly\r\na=msid:rtcload v0\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
@@ -361,8 +394,18 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
         match d.first() {
             Some(0..=3) => self.handle_stun(now, d),
             Some(20..=63) => self.handle_dtls(now, d),
-            Some(128..=191) => self.handle_rtcp(d),
+            Some(128..=191) if rtp::is_rtcp(d) => self.handle_rtcp(now, d),
+            Some(128..=191) => self.handle_rtp(now, d),
             _ => {}
+        }
+    }
+
+    /// SRTP from the server: a viewer decrypts and reads every packet.
+    fn handle_rtp(&mut self, now: Instant, d: &mut [u8]) {
+        let (Some(rx), Some(ctx)) = (self.rx.as_mut(), self.srtp_rx.as_mut()) else { return };
+        match ctx.unprotect_rtp(d) {
+            Ok(len) => rx.handle_rtp(now, &d[..len], d.len()),
+            Err(_) => rx.stats.srtp_errors += 1,
         }
     }
 
@@ -487,7 +530,7 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
             self.dtls_timeout = None;
             self.sr_next = Some(now + SR_INTERVAL);
             // Start on a key frame: ask the shared encoder for one.
-            self.keyframe_wanted = true;
+            self.keyframe_wanted = !self.is_viewer();
         }
     }
 
@@ -512,7 +555,7 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
         Ok(())
     }
 
-    fn handle_rtcp(&mut self, d: &mut [u8]) {
+    fn handle_rtcp(&mut self, now: Instant, d: &mut [u8]) {
         let Some(rx) = self.srtp_rx.as_mut() else { return };
         if !rtp::is_rtcp(d) {
             return;
@@ -525,6 +568,11 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
         let mut resend: Vec<u16> = Vec::new();
         for pkt in rtcp::parse(&d[..len]) {
             match pkt {
+                Ok(RtcpPacket::SenderReport { info, .. }) => {
+                    if let Some(rx) = self.rx.as_mut() {
+                        rx.handle_sr(now, info.ssrc, info.ntp);
+                    }
+                }
                 Ok(RtcpPacket::Pli { media_ssrc, .. }) if media_ssrc == self.video_ssrc => {
                     self.stats.plis += 1;
                     self.keyframe_wanted = true;
@@ -615,7 +663,11 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
                 }
                 if self.phase == Phase::Media && self.sr_next.is_some_and(|t| t <= now) {
                     self.sr_next = Some(now + SR_INTERVAL);
-                    self.send_sender_reports(now);
+                    if self.is_viewer() {
+                        self.send_receiver_report(now);
+                    } else {
+                        self.send_sender_reports(now);
+                    }
                     if self.keepalive_only {
                         self.send_padding(now);
                     }
@@ -627,7 +679,7 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
 
     /// RTP timestamp of the video frame shown at media instant `at` (frame `k`).
     pub fn send_video(&mut self, frame: &crate::media::EncodedFrame, k: u64, fps: f64, at: Instant, pz: &mut H264Packetizer) {
-        if self.phase != Phase::Media {
+        if self.phase != Phase::Media || self.is_viewer() {
             return;
         }
         if !self.seen_idr && !frame.idr {
@@ -687,7 +739,7 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
 
     /// Opus frame `k` (20 ms each).
     pub fn send_audio(&mut self, opus: &[u8], k: u64, at: Instant) {
-        if self.phase != Phase::Media {
+        if self.phase != Phase::Media || self.is_viewer() {
             return;
         }
         let ts = self.audio_ts0.wrapping_add((k as u32).wrapping_mul(crate::media::OPUS_FRAME_TICKS));
@@ -755,6 +807,17 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
         }
     }
 
+    /// A viewer's receiver report (RFC 3550 §6.4.2), from its video SSRC.
+    fn send_receiver_report(&mut self, now: Instant) {
+        let ssrc = self.video_ssrc;
+        let Some(mut out) = self.rx.as_mut().and_then(|rx| rx.receiver_report(now, ssrc)) else { return };
+        let Some(tx) = self.srtp_tx.as_mut() else { return };
+        if tx.protect_rtcp(&mut out).is_ok() {
+            self.count_sent(out.len());
+            self.push_tx(out);
+        }
+    }
+
     fn count_sent(&mut self, len: usize) {
         self.stats.packets += 1;
         self.stats.bytes += len as u64;
@@ -773,10 +836,10 @@ a=ssrc:{a} cname:rtcload\r\na=ssrc:{a} msid:rtcload a0\r\n",
     }
 }
 
-/// `POST /whip/NAME` with the offer, `Connection: close`.
-pub fn whip_post(host: &str, name: &str, offer: &str) -> Vec<u8> {
+/// `POST /whip/NAME` (`endpoint` "whip") or `/whep/NAME` with the offer, `Connection: close`.
+pub fn whip_post(host: &str, endpoint: &str, name: &str, offer: &str) -> Vec<u8> {
     format!(
-        "POST /whip/{name} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{offer}",
+        "POST /{endpoint}/{name} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{offer}",
         offer.len()
     )
     .into_bytes()
@@ -862,6 +925,19 @@ mod tests {
         assert_eq!((v.pt, v.profile_level_id), (VIDEO_PT, 0x42e01f));
         assert_eq!(neg.audio.unwrap().pt, AUDIO_PT);
         assert_eq!(v.ssrc, Some(p.video_ssrc));
+    }
+
+    #[test]
+    fn viewer_offer_is_accepted_by_the_server_send_negotiation() {
+        let id = ClientIdentity::generate().unwrap();
+        let v = RtcPublisher::new_viewer("x".into(), 7);
+        let offer = v.offer(&id);
+        assert!(offer.contains("a=recvonly") && !offer.contains("a=sendonly") && !offer.contains("a=ssrc"));
+        let parsed = sdp::parse_offer(&offer).unwrap();
+        let neg = sdp::negotiate_send(&parsed).unwrap();
+        assert_eq!(neg.video.unwrap().pt, VIDEO_PT);
+        assert_eq!(neg.audio.unwrap().pt, AUDIO_PT);
+        assert!(!v.keyframe_pending());
     }
 
     #[test]
