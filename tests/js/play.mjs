@@ -1,0 +1,325 @@
+// WebRTC playback from rtcbridge in headless Chromium, through the Flashphoner Web SDK's own
+// example pages, unchanged; prints what happens as JSON lines.
+//
+//   node play.mjs --page twoway|player --ws ws://127.0.0.1:PORT/ --name NAME
+//                 --steps STEP,STEP,... [--play-name NAME] [--video clip.y4m --audio clip.wav]
+//
+// twoway: examples/demo/streaming/two_way_streaming (Publish and Play in one page; its
+// Connect button first). player: examples/demo/streaming/player (Start connects and plays).
+// Both are served from node_modules by a small static server in this process.
+//
+// Steps, run in order; a step whose condition is not reached within its deadline prints
+// {"abort": STEP, "why": ...} and ends the run (the page is then closed):
+//   connect          twoway: click Connect, wait for #connectStatus ESTABLISHED
+//   publish          twoway: Publish --name, wait for #publishStatus PUBLISHING
+//   available        twoway: click Available for the play name, wait for #availableStatus
+//   play             click Play / Start for --play-name (default --name); wait until the play
+//                    status is PLAYING, FAILED or STOPPED (20 s). Only PLAYING continues.
+//   play-nowait      click Play / Start and go on at once (a viewer that waits for its stream)
+//   measure:S        wait (10 s) for the first decoded video frame, then S+1 samples of
+//                    getStats(), one a second
+//   stop-play        click the play button (now Stop), wait for the play status STOPPED
+//   stop-publish     twoway: click the publish button (now Stop), wait for UNPUBLISHED
+//   wait-play:STATUS:S  wait up to S seconds for the play status STATUS
+//   idle:S           keep watching for S seconds
+//
+// Output lines (each with t: ms since start):
+//   {"el": "#id", "text": ...}   a status element changed (connect, publish, play, info ones)
+//   {"action": STEP}             a step begins
+//   {"ws": {dir, message, data}} a signaling message the page sent or got (pings left out;
+//                                SDP shortened to its m=, rtpmap and fmtp lines)
+//   {"stats": {...}}             one getStats() sample over every open RTCPeerConnection of
+//                                the page: inbound-rtp video and audio, outbound-rtp video
+//   {"abort": STEP, "why": ...}, {"console": ...}, {"pageerror": ...}, {"done": true}
+//
+// To read the page's peer connections and signaling, an init script (run before any page
+// script) keeps every RTCPeerConnection the page makes in a global array and listens to
+// every WebSocket's messages; the pages themselves are not changed.
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+
+const argv = process.argv.slice(2);
+const args = {};
+for (let i = 0; i < argv.length; i++) {
+  if (!argv[i].startsWith("--")) continue;
+  const next = argv[i + 1];
+  args[argv[i].slice(2)] = next !== undefined && !next.startsWith("--") ? next : "1";
+}
+const pageKind = args.page || "twoway";
+const steps = (args.steps || "").split(",").filter(Boolean);
+const playName = args["play-name"] || args.name;
+const here = path.dirname(fileURLToPath(import.meta.url));
+const t0 = Date.now();
+const out = (o) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, ...o }) + "\n");
+
+if (!["twoway", "player"].includes(pageKind) || !args.ws || !args.name || steps.length === 0) {
+  console.error("usage: node play.mjs --page twoway|player --ws URL --name NAME --steps STEP,...");
+  process.exit(64);
+}
+
+const PAGES = {
+  twoway: {
+    url: "examples/demo/streaming/two_way_streaming/two_way_streaming.html",
+    server: "#urlServer",
+    playName: "#playStream",
+    playBtn: "#playBtn",
+    playStatus: "#playStatus",
+    watch: ["#connectStatus", "#publishStatus", "#publishInfo", "#playStatus", "#playInfo", "#availableStatus", "#availableInfo"],
+  },
+  player: {
+    url: "examples/demo/streaming/player/player.html",
+    server: "#url",
+    playName: "#streamName",
+    playBtn: "#playBtn",
+    playStatus: "#status",
+    watch: ["#status", "#info"],
+  },
+};
+const P = PAGES[pageKind];
+
+function serveSdk() {
+  const root = path.join(here, "node_modules", "@flashphoner", "websdk");
+  if (!fs.existsSync(path.join(root, P.url))) {
+    console.error(`Flashphoner Web SDK page ${P.url} not found under ${root}: run tools/test-all`);
+    process.exit(3);
+  }
+  const types = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".mp4": "video/mp4" };
+  const srv = http.createServer((req, res) => {
+    const p = path.normalize(path.join(root, decodeURIComponent(req.url.split("?")[0])));
+    if (!p.startsWith(root) || !fs.existsSync(p) || fs.statSync(p).isDirectory()) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { "Content-Type": types[path.extname(p)] || "application/octet-stream" });
+    fs.createReadStream(p).pipe(res);
+  });
+  return new Promise((ok) => srv.listen(0, "127.0.0.1", () => ok(srv)));
+}
+
+// Runs in the page before its own scripts.
+function instrument() {
+  const rec = { pcs: [], ws: [] };
+  window.__rtcbPlay = rec;
+  const OrigPc = window.RTCPeerConnection;
+  if (OrigPc) {
+    const Pc = function (...a) { const pc = new OrigPc(...a); rec.pcs.push(pc); return pc; };
+    Pc.prototype = OrigPc.prototype;
+    Object.setPrototypeOf(Pc, OrigPc);
+    window.RTCPeerConnection = Pc;
+  }
+  const shortSdp = (sdp) => String(sdp).split(/\r?\n/).filter((l) => /^(m=|a=rtpmap|a=fmtp|a=(send|recv|sendrecv|inactive)\b|a=(sendonly|recvonly))/.test(l)).join(" | ");
+  const note = (dir, text) => {
+    let m;
+    try { m = JSON.parse(text); } catch (e) { return; }
+    if (!m || m.message === "ping" || m.message === "pong") return;
+    let data = m.data;
+    const fix = (v) => (typeof v === "string" && v.startsWith("v=0") ? shortSdp(v) : v);
+    if (Array.isArray(data)) {
+      data = data.map((d) => {
+        if (d && typeof d === "object" && !Array.isArray(d)) {
+          const c = {};
+          for (const k of Object.keys(d)) c[k] = fix(d[k]);
+          return c;
+        }
+        return fix(d);
+      });
+    }
+    rec.ws.push({ dir, message: m.message, data });
+  };
+  const OrigWs = window.WebSocket;
+  if (OrigWs) {
+    const Ws = function (...a) {
+      const ws = new OrigWs(...a);
+      ws.addEventListener("message", (e) => { if (typeof e.data === "string") note("in", e.data); });
+      const send = ws.send.bind(ws);
+      ws.send = (d) => { if (typeof d === "string") note("out", d); return send(d); };
+      return ws;
+    };
+    Ws.prototype = OrigWs.prototype;
+    Object.setPrototypeOf(Ws, OrigWs);
+    for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) Object.defineProperty(Ws, k, { value: OrigWs[k] });
+    window.WebSocket = Ws;
+  }
+}
+
+// Runs in the page: one sample over all open peer connections.
+async function sample() {
+  const rec = window.__rtcbPlay;
+  const r = { pcs: rec.pcs.length, open: 0 };
+  for (const pc of rec.pcs) {
+    if (pc.connectionState === "closed" || pc.signalingState === "closed") continue;
+    r.open++;
+    const stats = await pc.getStats();
+    const codecs = {};
+    stats.forEach((s) => { if (s.type === "codec") codecs[s.id] = s.mimeType; });
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        r.video = {
+          framesDecoded: s.framesDecoded, framesReceived: s.framesReceived, framesDropped: s.framesDropped,
+          keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+          framesPerSecond: s.framesPerSecond, freezeCount: s.freezeCount, packetsReceived: s.packetsReceived,
+          packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount, firCount: s.firCount,
+          codec: codecs[s.codecId], decoder: s.decoderImplementation, pcState: pc.connectionState,
+        };
+      }
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        r.audio = {
+          totalAudioEnergy: s.totalAudioEnergy, audioLevel: s.audioLevel, totalSamplesReceived: s.totalSamplesReceived,
+          concealedSamples: s.concealedSamples, silentConcealedSamples: s.silentConcealedSamples,
+          packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, codec: codecs[s.codecId],
+        };
+      }
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        r.sent = { framesSent: s.framesSent, framesEncoded: s.framesEncoded, framesPerSecond: s.framesPerSecond,
+          qualityLimitationReason: s.qualityLimitationReason };
+      }
+    });
+  }
+  // The element that shows what the page receives (not its own camera's preview).
+  const remote = new Set();
+  for (const pc of rec.pcs) if (pc.signalingState !== "closed") for (const r of pc.getReceivers()) if (r.track) remote.add(r.track);
+  const v = [...document.querySelectorAll("video")].find((e) => e.srcObject && e.srcObject.getTracks && e.srcObject.getTracks().some((t) => remote.has(t)));
+  if (v) r.element = { muted: v.muted, paused: v.paused, volume: v.volume, width: v.videoWidth, height: v.videoHeight };
+  return r;
+}
+
+const chromiumArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--autoplay-policy=no-user-gesture-required"];
+if (args.video) chromiumArgs.push("--use-file-for-fake-video-capture=" + args.video);
+if (args.audio) chromiumArgs.push("--use-file-for-fake-audio-capture=" + args.audio);
+
+const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "rtcb-play-"));
+let srv = null;
+let browser = null;
+try {
+  srv = await serveSdk();
+  browser = await chromium.launchPersistentContext(userDir, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: chromiumArgs,
+  });
+  const page = browser.pages()[0] || await browser.newPage();
+  page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
+  page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
+  await page.addInitScript(instrument);
+  await page.goto(`http://127.0.0.1:${srv.address().port}/${P.url}`);
+  await page.fill(P.server, args.ws);
+
+  const last = {};
+  let wsSeen = 0;
+  const watch = async () => {
+    for (const id of P.watch) {
+      const text = await page.$eval(id, (e) => e.textContent.trim()).catch(() => null);
+      if (text !== last[id]) { last[id] = text; out({ el: id, text }); }
+    }
+    const ws = await page.evaluate((from) => window.__rtcbPlay.ws.slice(from), wsSeen).catch(() => []);
+    wsSeen += ws.length;
+    for (const m of ws) out({ ws: m });
+  };
+  const until = async (pred, ms) => {
+    const end = Date.now() + ms;
+    for (;;) {
+      await watch();
+      if (pred()) return true;
+      if (Date.now() >= end) return false;
+      await page.waitForTimeout(50);
+    }
+  };
+  const idle = async (ms) => { await until(() => false, ms); };
+  const enabled = (sel) => page.waitForSelector(`${sel}:not([disabled])`, { timeout: 10000 }).then(() => true, () => false);
+
+  const run = {
+    async connect() {
+      if (!await enabled("#connectBtn")) return "#connectBtn never enabled";
+      await page.click("#connectBtn");
+      return await until(() => last["#connectStatus"] === "ESTABLISHED", 10000) ? null : "#connectStatus never ESTABLISHED";
+    },
+    async publish() {
+      if (!await enabled("#publishStream")) return "#publishStream never enabled";
+      await page.fill("#publishStream", args.name);
+      if (!await enabled("#publishBtn")) return "#publishBtn never enabled";
+      await page.click("#publishBtn");
+      return await until(() => ["PUBLISHING", "FAILED"].includes(last["#publishStatus"]), 15000) && last["#publishStatus"] === "PUBLISHING"
+        ? null : `#publishStatus is ${JSON.stringify(last["#publishStatus"])}, not PUBLISHING`;
+    },
+    async available() {
+      if (!await enabled("#availableBtn")) return "#availableBtn never enabled";
+      await page.fill("#playStream", playName);
+      await page.$eval("#availableStatus", (e) => { e.textContent = ""; });
+      await page.click("#availableBtn");
+      return await until(() => !!last["#availableStatus"], 10000) ? null : "#availableStatus never set";
+    },
+    async play() {
+      if (!await enabled(P.playName)) return `${P.playName} never enabled`;
+      await page.fill(P.playName, playName);
+      if (!await enabled(P.playBtn)) return `${P.playBtn} never enabled`;
+      await page.click(P.playBtn);
+      // The Player page shows the session's ESTABLISHED in the same element first.
+      const done = await until(() => ["PLAYING", "FAILED", "STOPPED"].includes(last[P.playStatus]), 20000);
+      if (!done) return `${P.playStatus} is ${JSON.stringify(last[P.playStatus])} 20 s after Play`;
+      await idle(300); // the info element is written right after the status
+      return last[P.playStatus] === "PLAYING" ? null : `${P.playStatus} is ${last[P.playStatus]}`;
+    },
+    async "play-nowait"() {
+      if (!await enabled(P.playName)) return `${P.playName} never enabled`;
+      await page.fill(P.playName, playName);
+      if (!await enabled(P.playBtn)) return `${P.playBtn} never enabled`;
+      await page.click(P.playBtn);
+      return null;
+    },
+    async measure(s) {
+      const end = Date.now() + 10000;
+      let first = null;
+      while (Date.now() < end) {
+        await watch();
+        first = await page.evaluate(sample).catch((e) => ({ error: String(e) }));
+        if (first.video && first.video.framesDecoded > 0) break;
+        await page.waitForTimeout(100);
+      }
+      if (!first || !first.video || !(first.video.framesDecoded > 0)) {
+        out({ stats: first });
+        return "no video frame decoded within 10 s of PLAYING";
+      }
+      const n = Number(s || 10);
+      for (let i = 0; i <= n; i++) {
+        const at = Date.now();
+        out({ stats: await page.evaluate(sample) });
+        if (i < n) await idle(Math.max(0, 1000 - (Date.now() - at)));
+      }
+      return null;
+    },
+    async "stop-play"() {
+      if (last[P.playStatus] !== "PLAYING") return `not PLAYING (${last[P.playStatus]})`;
+      await page.click(P.playBtn);
+      return await until(() => last[P.playStatus] === "STOPPED", 10000) ? null : `${P.playStatus} is ${last[P.playStatus]}, not STOPPED`;
+    },
+    async "stop-publish"() {
+      if (last["#publishStatus"] !== "PUBLISHING") return `not PUBLISHING (${last["#publishStatus"]})`;
+      await page.click("#publishBtn");
+      return await until(() => last["#publishStatus"] === "UNPUBLISHED", 10000) ? null : `#publishStatus is ${last["#publishStatus"]}, not UNPUBLISHED`;
+    },
+    async "wait-play"(status, s) {
+      return await until(() => last[P.playStatus] === status, Number(s || 10) * 1000) ? null : `${P.playStatus} is ${last[P.playStatus]}, not ${status}`;
+    },
+    async idle(s) { await idle(Number(s || 1) * 1000); return null; },
+  };
+
+  await watch();
+  for (const step of steps) {
+    const [name, ...params] = step.split(":");
+    if (!run[name]) { out({ abort: step, why: "unknown step" }); break; }
+    out({ action: step });
+    const why = await run[name](...params);
+    if (why) { out({ abort: step, why }); break; }
+  }
+  await watch();
+} catch (e) {
+  out({ abort: "driver", why: String(e && e.stack || e).slice(0, 800) });
+} finally {
+  out({ done: true });
+  if (browser) await browser.close().catch(() => {});
+  if (srv) srv.close();
+  fs.rmSync(userDir, { recursive: true, force: true });
+}
