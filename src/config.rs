@@ -60,7 +60,11 @@ Restream (README \"Restream\"): push any stream to other RTMP servers (YouTube, 
 nginx-rtmp, SRS) with --push NAME=URL, POST /api/push {\"stream\", \"url\"} or Flashphoner \
 rtmpUrl; rtmps:// destinations are checked against the public roots and --push-ca. A push \
 that fails is retried with backoff and resumes on a keyframe.\n\n\
-Not built yet: WebRTC playback (playStream answers FAILED)."
+WebRTC playback (README \"WebRTC playback\"): browsers play any live stream over WebRTC, \
+whatever published it: Flashphoner playStream (the SDK's Player and Two Way Streaming pages, \
+the demo page's Play panel) or WHEP (POST /whep/NAME). H.264 goes out as it came; AAC from \
+RTMP sources becomes Opus once per stream; H.264 with B-frames is transcoded to constrained \
+baseline only with --transcode."
 )]
 pub struct Config {
     /// HTTP listen address: the demo page (/), Flashphoner-compatible WebSocket signaling (any
@@ -120,6 +124,14 @@ pub struct Config {
     /// NetStream.Play.UnpublishNotify (ffmpeg ends its stream on it).
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub unpublish_grace: f64,
+
+    /// H.264 transcodes for WebRTC viewers, per worker core: a stream whose H.264 has
+    /// B-frames (OBS's x264 default), or a profile the viewer did not offer, is decoded
+    /// and encoded again as constrained baseline (openh264) once per stream, on its
+    /// publisher's core, while it has such viewers. `--transcode` alone: 2 per core.
+    /// Absent or 0: such viewers get FAILED "Transcoding required, but disabled".
+    #[arg(long, value_name = "N", num_args = 0..=1, default_value_t = 0, default_missing_value = "2")]
+    pub transcode: u32,
 
     /// Playing a name that nobody publishes: wait for a publisher, or answer StreamNotFound.
     /// Unset: RTMP players wait (and get PublishNotify), WebRTC viewers (playStream, WHEP)

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             open.join(", ")
         );
     }
-    rtcbridge::info!("not built yet: H.264 transcoding for WebRTC viewers (a source with B-frames gets FAILED \"Transcoding required, but disabled\")");
+
     let sig = signals.forever().next().unwrap_or(0);
     rtcbridge::info!("signal {sig}: closing every connection and stopping");
     let stopped = server.shutdown(Duration::from_millis(1800));

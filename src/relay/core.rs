@@ -425,6 +425,11 @@ impl CoreRelay {
         PlayOutcome::Live
     }
 
+    /// The cached AVC sequence header of `name` (the source's), if this core has one.
+    pub fn video_config(&self, name: &str) -> Option<Arc<Frame>> {
+        self.hubs.get(name).and_then(|h| h.cached().video_cfg.clone())
+    }
+
     /// A sink asked for a keyframe of `name` (a WebRTC viewer's PLI/FIR): ask the
     /// publisher, here or on its core. RTMP publishers cannot be asked; their viewers
     /// started on the cached GOP's keyframe.

@@ -15,6 +15,8 @@ pub struct WorkerStats {
     pub pulls: AtomicI64,
     /// WebRTC viewers (playStream, WHEP) with ICE and DTLS up.
     pub webrtc_viewers: AtomicI64,
+    /// H.264 transcodes for WebRTC viewers running on this core.
+    pub transcodes: AtomicI64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub drops_inter: AtomicU64,
@@ -163,6 +165,11 @@ pub struct StreamStats {
     pub video_transcode_ns: AtomicU64,
     /// The source's H.264 has B-frames (a non-zero composition time was seen): 1.
     pub has_bframes: AtomicU64,
+    /// WebRTC viewers of the stream's transcoded video (on every core): the publisher's
+    /// core runs the transcode while this is above zero.
+    pub transcoded_viewers: AtomicI64,
+    /// The publisher's core could not start a transcode (its `--transcode` limit): 1.
+    pub transcode_refused: AtomicU64,
     /// The H.264 sequence header's profile_idc << 8 | constraint flags (0: unknown).
     pub video_profile: AtomicU64,
 }

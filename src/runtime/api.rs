@@ -191,6 +191,8 @@ pub fn streams_json(shared: &Shared) -> String {
 fn playback_json(s: &StreamStats) -> serde_json::Value {
     let opus = StreamStats::get(&s.opus_packets);
     let opus_ns = StreamStats::get(&s.opus_ns);
+    let vframes = StreamStats::get(&s.video_transcoded_frames);
+    let vns = StreamStats::get(&s.video_transcode_ns);
     serde_json::json!({
         "rtp_packets_out": StreamStats::get(&s.rtp_packets_out),
         "rtp_bytes_out": StreamStats::get(&s.rtp_bytes_out),
@@ -201,6 +203,10 @@ fn playback_json(s: &StreamStats) -> serde_json::Value {
         "source_has_bframes": StreamStats::get(&s.has_bframes) != 0,
         "aac_to_opus": if opus == 0 { serde_json::Value::Null } else {
             serde_json::json!({ "packets": opus, "total_ms": opus_ns / 1_000_000, "us_per_packet": (opus_ns / opus) as f64 / 1000.0 })
+        },
+        "transcoded_viewers": s.transcoded_viewers.load(std::sync::atomic::Ordering::Relaxed).max(0),
+        "h264_transcode": if vns == 0 { serde_json::Value::Null } else {
+            serde_json::json!({ "frames_out": vframes, "total_ms": vns / 1_000_000, "us_per_frame": if vframes == 0 { 0.0 } else { (vns / vframes) as f64 / 1000.0 } })
         },
     })
 }
@@ -254,7 +260,8 @@ fn histogram(
 pub fn metrics(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let mut o = String::with_capacity(4096);
-    let gauges: [WorkerMetric<i64>; 5] = [
+    let gauges: [WorkerMetric<i64>; 6] = [
+        ("rtcbridge_transcodes", "H.264 transcodes for WebRTC viewers running (--transcode).", |w| w.transcodes.load(Relaxed)),
         ("rtcbridge_webrtc_viewers", "WebRTC viewers (playStream, WHEP) with ICE and DTLS up.", |w| w.webrtc_viewers.load(Relaxed)),
         ("rtcbridge_connections", "Open TCP connections (RTMP and HTTP).", |w| w.connections.load(Relaxed)),
         ("rtcbridge_players", "RTMP players.", |w| w.players.load(Relaxed)),
@@ -327,12 +334,13 @@ pub fn metrics(shared: &Shared) -> String {
     );
     // Per stream (WebRTC ingest counters are zero for RTMP publishers).
     type StreamMetric = (&'static str, &'static str, &'static str, fn(&StreamStats) -> u64);
-    let per_stream: [StreamMetric; 18] = [
+    let per_stream: [StreamMetric; 19] = [
         ("rtcbridge_rtp_out_packets_total", "counter", "RTP packets sent to WebRTC viewers (all viewers of the stream).", |s| StreamStats::get(&s.rtp_packets_out)),
         ("rtcbridge_rtp_out_bytes_total", "counter", "RTP bytes sent to WebRTC viewers, before SRTP.", |s| StreamStats::get(&s.rtp_bytes_out)),
         ("rtcbridge_rtp_retransmits_total", "counter", "RTP packets sent again for a viewer's NACK.", |s| StreamStats::get(&s.retransmits)),
         ("rtcbridge_viewer_plis_total", "counter", "Keyframe requests (PLI/FIR) received from WebRTC viewers.", |s| StreamStats::get(&s.plis_received)),
         ("rtcbridge_stream_aac_to_opus_packets_total", "counter", "Opus packets made from the stream's AAC for WebRTC viewers.", |s| StreamStats::get(&s.opus_packets)),
+        ("rtcbridge_stream_h264_transcode_nanoseconds_total", "counter", "Time spent transcoding the stream's H.264 for WebRTC viewers (decode + encode).", |s| StreamStats::get(&s.video_transcode_ns)),
         ("rtcbridge_stream_keyframe_at_microseconds", "gauge", "When the latest keyframe arrived, since server start (GOP age = uptime - this).", |s| StreamStats::get(&s.keyframe_at_us)),
         ("rtcbridge_stream_video_frames_total", "counter", "Video frames received.", |s| StreamStats::get(&s.video_frames)),
         ("rtcbridge_stream_audio_frames_total", "counter", "Audio frames received.", |s| StreamStats::get(&s.audio_frames)),

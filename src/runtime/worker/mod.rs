@@ -224,6 +224,9 @@ pub struct Worker {
     queued_born: Vec<(Instant, Option<Instant>)>,
     /// AAC → Opus for WebRTC viewers, per stream published here with AAC.
     opus: std::collections::HashMap<Arc<str>, crate::relay::rtc_audio::OpusBridge>,
+    /// H.264 → constrained baseline for WebRTC viewers, per stream published here
+    /// whose video needs it (`--transcode`, at most that many).
+    transcodes: std::collections::HashMap<Arc<str>, Box<crate::proto::codec::h264_transcode::H264Transcoder>>,
     /// Scratch for socket reads, shared by every connection of this worker.
     read_buf: Vec<u8>,
     /// One descriptor held back so that accept can shed connections when the process
@@ -304,6 +307,7 @@ impl Worker {
             rtc: rtc::RtcState::new(udp),
             queued_born: Vec::new(),
             opus: std::collections::HashMap::new(),
+            transcodes: std::collections::HashMap::new(),
             read_buf: vec![0u8; READ_CHUNK],
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             read_again: Vec::new(),
@@ -991,6 +995,68 @@ impl Worker {
         self.relay_rtmp_frame(now, &name, Some(&stats), frame);
     }
 
+    /// Transcode a video frame of `name` for its WebRTC viewers that need it (B-frames,
+    /// or a profile they lack), appending the constrained-baseline frames for them
+    /// (audience `Rtc`) to `out`. Runs while such viewers exist, at most `--transcode`
+    /// streams on this core; timed for the API.
+    fn transcode_video(&mut self, name: &Arc<str>, st: &Arc<StreamStats>, frame: &Frame, out: &mut Vec<Frame>) {
+        use crate::proto::codec::h264_transcode::{H264Transcoder, TranscodeConfig};
+        let wanted = st.transcoded_viewers.load(Ordering::Relaxed) > 0;
+        if !wanted {
+            if self.transcodes.remove(name).is_some() {
+                WorkerStats::gauge(&self.shared.workers[self.id].transcodes, -1);
+                crate::info!("transcode {}: stopped (no viewer needs it)", crate::log::peer_str(name));
+            }
+            return;
+        }
+        if !self.transcodes.contains_key(name) {
+            // Start on a keyframe with the stream's configuration in hand.
+            if !frame.keyframe || frame.config {
+                return;
+            }
+            if self.transcodes.len() >= self.shared.cfg.transcode as usize {
+                if st.transcode_refused.swap(1, Ordering::Relaxed) == 0 {
+                    crate::warn!("transcode {}: not started: worker {} runs {} already (--transcode)", crate::log::peer_str(name), self.id, self.transcodes.len());
+                }
+                return;
+            }
+            let mut t = match H264Transcoder::new(TranscodeConfig::default()) {
+                Ok(t) => Box::new(t),
+                Err(e) => {
+                    crate::warn!("transcode {}: cannot start: {e}", crate::log::peer_str(name));
+                    st.transcode_refused.store(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let cfg = self.relay.video_config(name);
+            match cfg.as_deref().map(|c| t.push(c.ts, c.body())) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    crate::warn!("transcode {}: the stream's H.264 configuration is refused: {e}", crate::log::peer_str(name));
+                    st.transcode_refused.store(1, Ordering::Relaxed);
+                    return;
+                }
+                None => return,
+            }
+            st.transcode_refused.store(0, Ordering::Relaxed);
+            crate::info!("transcode {}: started on worker {} (H.264 to constrained baseline for WebRTC viewers)", crate::log::peer_str(name), self.id);
+            WorkerStats::gauge(&self.shared.workers[self.id].transcodes, 1);
+            self.transcodes.insert(Arc::clone(name), t);
+        }
+        let Some(t) = self.transcodes.get_mut(name) else { return };
+        let t0 = crate::runtime::now();
+        if let Err(e) = t.push(frame.ts, frame.body()) {
+            crate::debug!("transcode {}: {e}", crate::log::peer_str(name));
+        }
+        let mut n = 0u64;
+        while let Some((ts, body)) = t.poll() {
+            out.push(Frame::build(MediaKind::Video, ts, &body, Audience::Rtc, frame.born));
+            n += 1;
+        }
+        st.video_transcoded_frames.fetch_add(n, Ordering::Relaxed);
+        st.video_transcode_ns.fetch_add(crate::runtime::now().saturating_duration_since(t0).as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// A frame of an RTMP-fed publisher (an RTMP client, or a cluster pull): counted,
     /// relayed, and its AAC made Opus for WebRTC viewers while the stream has some
     /// (once per stream, timed for the API).
@@ -998,6 +1064,9 @@ impl Worker {
         let mut opus = Vec::new();
         if let Some(st) = stats {
             st.count_rtmp_input(&frame);
+            if frame.kind == MediaKind::Video {
+                self.transcode_video(name, st, &frame, &mut opus);
+            }
             if frame.kind == MediaKind::Audio {
                 let viewers = st.webrtc_viewers.load(Ordering::Relaxed) > 0;
                 let bridge = self.opus.entry(Arc::clone(name)).or_default();
@@ -1048,6 +1117,9 @@ impl Worker {
     /// The local publisher of `name` is gone: grace window here and on every subscriber core.
     pub(super) fn unpublish(&mut self, now: Instant, name: &Arc<str>) {
         self.opus.remove(name);
+        if self.transcodes.remove(name).is_some() {
+            WorkerStats::gauge(&self.shared.workers[self.id].transcodes, -1);
+        }
         WorkerStats::gauge(&self.shared.workers[self.id].publishers, -1);
         self.relay.handle_unpublish(now, name);
         self.apply_relay(now);

@@ -81,6 +81,8 @@ pub struct Viewer {
     /// The backlog the relay is told while the viewer reports heavy loss: over the
     /// player queue limit (inter frames dropped), under twice it (keyframes kept).
     congested_bytes: usize,
+    /// Plays the stream's transcoded video (B-frames, or a profile it lacks).
+    transcoded: bool,
 }
 
 /// Why a play request got no viewer.
@@ -343,14 +345,23 @@ impl Worker {
             return Err(PlayRefused::NotFound);
         }
         let stats = reg.stats(&name);
+        let transcode = self.shared.cfg.transcode > 0;
         let mut profile = None;
+        let mut transcoded = false;
         if let Some(s) = stats.as_ref().filter(|_| live) {
             if s.has_bframes.load(Relaxed) != 0 {
-                crate::info!("webrtc play {pname}: the source's H.264 has B-frames, which browsers cannot play; --transcode is off", pname = crate::log::peer_str(&name));
-                return Err(PlayRefused::Session(RtcError::TranscodeRequired));
+                if !transcode {
+                    crate::info!("webrtc play {pname}: the source's H.264 has B-frames, which browsers cannot play, and --transcode is off", pname = crate::log::peer_str(&name));
+                    return Err(PlayRefused::Session(RtcError::TranscodeRequired));
+                }
+                if s.transcode_refused.load(Relaxed) != 0 && s.transcoded_viewers.load(Relaxed) <= 0 {
+                    crate::info!("webrtc play {pname}: needs an H.264 transcode, and its publisher's core runs --transcode {} already", self.shared.cfg.transcode, pname = crate::log::peer_str(&name));
+                    return Err(PlayRefused::Session(RtcError::NoTranscoder));
+                }
+                transcoded = true;
             }
             let p = s.video_profile.load(Relaxed);
-            if p != 0 {
+            if p != 0 && !transcoded {
                 profile = Some(((p >> 8) as u8, p as u8));
             }
         }
@@ -360,11 +371,17 @@ impl Worker {
         let cands = self.rtc_candidates(local_ip);
         let secrets = ViewerSecrets::from_random(RtcSecrets::from_random(&csprng::bytes()), &csprng::bytes());
         let stream = stats.unwrap_or_default();
-        let viewer = match RtcViewer::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets, profile, now, stream) {
+        let mut made = RtcViewer::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets.clone(), profile, now, Arc::clone(&stream));
+        if transcode && matches!(made, Err(RtcError::TranscodeRequired)) {
+            // The viewer offered no profile of the source's: constrained baseline, transcoded.
+            transcoded = true;
+            made = RtcViewer::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets, None, now, stream);
+        }
+        let viewer = match made {
             Ok(v) => v,
             Err(e) => {
                 self.shared.pending_webrtc.release((), peer);
-                if e == RtcError::TranscodeRequired {
+                if matches!(e, RtcError::TranscodeRequired) {
                     crate::info!("webrtc play {pname}: the viewer offered no H.264 profile that decodes the source, and --transcode is off", pname = crate::log::peer_str(&name));
                 }
                 return Err(PlayRefused::Session(e));
@@ -377,7 +394,7 @@ impl Worker {
             ViewOwner::Ws { .. } => None,
         };
         let congested_bytes = self.shared.cfg.queue_limit() * 3 / 2;
-        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), remote: None, armed: None, congested_bytes };
+        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), remote: None, armed: None, congested_bytes, transcoded };
         let (slot, _) = self.rtc.viewers.insert(entry);
         self.rtc.v_by_ufrag.insert(ufrag, slot);
         if let Some(r) = whep {
@@ -410,6 +427,9 @@ impl Worker {
         if e.joined {
             if let Some(s) = &e.stats {
                 let _ = s.webrtc_viewers.fetch_update(Relaxed, Relaxed, |v| Some((v - 1).max(0)));
+                if e.transcoded {
+                    let _ = s.transcoded_viewers.fetch_update(Relaxed, Relaxed, |v| Some((v - 1).max(0)));
+                }
             }
             WorkerStats::gauge(&self.shared.workers[self.id].webrtc_viewers, -1);
             self.relay.handle_leave(now, viewer_sink(slot, gen), false);
@@ -502,8 +522,9 @@ impl Worker {
             self.shared.pending_webrtc.release((), ip);
         }
         let name = Arc::clone(&e.name);
+        let transcoded = e.transcoded;
         let sink = viewer_sink(slot, gen);
-        let outcome = self.relay.handle_play(now, sink, Sink::WebRtc { transcoded: false }, &name, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
+        let outcome = self.relay.handle_play(now, sink, Sink::WebRtc { transcoded }, &name, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
         if outcome == PlayOutcome::NotFound {
             self.apply_relay(now);
             self.view_stop(now, slot, Some(RtcError::StreamNotFound));
@@ -512,6 +533,9 @@ impl Worker {
         let stats = self.shared.registry.stats(&name);
         if let Some(s) = &stats {
             s.webrtc_viewers.fetch_add(1, Relaxed);
+            if transcoded {
+                s.transcoded_viewers.fetch_add(1, Relaxed);
+            }
         }
         WorkerStats::gauge(&self.shared.workers[self.id].webrtc_viewers, 1);
         if let Some(e) = self.rtc.viewers.get_mut(slot) {
@@ -524,6 +548,10 @@ impl Worker {
         crate::info!("webrtc play {pname} on worker {}: ICE and DTLS up, joined ({outcome:?})", self.id, pname = crate::log::peer_str(&name));
         if outcome != PlayOutcome::Waiting {
             self.view_playing(slot);
+        }
+        if transcoded {
+            // The transcoded video starts on a keyframe made for this viewer.
+            self.relay.request_keyframe(&name);
         }
         self.apply_relay(now);
     }

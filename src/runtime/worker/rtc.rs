@@ -968,6 +968,11 @@ impl Worker {
     /// A player wants a keyframe of `name`: PLI to its WebRTC publisher on this core
     /// (rate limited by the session). RTMP publishers cannot be asked.
     pub(super) fn request_keyframe(&mut self, now: Instant, name: &Arc<str>) {
+        if let Some(t) = self.transcodes.get_mut(name) {
+            // A viewer of the transcoded video: the next picture out is an IDR.
+            t.request_keyframe();
+            return;
+        }
         for slot in self.rtc.sessions.indices() {
             if let Some(e) = self.rtc.sessions.get_mut(slot) {
                 if &e.name == name {
