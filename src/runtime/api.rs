@@ -206,7 +206,7 @@ fn playback_json(s: &StreamStats) -> serde_json::Value {
         },
         "transcoded_viewers": s.transcoded_viewers.load(std::sync::atomic::Ordering::Relaxed).max(0),
         "h264_transcode": if vns == 0 { serde_json::Value::Null } else {
-            serde_json::json!({ "frames_out": vframes, "total_ms": vns / 1_000_000, "us_per_frame": if vframes == 0 { 0.0 } else { (vns / vframes) as f64 / 1000.0 } })
+            serde_json::json!({ "frames_out": vframes, "total_ms": vns / 1_000_000, "us_per_frame": vns.checked_div(vframes).unwrap_or(0) as f64 / 1000.0 })
         },
     })
 }

@@ -772,7 +772,7 @@ mod tests {
     fn garbage_is_an_error_and_the_next_keyframe_recovers() {
         let mut t = transcoder();
         let tags = video_tags(FIXTURE);
-        assert_eq!(t.push(0, &tags[1].1.to_vec()), Err(TranscodeError::NoConfig));
+        assert_eq!(t.push(0, tags[1].1), Err(TranscodeError::NoConfig));
         let before = run(&mut t, &tags[..8]);
         assert!(before.len() >= 5);
         let bad: Vec<Vec<u8>> = vec![
