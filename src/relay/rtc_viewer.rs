@@ -54,10 +54,15 @@ const RESEND_MIN: Duration = Duration::from_millis(40);
 const SR_INTERVAL: Duration = Duration::from_secs(1);
 /// Keyframe requests passed on at most this often per viewer.
 const KEYFRAME_REQUEST_MIN: Duration = Duration::from_millis(500);
-/// Receiver reports with at least this fraction lost (in 1/256: 20 %) mark the
-/// viewer congested: the relay then treats it as a player over its queue limit
-/// (inter frames dropped until it recovers, eviction if it stays so).
-const CONGESTED_LOSS_256: u8 = 51;
+/// A viewer that loses at least this fraction (in 1/256: 20 %) of its video for good
+/// (after retransmissions), measured over [`LOSS_WINDOW`] and at least
+/// [`LOSS_MIN_PACKETS`] packets, is congested: the relay then treats it as a player
+/// over its queue limit (inter frames dropped until it recovers, eviction if it stays
+/// so). One receiver report's fraction covers only the few packets since the last
+/// one (1 of 3 lost reads 33 %), so it is not used for this.
+const CONGESTED_LOSS_256: u32 = 51;
+const LOSS_WINDOW: Duration = Duration::from_secs(2);
+const LOSS_MIN_PACKETS: u32 = 100;
 
 /// Audio RTP time follows the samples sent; the frame time may wander from it by this
 /// much before the RTP clock is re-anchored.
@@ -158,6 +163,7 @@ pub struct ViewerStats {
     pub plis: u64,
     pub twcc_feedback: u64,
     pub remb_bps: u64,
+    /// Video lost for good over the last measured window, 1/256 units.
     pub loss_256: u8,
     pub rtt_us: u64,
     pub frames_skipped: u64,
@@ -174,6 +180,9 @@ pub struct RtcViewer {
     local_ssrc: u32,
     cname: String,
     history: VecDeque<Sent>,
+    /// The start of the current loss window: the video report's extended highest
+    /// sequence number and cumulative lost, and when.
+    loss_mark: Option<(u32, i32, Instant)>,
     /// The first frame's arrival and time, and how far frames have been pulled back
     /// so that they do not run ahead of the wall clock (`timeline`).
     clock0: Option<(Instant, i64)>,
@@ -275,6 +284,7 @@ impl RtcViewer {
             local_ssrc,
             cname,
             history: VecDeque::with_capacity(HISTORY),
+            loss_mark: None,
             clock0: None,
             catch_up_ms: 0,
             epoch: now,
@@ -317,7 +327,27 @@ impl RtcViewer {
     /// The viewer's latest receiver report says it loses a fifth or more of what it
     /// is sent: it cannot keep up (UDP gives no other backpressure).
     pub fn congested(&self) -> bool {
-        self.stats.loss_256 >= CONGESTED_LOSS_256
+        u32::from(self.stats.loss_256) >= CONGESTED_LOSS_256
+    }
+
+    /// A receiver report block about our video: over each window of at least
+    /// [`LOSS_WINDOW`] and [`LOSS_MIN_PACKETS`] packets, the fraction lost for good
+    /// (RFC 3550 §6.4.1: cumulative lost counts what never arrived, retransmissions
+    /// included as arrived).
+    fn video_report(&mut self, now: Instant, b: &rtcp::ReportBlock) {
+        let Some((seq0, lost0, at)) = self.loss_mark else {
+            self.loss_mark = Some((b.ext_highest_seq, b.cumulative_lost, now));
+            return;
+        };
+        let expected = b.ext_highest_seq.wrapping_sub(seq0);
+        if now.saturating_duration_since(at) < LOSS_WINDOW || expected < LOSS_MIN_PACKETS || expected > 1 << 24 {
+            return;
+        }
+        let lost = i64::from(b.cumulative_lost) - i64::from(lost0);
+        let loss_256 = (lost.clamp(0, i64::from(expected)) * 256 / i64::from(expected)).min(255) as u8;
+        self.stats.loss_256 = loss_256;
+        self.stream.viewer_loss_256.store(u64::from(loss_256), Relaxed);
+        self.loss_mark = Some((b.ext_highest_seq, b.cumulative_lost, now));
     }
 
     /// The stream's counters, once the viewer has joined it (it may not have existed
@@ -483,8 +513,9 @@ impl RtcViewer {
             }
         }
         for b in reports {
-            self.stats.loss_256 = b.fraction_lost;
-            self.stream.viewer_loss_256.store(u64::from(b.fraction_lost), Relaxed);
+            if Some(b.ssrc) == video_ssrc {
+                self.video_report(now, &b);
+            }
             if b.lsr != 0 {
                 // RFC 3550 §6.4.1: RTT = arrival - LSR - DLSR, in 1/65536 s.
                 let mid = (self.ntp(now) >> 16) as u32;
