@@ -473,13 +473,7 @@ impl Worker {
     /// Send what the viewer queued, act on its events, arm its timer.
     fn view_drain(&mut self, now: Instant, slot: usize) {
         let Some(e) = self.rtc.viewers.get_mut(slot) else { return };
-        let mut sent = 0u64;
-        while let Some((to, d)) = e.v.poll_transmit() {
-            match self.rtc.udp.send_to(&d, to) {
-                Ok(n) => sent += n as u64,
-                Err(err) => crate::trace!("webrtc play {to}: send: {err}"),
-            }
-        }
+        let sent = self.rtc.gso.send_all(&self.rtc.udp, || e.v.poll_transmit());
         if sent > 0 {
             WorkerStats::add(&self.shared.workers[self.id].bytes_out, sent);
         }

@@ -197,9 +197,88 @@ pub struct RtcState {
     pub(super) v_by_ufrag: HashMap<String, usize>,
     pub(super) v_by_addr: HashMap<SocketAddr, usize>,
     pub(super) v_by_resource: HashMap<String, usize>,
+    /// Viewers' datagrams go out in UDP GSO batches.
+    pub(super) gso: Batcher,
     buf: Vec<u8>,
     /// The last read stopped at its budget with datagrams left: read again next turn.
     pub(super) udp_more: bool,
+}
+
+/// Sends runs of same-sized datagrams to one address with one `sendmsg` each (UDP
+/// GSO: a viewer's packets of one frame are mostly full-sized), falling back to one
+/// `send_to` per datagram for good when the kernel says it cannot.
+#[derive(Default)]
+pub struct Batcher {
+    buf: Vec<u8>,
+    off: bool,
+    /// `sendmsg` calls and datagrams they carried (for the log at the first fallback).
+    pub calls: u64,
+}
+
+/// At most this many datagrams per GSO send (the kernel's limit is 64) and bytes.
+const GSO_MAX_SEGMENTS: usize = 32;
+const GSO_MAX_BYTES: usize = 60_000;
+
+impl Batcher {
+    /// Send everything `next` yields; returns the bytes sent.
+    pub fn send_all(&mut self, udp: &UdpSocket, mut next: impl FnMut() -> Option<(SocketAddr, Vec<u8>)>) -> u64 {
+        let mut sent = 0u64;
+        let mut run: Option<(SocketAddr, usize, usize)> = None; // (to, segment size, count)
+        self.buf.clear();
+        loop {
+            let d = next();
+            if let (Some((to, seg, count)), Some((dto, dd))) = (run, d.as_ref()) {
+                let fits = *dto == to && dd.len() <= seg && count < GSO_MAX_SEGMENTS && self.buf.len() + dd.len() <= GSO_MAX_BYTES && !self.off;
+                if fits {
+                    self.buf.extend_from_slice(dd);
+                    if dd.len() < seg {
+                        // A shorter datagram ends its run.
+                        sent += self.flush(udp, to, seg, count + 1);
+                        run = None;
+                    } else {
+                        run = Some((to, seg, count + 1));
+                    }
+                    continue;
+                }
+            }
+            if let Some((to, seg, count)) = run.take() {
+                sent += self.flush(udp, to, seg, count);
+            }
+            let Some((to, d)) = d else { return sent };
+            self.buf.extend_from_slice(&d);
+            run = Some((to, d.len(), 1));
+        }
+    }
+
+    fn flush(&mut self, udp: &UdpSocket, to: SocketAddr, seg: usize, count: usize) -> u64 {
+        let mut sent = 0u64;
+        if count > 1 && !self.off {
+            self.calls += 1;
+            match crate::sys::send_segments(udp, &self.buf, seg as u16, to) {
+                Ok(n) => {
+                    self.buf.clear();
+                    return n as u64;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
+                    crate::info!("webrtc: UDP GSO not available ({e}): one send per datagram from now on");
+                    self.off = true;
+                }
+                Err(e) => {
+                    crate::trace!("webrtc play {to}: send: {e}");
+                    self.buf.clear();
+                    return 0;
+                }
+            }
+        }
+        for d in self.buf.chunks(seg.max(1)) {
+            match udp.send_to(d, to) {
+                Ok(n) => sent += n as u64,
+                Err(e) => crate::trace!("webrtc play {to}: send: {e}"),
+            }
+        }
+        self.buf.clear();
+        sent
+    }
 }
 
 impl RtcState {
@@ -214,6 +293,7 @@ impl RtcState {
             v_by_ufrag: HashMap::new(),
             v_by_addr: HashMap::new(),
             v_by_resource: HashMap::new(),
+            gso: Batcher::default(),
             buf: vec![0u8; 65536],
             udp_more: false,
         }
