@@ -56,6 +56,11 @@
 //!   `opus_to_aac/<mono|stereo>` the WebRTC bridge's whole per-packet cost:
 //!   OpusToAac::push_opus (decode, PCM queue, fdk-aac encode of each complete 1024-sample
 //!   frame) and poll_frame, at 64 kbit/s per channel as the server runs it.
+//! - `h264_transcode_320x240/frame` H264Transcoder::push + poll per picture of
+//!   tests/fixtures/h264_high_bf2_320x240.flv (libx264 High, B-frames, 60 pictures,
+//!   replayed with a 2 s offset per pass): OpenH264 decode, constrained-baseline
+//!   encode at 600 kbit/s. `/decode_only` is OpenH264's decoder alone on the same
+//!   access units, so encode ≈ frame − decode_only.
 
 use std::hint::black_box;
 use std::io;
@@ -159,6 +164,7 @@ fn main() {
     mesh_cases(&b);
     transcode(&b);
     aac_to_opus(&b);
+    h264_transcode(&b);
 }
 
 // ---- 1. H.264 depacketizer -----------------------------------------------------
@@ -830,5 +836,95 @@ fn aac_to_opus(b: &Bench) {
             line(&format!("{name}/aac_frame"), ns, None);
             line(&format!("{name}/per_20ms"), ns * 20.0 / frame_ms, None);
         }
+    }
+}
+
+// ---- H.264 transcode (B-frames → constrained baseline) -------------------------
+
+/// The video tags of an FLV file (FLV spec v10.1 §E.2, §E.3): (timestamp, body).
+fn flv_video_tags(file: &[u8]) -> Vec<(u32, &[u8])> {
+    let mut at = file.get(5..9).map_or(9, |h| u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize) + 4;
+    let mut tags = Vec::new();
+    while let Some(h) = file.get(at..at + 11) {
+        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+        let Some(body) = file.get(at + 11..at + 11 + size) else { break };
+        if h[0] == 9 {
+            tags.push((ts, body));
+        }
+        at += 11 + size + 4;
+    }
+    tags
+}
+
+fn h264_transcode(b: &Bench) {
+    use rtcbridge::proto::codec::h264_transcode::{H264Transcoder, TranscodeConfig};
+    use openh264::formats::YUVSource;
+    use rtcbridge::proto::packetize::parse_avc_config;
+    const PASS_MS: u32 = 2000;
+    let file = include_bytes!("../tests/fixtures/h264_high_bf2_320x240.flv");
+    let tags = flv_video_tags(file);
+    let (header, rest) = tags.split_first().expect("fixture tags");
+    // The pictures only (not the end-of-sequence tag): the steady state.
+    let pictures: Vec<(u32, &[u8])> = rest.iter().copied().filter(|(_, b)| b.get(1) == Some(&1)).collect();
+    let name = "h264_transcode_320x240";
+
+    let mut t = H264Transcoder::new(TranscodeConfig { bitrate_bps: 600_000, max_fps: 30.0 }).expect("transcoder");
+    t.push(0, header.1).expect("sequence header");
+    let mut k = 0usize;
+    if let Some(ns) = b.run(&format!("{name}/frame"), |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                let (ts, body) = pictures[k % pictures.len()];
+                let pass = (k / pictures.len()) as u32;
+                t.push(ts + pass * PASS_MS, body).expect("push");
+                k += 1;
+                while let Some(o) = t.poll() {
+                    black_box(o);
+                }
+            }
+        })
+    }) {
+        line(&format!("{name}/frame"), ns, None);
+        let s = t.stats();
+        println!("  (decoded {} encoded {} dropped {})", s.decoded, s.encoded, s.dropped);
+    }
+
+    // The decoder alone, on the same access units in Annex B form.
+    let config = parse_avc_config(&header.1[5..]).expect("record");
+    let mut aus: Vec<Vec<u8>> = Vec::new();
+    for (i, (_, body)) in pictures.iter().enumerate() {
+        let mut au = Vec::new();
+        if i == 0 {
+            for ps in config.sps.iter().chain(config.pps.iter()) {
+                au.extend_from_slice(&[0, 0, 0, 1]);
+                au.extend_from_slice(ps);
+            }
+        }
+        let mut p = 5;
+        while let Some(len) = body.get(p..p + 4) {
+            let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            au.extend_from_slice(&[0, 0, 0, 1]);
+            au.extend_from_slice(&body[p + 4..p + 4 + n]);
+            p += 4 + n;
+        }
+        aus.push(au);
+    }
+    let decoder_config = openh264::decoder::DecoderConfig::new().flush_after_decode(openh264::decoder::Flush::NoFlush);
+    let mut d = openh264::decoder::Decoder::with_api_config(openh264::OpenH264API::from_source(), decoder_config)
+        .expect("decoder");
+    let mut k = 0usize;
+    if let Some(ns) = b.run(&format!("{name}/decode_only"), |iters| {
+        timed(|| {
+            for _ in 0..iters {
+                // From the second pass on the SPS/PPS in front of the IDR are a repeat.
+                if let Ok(Some(p)) = d.decode(&aus[k % aus.len()]) {
+                    black_box(p.dimensions_i32());
+                }
+                k += 1;
+            }
+        })
+    }) {
+        line(&format!("{name}/decode_only"), ns, None);
     }
 }

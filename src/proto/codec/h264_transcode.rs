@@ -279,7 +279,15 @@ impl H264Transcoder {
                 let pts = i64::from(dts_ms) + i64::from(cts);
                 self.handle_picture(pts, keyframe, payload)
             }
-            2 => self.drain_decoder(),
+            2 => {
+                // The next picture starts a new coded video sequence (an IDR,
+                // §7.4.1.2.4); OpenH264 does not take one after a flush, so it
+                // gets a fresh decoder.
+                let drained = self.drain_decoder();
+                self.decoder = None;
+                self.synced = false;
+                drained
+            }
             _ => Err(TranscodeError::NotAvc),
         }
     }
@@ -754,6 +762,21 @@ mod tests {
         assert_eq!(after[0].1[..2], [0x17, 1]);
         assert!(after.len() > 3);
         assert!(after[1..].iter().all(|(_, b)| b[0] == 0x27));
+    }
+
+    #[test]
+    fn end_of_sequence_flushes_and_the_stream_may_start_again() {
+        let mut t = transcoder();
+        let tags = video_tags(FIXTURE);
+        let first = run(&mut t, &tags);
+        assert_eq!(first.iter().filter(|(_, b)| b[1] == 1).count(), FIXTURE_PICTURES);
+        // The publisher starts again, 3 s later, with the same sequence header.
+        let again: Vec<(u32, &[u8])> = tags.iter().map(|&(ts, b)| (ts + 3000, b)).collect();
+        let second = run(&mut t, &again);
+        let frames: Vec<_> = second.iter().filter(|(_, b)| b[1] == 1).collect();
+        assert_eq!(frames.len(), FIXTURE_PICTURES);
+        assert_eq!(frames[0].1[0], 0x17);
+        assert_eq!(frames[0].0, 3000 + FIRST_PTS);
     }
 
     #[test]
