@@ -132,11 +132,16 @@ impl fmt::Display for TranscodeError {
             }
             TranscodeError::Init => f.write_str("could not create the H.264 decoder or encoder"),
             TranscodeError::NotAvc => f.write_str("not an FLV AVC video body"),
-            TranscodeError::BadConfig => f.write_str("malformed AVCDecoderConfigurationRecord or SPS"),
+            TranscodeError::BadConfig => {
+                f.write_str("malformed AVCDecoderConfigurationRecord or SPS")
+            }
             TranscodeError::BadNal => f.write_str("NAL unit length past the end of the body"),
             TranscodeError::NoConfig => f.write_str("H.264 picture before the sequence header"),
             TranscodeError::Unsupported { what, value } => {
-                write!(f, "H.264 stream not supported by the transcoder: {what} = {value}")
+                write!(
+                    f,
+                    "H.264 stream not supported by the transcoder: {what} = {value}"
+                )
             }
             TranscodeError::Decode => f.write_str("the H.264 decoder refused an access unit"),
             TranscodeError::Encode => f.write_str("the H.264 encoder refused a picture"),
@@ -271,7 +276,9 @@ impl H264Transcoder {
             return Err(TranscodeError::NotAvc);
         }
         let cts = composition_time(flv_body).ok_or(TranscodeError::NotAvc)?;
-        let payload = flv_body.get(FLV_VIDEO_PREFIX_LEN..).ok_or(TranscodeError::NotAvc)?;
+        let payload = flv_body
+            .get(FLV_VIDEO_PREFIX_LEN..)
+            .ok_or(TranscodeError::NotAvc)?;
         match packet_type {
             0 => self.handle_config(payload),
             1 => {
@@ -325,7 +332,12 @@ impl H264Transcoder {
         drained
     }
 
-    fn handle_picture(&mut self, pts: i64, keyframe: bool, nalus: &[u8]) -> Result<(), TranscodeError> {
+    fn handle_picture(
+        &mut self,
+        pts: i64,
+        keyframe: bool,
+        nalus: &[u8],
+    ) -> Result<(), TranscodeError> {
         let Some(source) = self.source.as_ref() else {
             return Err(TranscodeError::NoConfig);
         };
@@ -382,7 +394,9 @@ impl H264Transcoder {
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(());
         };
-        let pictures = decoder.flush_remaining().map_err(|_| TranscodeError::Decode)?;
+        let pictures = decoder
+            .flush_remaining()
+            .map_err(|_| TranscodeError::Decode)?;
         let mut result = Ok(());
         for picture in &pictures {
             if let Err(e) = self.enc.handle_decoded(picture) {
@@ -397,11 +411,7 @@ impl H264Transcoder {
 impl EncodeSide {
     /// Remove and return the pending picture shown first.
     fn take_pending(&mut self) -> Option<PendingPicture> {
-        let (at, _) = self
-            .pending
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, p)| p.pts)?;
+        let (at, _) = self.pending.iter().enumerate().min_by_key(|(_, p)| p.pts)?;
         Some(self.pending.swap_remove(at))
     }
 
@@ -452,7 +462,9 @@ impl EncodeSide {
         let mut slices: Vec<&[u8]> = Vec::with_capacity(4);
         let (mut sps, mut pps) = (None, None);
         // nal_unit() borrows the layer, so the layers must outlive the loop.
-        let layers: Vec<_> = (0..bitstream.num_layers()).filter_map(|i| bitstream.layer(i)).collect();
+        let layers: Vec<_> = (0..bitstream.num_layers())
+            .filter_map(|i| bitstream.layer(i))
+            .collect();
         for layer in &layers {
             for nal in (0..layer.nal_count()).filter_map(|i| layer.nal_unit(i)) {
                 let nal = strip_start_code(nal);
@@ -500,7 +512,10 @@ fn check_sps(sps: &[u8]) -> Result<(), TranscodeError> {
         return unsupported("chroma_format_idc", u32::from(info.chroma_format_idc));
     }
     if info.bit_depth_luma != 8 || info.bit_depth_chroma != 8 {
-        return unsupported("bit_depth", u32::from(info.bit_depth_luma.max(info.bit_depth_chroma)));
+        return unsupported(
+            "bit_depth",
+            u32::from(info.bit_depth_luma.max(info.bit_depth_chroma)),
+        );
     }
     if !info.frame_mbs_only {
         return unsupported("frame_mbs_only_flag", 0);
@@ -510,7 +525,10 @@ fn check_sps(sps: &[u8]) -> Result<(), TranscodeError> {
         return unsupported("picture size", long);
     }
     // Last: the checks above name the reason for High 4:2:2, High 10 and the like.
-    if !matches!(info.profile_idc, PROFILE_BASELINE | PROFILE_MAIN | PROFILE_HIGH) {
+    if !matches!(
+        info.profile_idc,
+        PROFILE_BASELINE | PROFILE_MAIN | PROFILE_HIGH
+    ) {
         return unsupported("profile_idc", u32::from(info.profile_idc));
     }
     Ok(())
@@ -519,17 +537,28 @@ fn check_sps(sps: &[u8]) -> Result<(), TranscodeError> {
 /// Append the NAL units of an FLV AVC body (each behind a `length_size`-byte
 /// big-endian length) to `out` in Annex B form. True if one is a coded slice.
 /// In-band SPS are checked like the sequence header's.
-fn append_annexb(mut body: &[u8], length_size: usize, out: &mut Vec<u8>) -> Result<bool, TranscodeError> {
+fn append_annexb(
+    mut body: &[u8],
+    length_size: usize,
+    out: &mut Vec<u8>,
+) -> Result<bool, TranscodeError> {
     let mut has_slice = false;
     while !body.is_empty() {
-        let (len, rest) = body.split_at_checked(length_size).ok_or(TranscodeError::BadNal)?;
+        let (len, rest) = body
+            .split_at_checked(length_size)
+            .ok_or(TranscodeError::BadNal)?;
         let len = len.iter().fold(0usize, |a, &b| a << 8 | usize::from(b));
         let (nal, rest) = rest.split_at_checked(len).ok_or(TranscodeError::BadNal)?;
         let &header = nal.first().ok_or(TranscodeError::BadNal)?;
         match nal_type(header) {
             NAL_SLICE | NAL_IDR => has_slice = true,
             // Data partitioning (Extended profile) is not decoded by OpenH264.
-            t @ 2..=4 => return Err(TranscodeError::Unsupported { what: "nal_unit_type", value: u32::from(t) }),
+            t @ 2..=4 => {
+                return Err(TranscodeError::Unsupported {
+                    what: "nal_unit_type",
+                    value: u32::from(t),
+                })
+            }
             NAL_SPS => check_sps(nal)?,
             _ => {}
         }
@@ -579,7 +608,10 @@ mod tests {
     const SPS_HIGH10: &str = "676e000da6cd94141fb0110000030001000003003c0f142996";
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// The video tags of an FLV file (FLV spec v10.1 §E.2 header, §E.3
@@ -602,7 +634,11 @@ mod tests {
     }
 
     fn transcoder() -> H264Transcoder {
-        H264Transcoder::new(TranscodeConfig { bitrate_bps: 600_000, max_fps: 30.0 }).unwrap()
+        H264Transcoder::new(TranscodeConfig {
+            bitrate_bps: 600_000,
+            max_fps: 30.0,
+        })
+        .unwrap()
     }
 
     /// Push every tag, draining after each.
@@ -630,11 +666,17 @@ mod tests {
     fn fixture_has_b_frames() {
         let tags = video_tags(FIXTURE);
         // Sequence header, pictures, end of sequence.
-        assert_eq!(tags.iter().filter(|(_, b)| b[1] == 1).count(), FIXTURE_PICTURES);
+        assert_eq!(
+            tags.iter().filter(|(_, b)| b[1] == 1).count(),
+            FIXTURE_PICTURES
+        );
         assert_eq!(tags[0].1[1], 0);
         assert_eq!(tags[tags.len() - 1].1[1], 2);
         assert_eq!(record_sps(tags[0].1).profile_idc, 100);
-        assert!(tags.iter().skip(1).any(|(_, b)| composition_time(b).unwrap() > 33));
+        assert!(tags
+            .iter()
+            .skip(1)
+            .any(|(_, b)| composition_time(b).unwrap() > 33));
         assert_eq!(THUMBS.len(), THUMB_LEN * FIXTURE_PICTURES);
     }
 
@@ -656,7 +698,11 @@ mod tests {
 
         let frames: Vec<_> = out.iter().filter(|(_, b)| b[1] == 1).collect();
         assert_eq!(out.len() - frames.len(), 1, "one sequence header");
-        assert!(frames.len().abs_diff(FIXTURE_PICTURES) <= 2, "{} pictures", frames.len());
+        assert!(
+            frames.len().abs_diff(FIXTURE_PICTURES) <= 2,
+            "{} pictures",
+            frames.len()
+        );
         assert_eq!(frames[0].0, FIRST_PTS);
         for pair in frames.windows(2) {
             assert!(pair[0].0 < pair[1].0, "{} then {}", pair[0].0, pair[1].0);
@@ -667,10 +713,16 @@ mod tests {
             assert!(b.len() > FLV_VIDEO_PREFIX_LEN + 4);
         }
         // The source's IDR at picture 30 stays an IDR.
-        let idr30 = frames.iter().find(|(ts, _)| *ts == FIRST_PTS + 1000).unwrap();
+        let idr30 = frames
+            .iter()
+            .find(|(ts, _)| *ts == FIRST_PTS + 1000)
+            .unwrap();
         assert_eq!(idr30.1[0], 0x17);
         let s = t.stats();
-        assert_eq!((s.decoded, s.encoded, s.dropped, s.decode_errors), (60, 60, 0, 0));
+        assert_eq!(
+            (s.decoded, s.encoded, s.dropped, s.decode_errors),
+            (60, 60, 0, 0)
+        );
     }
 
     /// Decode the output (Annex B from the FLV bodies) with OpenH264.
@@ -700,7 +752,10 @@ mod tests {
                     for bx in 0..20 {
                         let mut s = 0u32;
                         for row in by * 16..by * 16 + 16 {
-                            s += y[row * stride + bx * 16..][..16].iter().map(|&v| u32::from(v)).sum::<u32>();
+                            s += y[row * stride + bx * 16..][..16]
+                                .iter()
+                                .map(|&v| u32::from(v))
+                                .sum::<u32>();
                         }
                         sum += u64::from(s);
                         thumb[by * 20 + bx] = ((s + 128) / 256) as u8;
@@ -714,7 +769,11 @@ mod tests {
     }
 
     fn thumb_distance(a: &[u8], b: &[u8]) -> f64 {
-        a.iter().zip(b).map(|(&x, &y)| f64::from(x.abs_diff(y))).sum::<f64>() / a.len() as f64
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x.abs_diff(y)))
+            .sum::<f64>()
+            / a.len() as f64
     }
 
     #[test]
@@ -725,7 +784,11 @@ mod tests {
         tags.push((2000, &end));
         let out = run(&mut t, &tags);
         let pictures = decode_output(&out);
-        assert!(pictures.len() >= FIXTURE_PICTURES - 2, "{} decoded", pictures.len());
+        assert!(
+            pictures.len() >= FIXTURE_PICTURES - 2,
+            "{} decoded",
+            pictures.len()
+        );
         for (ts, thumb, mean) in &pictures {
             // testsrc2's mean luma is about 122.
             assert!((110.0..135.0).contains(mean), "mean luma {mean}");
@@ -738,7 +801,10 @@ mod tests {
             for other in index.saturating_sub(2)..(index + 3).min(FIXTURE_PICTURES) {
                 if other != index {
                     let o = thumb_distance(thumb, &THUMBS[other * THUMB_LEN..][..THUMB_LEN]);
-                    assert!(d < o, "picture {index} looks like picture {other} ({d} vs {o})");
+                    assert!(
+                        d < o,
+                        "picture {index} looks like picture {other} ({d} vs {o})"
+                    );
                 }
             }
         }
@@ -769,7 +835,10 @@ mod tests {
         let mut t = transcoder();
         let tags = video_tags(FIXTURE);
         let first = run(&mut t, &tags);
-        assert_eq!(first.iter().filter(|(_, b)| b[1] == 1).count(), FIXTURE_PICTURES);
+        assert_eq!(
+            first.iter().filter(|(_, b)| b[1] == 1).count(),
+            FIXTURE_PICTURES
+        );
         // The publisher starts again, 3 s later, with the same sequence header.
         let again: Vec<(u32, &[u8])> = tags.iter().map(|&(ts, b)| (ts + 3000, b)).collect();
         let second = run(&mut t, &again);
@@ -781,12 +850,25 @@ mod tests {
 
     #[test]
     fn max_fps_drops_pictures() {
-        let mut t = H264Transcoder::new(TranscodeConfig { bitrate_bps: 300_000, max_fps: 15.0 }).unwrap();
+        let mut t = H264Transcoder::new(TranscodeConfig {
+            bitrate_bps: 300_000,
+            max_fps: 15.0,
+        })
+        .unwrap();
         let out = run(&mut t, &video_tags(FIXTURE));
         let frames: Vec<_> = out.iter().filter(|(_, b)| b[1] == 1).collect();
-        assert!((29..=31).contains(&frames.len()), "{} pictures", frames.len());
+        assert!(
+            (29..=31).contains(&frames.len()),
+            "{} pictures",
+            frames.len()
+        );
         for pair in frames.windows(2) {
-            assert!(pair[1].0 - pair[0].0 >= 60, "{} then {}", pair[0].0, pair[1].0);
+            assert!(
+                pair[1].0 - pair[0].0 >= 60,
+                "{} then {}",
+                pair[0].0,
+                pair[1].0
+            );
         }
         assert_eq!(t.stats().dropped + t.stats().encoded, t.stats().decoded);
     }
@@ -830,8 +912,15 @@ mod tests {
             }
         }
         let frames: Vec<_> = after.iter().filter(|(_, b)| b[1] == 1).collect();
-        assert!(frames.len() >= 25, "{} pictures after garbage (noise: {r:?})", frames.len());
-        let restart = frames.iter().position(|(ts, _)| *ts >= FIRST_PTS + 1000).unwrap();
+        assert!(
+            frames.len() >= 25,
+            "{} pictures after garbage (noise: {r:?})",
+            frames.len()
+        );
+        let restart = frames
+            .iter()
+            .position(|(ts, _)| *ts >= FIRST_PTS + 1000)
+            .unwrap();
         assert_eq!(frames[restart].1[0], 0x17);
         for pair in frames.windows(2) {
             assert!(pair[0].0 < pair[1].0);
@@ -887,7 +976,11 @@ mod tests {
             assert_eq!(t.push(0, tags[1].1), Err(TranscodeError::NoConfig));
         }
         assert_eq!(
-            H264Transcoder::new(TranscodeConfig { bitrate_bps: 1, max_fps: f32::NAN }).err(),
+            H264Transcoder::new(TranscodeConfig {
+                bitrate_bps: 1,
+                max_fps: f32::NAN
+            })
+            .err(),
             Some(TranscodeError::InvalidConfig)
         );
     }

@@ -16,7 +16,9 @@ const SEQUENCE_HEADER: &[u8] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut t) = H264Transcoder::new(TranscodeConfig::default()) else { return };
+    let Ok(mut t) = H264Transcoder::new(TranscodeConfig::default()) else {
+        return;
+    };
     // A valid High-profile header first half the time, else only the input's.
     let (first, rest) = data.split_first().map_or((0, data), |(a, b)| (*a, b));
     if first & 1 == 0 {
