@@ -170,6 +170,15 @@ pub struct Config {
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_pending_webrtc_per_ip: usize,
 
+    /// Most WebRTC viewers (playStream, WHEP) at once, all workers together: each costs
+    /// the stream's bitrate in egress. Beyond it: FAILED "Too many viewers" / WHEP 503.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_viewers: usize,
+
+    /// The same per source address (0: no limit; load tests from one host).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_viewers_per_ip: usize,
+
     /// Close an RTMP connection that neither publishes nor plays for this long (after its
     /// handshake, or after it stopped publishing or playing).
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]

@@ -34,6 +34,8 @@ pub struct Shared {
     pub limits: limits::ConnLimits,
     /// WebRTC sessions created and not yet connected (`--max-pending-webrtc`, `-per-ip`).
     pub pending_webrtc: limits::AddrBudget<()>,
+    /// WebRTC viewers (`--max-viewers`, `--max-viewers-per-ip`), from offer to end.
+    pub viewers: limits::AddrBudget<()>,
     /// `--debug-faults`: a fault requested for each worker (`FAULT_*`), taken by the
     /// worker at its next heartbeat.
     pub faults: Vec<std::sync::atomic::AtomicU64>,
@@ -86,6 +88,7 @@ pub fn start(cfg: Config) -> io::Result<Server> {
         registry: Arc::new(Registry::default()),
         limits: limits::ConnLimits::new(cfg.max_conns, cfg.max_conns_per_ip),
         pending_webrtc: limits::AddrBudget::new(cfg.max_pending_webrtc, cfg.max_pending_webrtc_per_ip),
+        viewers: limits::AddrBudget::new(cfg.max_viewers, cfg.max_viewers_per_ip),
         faults: (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         workers: (0..n).map(|_| WorkerStats::default()).collect(),
         shutdown: AtomicBool::new(false),

@@ -76,6 +76,8 @@ pub struct Viewer {
     playing: bool,
     stats: Option<Arc<StreamStats>>,
     pending_ip: Option<IpAddr>,
+    /// Counted in `--max-viewers` (from this address) until it ends.
+    peer: IpAddr,
     remote: Option<SocketAddr>,
     armed: Option<Instant>,
     /// The backlog the relay is told while the viewer reports heavy loss: over the
@@ -91,6 +93,7 @@ pub enum PlayRefused {
     BadName,
     NotFound,
     Busy { per_ip: bool },
+    TooManyViewers { per_ip: bool },
     Session(RtcError),
 }
 
@@ -101,6 +104,8 @@ impl PlayRefused {
             PlayRefused::NotFound => sig::INFO_STREAM_NOT_FOUND.into(),
             PlayRefused::Busy { per_ip: false } => "Too many sessions waiting to connect (--max-pending-webrtc)".into(),
             PlayRefused::Busy { per_ip: true } => "Too many sessions waiting to connect from this address (--max-pending-webrtc-per-ip)".into(),
+            PlayRefused::TooManyViewers { per_ip: false } => "Too many viewers (--max-viewers)".into(),
+            PlayRefused::TooManyViewers { per_ip: true } => "Too many viewers from this address (--max-viewers-per-ip)".into(),
             PlayRefused::Session(e) => e.info(),
         }
     }
@@ -109,7 +114,7 @@ impl PlayRefused {
         match self {
             PlayRefused::BadName => (400, "Bad Request"),
             PlayRefused::NotFound => (404, "Not Found"),
-            PlayRefused::Busy { .. } => (503, "Service Unavailable"),
+            PlayRefused::Busy { .. } | PlayRefused::TooManyViewers { .. } => (503, "Service Unavailable"),
             PlayRefused::Session(e) => e.http_status(),
         }
     }
@@ -365,7 +370,11 @@ impl Worker {
                 profile = Some(((p >> 8) as u8, p as u8));
             }
         }
+        if let Err(r) = self.shared.viewers.admit((), peer) {
+            return Err(PlayRefused::TooManyViewers { per_ip: r == Refusal::PerIp });
+        }
         if let Err(r) = self.shared.pending_webrtc.admit((), peer) {
+            self.shared.viewers.release((), peer);
             return Err(PlayRefused::Busy { per_ip: r == Refusal::PerIp });
         }
         let cands = self.rtc_candidates(local_ip);
@@ -381,6 +390,7 @@ impl Worker {
             Ok(v) => v,
             Err(e) => {
                 self.shared.pending_webrtc.release((), peer);
+                self.shared.viewers.release((), peer);
                 if matches!(e, RtcError::TranscodeRequired) {
                     crate::info!("webrtc play {pname}: the viewer offered no H.264 profile that decodes the source, and --transcode is off", pname = crate::log::peer_str(&name));
                 }
@@ -394,7 +404,7 @@ impl Worker {
             ViewOwner::Ws { .. } => None,
         };
         let congested_bytes = self.shared.cfg.queue_limit() * 3 / 2;
-        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), remote: None, armed: None, congested_bytes, transcoded };
+        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), peer, remote: None, armed: None, congested_bytes, transcoded };
         let (slot, _) = self.rtc.viewers.insert(entry);
         self.rtc.v_by_ufrag.insert(ufrag, slot);
         if let Some(r) = whep {
@@ -424,6 +434,7 @@ impl Worker {
         if let Some(ip) = e.pending_ip.take() {
             self.shared.pending_webrtc.release((), ip);
         }
+        self.shared.viewers.release((), e.peer);
         if e.joined {
             if let Some(s) = &e.stats {
                 let _ = s.webrtc_viewers.fetch_update(Relaxed, Relaxed, |v| Some((v - 1).max(0)));
