@@ -529,6 +529,12 @@ impl Worker {
         let name = Arc::clone(&e.name);
         let transcoded = e.transcoded;
         let sink = viewer_sink(slot, gen);
+        if let Some(cl) = &self.shared.cluster {
+            if !self.shared.registry.is_live(&name) {
+                // Another node may own it: the control thread looks now (and pulls it).
+                cl.nudge();
+            }
+        }
         let outcome = self.relay.handle_play(now, sink, Sink::WebRtc { transcoded }, &name, &super::ConnBacklog(&self.conns, &self.rtc.viewers));
         if outcome == PlayOutcome::NotFound {
             self.apply_relay(now);

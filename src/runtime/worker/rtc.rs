@@ -660,7 +660,8 @@ impl Worker {
             ClientMsg::PlayStream(v) => self.ws_play(now, idx, &v),
             ClientMsg::StopStream(v) => self.ws_stop(now, idx, &v),
             ClientMsg::AvailableStream { media_session_id, name } => {
-                let live = self.shared.registry.is_live(&name);
+                // Live here, or on another node of the cluster (played through a pull).
+                let live = self.shared.registry.is_live(&name) || self.shared.registry.remote_url(&name).is_some();
                 self.ws_send(idx, &sig::available_stream(&media_session_id, live, if live { None } else { Some(sig::INFO_STREAM_NOT_FOUND) }));
             }
             ClientMsg::Other { name, .. } => {
