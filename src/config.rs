@@ -68,7 +68,7 @@ baseline only with --transcode."
 )]
 pub struct Config {
     /// HTTP listen address: the demo page (/), Flashphoner-compatible WebSocket signaling (any
-    /// path), WHIP (/whip/NAME), /api/streams, /metrics, /healthz.
+    /// path), WHIP (/whip/NAME), WHEP (/whep/NAME), /api/streams, /metrics, /healthz.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     pub http: SocketAddr,
 
@@ -99,7 +99,7 @@ pub struct Config {
     pub udp_port: u16,
 
     /// ICE host candidate address to announce (repeatable). Default: the local address the
-    /// publisher's signaling connection arrived on.
+    /// publisher's or viewer's signaling connection (WebSocket, WHIP, WHEP) arrived on.
     #[arg(long = "public-ip", value_name = "IP")]
     pub public_ip: Vec<IpAddr>,
 
@@ -160,9 +160,10 @@ pub struct Config {
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_conns_per_ip: usize,
 
-    /// Most WebRTC sessions (WHIP or Flashphoner publishStream) that may wait for ICE and
-    /// DTLS at once, all workers together. An offer beyond it is refused: WHIP 503,
-    /// Flashphoner FAILED "Too many sessions waiting to connect". Each waits at most 15 s.
+    /// Most WebRTC sessions (publishers: WHIP, publishStream; viewers: WHEP, playStream) that
+    /// may wait for ICE and DTLS at once, all workers together. An offer beyond it is refused:
+    /// WHIP/WHEP 503, Flashphoner FAILED "Too many sessions waiting to connect". Each waits at
+    /// most 15 s.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_pending_webrtc: usize,
 

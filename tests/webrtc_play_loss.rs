@@ -29,16 +29,13 @@
 //! - without loss or reordering (`RTCBRIDGE_PLAY_LOSS_CLEAN=1`, through the same relay):
 //!   29.9 fps decoded, freezeCount 0, nackCount 1 (only the NACK right after joining: ~110
 //!   retransmits then, 0 in the window), no frames dropped by the server;
-//! - with 2 % loss + 5 % reordering, on a server whose viewers are not marked congested by
-//!   a single receiver report (see below): 29.8-29.9 fps, freezeCount 0, nackCount ~150 in
+//! - with 2 % loss + 5 % reordering: 29.8-29.9 fps, freezeCount 0, nackCount ~150 in
 //!   the window, ~170 retransmits in the window, nft dropped 73-87, relay reordered ~200;
-//! - with the same impairments on the server as it is (December 2026): 14-17 fps,
-//!   freezeCount 5-7, and /metrics `rtcbridge_drops_total{reason="inter"}` climbing by
-//!   ~30/s whenever /api/streams `playback.viewer_loss_percent` shows 25-66 % (1/4, 1/3,
-//!   1/2, 2/3: a receiver report's fraction lost over the handful of packets since the
-//!   report before it): one such report marks the viewer congested, and the relay drops
-//!   its inter frames until the next keyframe. This test fails there; the evidence is in
-//!   /work/play-loss-findings.md. [`MAX_FREEZES`] = 3 leaves room above the 0 seen.
+//! - with the same impairments on the server before 61b795c, whose viewers were marked
+//!   congested by a single receiver report (its fraction lost covers only the handful of
+//!   packets since the report before it: 1/3 reads 33 %): 14-17 fps, freezeCount 5-7,
+//!   the relay dropping inter frames until each next keyframe. This test failed there.
+//!   [`MAX_FREEZES`] = 3 leaves room above the 0 seen.
 //!
 //! `RTCBRIDGE_PLAY_LOSS_CLEAN=1` is only for measuring that baseline: it turns the
 //! impairments off and, loudly, the assertions that need them.

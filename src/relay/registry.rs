@@ -155,6 +155,12 @@ impl Registry {
         owner.filter(|&o| o != core)
     }
 
+    /// The core that publishes `name` and what publishes it ("rtmp", "webrtc",
+    /// "pull"), if it is live.
+    pub fn publisher(&self, name: &str) -> Option<(usize, &'static str)> {
+        self.lock().get(name).filter(|e| e.announced).and_then(|e| e.owner.map(|o| (o, e.source)))
+    }
+
     /// Stats handle of a name, if known (players counting).
     pub fn stats(&self, name: &str) -> Option<Arc<StreamStats>> {
         self.lock().get(name).map(|e| Arc::clone(&e.stats))

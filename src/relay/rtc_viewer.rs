@@ -340,7 +340,7 @@ impl RtcViewer {
             return;
         };
         let expected = b.ext_highest_seq.wrapping_sub(seq0);
-        if now.saturating_duration_since(at) < LOSS_WINDOW || expected < LOSS_MIN_PACKETS || expected > 1 << 24 {
+        if now.saturating_duration_since(at) < LOSS_WINDOW || !(LOSS_MIN_PACKETS..=1 << 24).contains(&expected) {
             return;
         }
         let lost = i64::from(b.cumulative_lost) - i64::from(lost0);

@@ -168,7 +168,7 @@ pub struct StreamStats {
     /// WebRTC viewers of the stream's transcoded video (on every core): the publisher's
     /// core runs the transcode while this is above zero.
     pub transcoded_viewers: AtomicI64,
-    /// The publisher's core could not start a transcode (its `--transcode` limit): 1.
+    /// The stream's H.264 cannot be transcoded (the transcoder refused its configuration): 1.
     pub transcode_refused: AtomicU64,
     /// The H.264 sequence header's profile_idc << 8 | constraint flags (0: unknown).
     pub video_profile: AtomicU64,

@@ -1015,9 +1015,9 @@ impl Worker {
                 return;
             }
             if self.transcodes.len() >= self.shared.cfg.transcode as usize {
-                if st.transcode_refused.swap(1, Ordering::Relaxed) == 0 {
-                    crate::warn!("transcode {}: not started: worker {} runs {} already (--transcode)", crate::log::peer_str(name), self.id, self.transcodes.len());
-                }
+                // Viewers are refused before they join when this core is full (play.rs);
+                // one that raced past it waits for a free slot.
+                crate::debug!("transcode {}: not started: worker {} runs {} already (--transcode)", crate::log::peer_str(name), self.id, self.transcodes.len());
                 return;
             }
             let mut t = match H264Transcoder::new(TranscodeConfig::default()) {

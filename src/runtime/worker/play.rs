@@ -353,13 +353,19 @@ impl Worker {
         let transcode = self.shared.cfg.transcode > 0;
         let mut profile = None;
         let mut transcoded = false;
+        // Transcodes run where RTMP-fed streams are published (an RTMP encoder, a cluster
+        // pull); a browser's H.264 has no B-frames, and its profile is what it offered.
+        let publisher = reg.publisher(&name);
+        let can_transcode = transcode && publisher.is_some_and(|(_, src)| src != "webrtc");
         if let Some(s) = stats.as_ref().filter(|_| live) {
             if s.has_bframes.load(Relaxed) != 0 {
                 if !transcode {
                     crate::info!("webrtc play {pname}: the source's H.264 has B-frames, which browsers cannot play, and --transcode is off", pname = crate::log::peer_str(&name));
                     return Err(PlayRefused::Session(RtcError::TranscodeRequired));
                 }
-                if s.transcode_refused.load(Relaxed) != 0 && s.transcoded_viewers.load(Relaxed) <= 0 {
+                // A stream not transcoded yet needs a free slot on its publisher's core.
+                let owner_full = publisher.and_then(|(core, _)| self.shared.workers.get(core)).is_some_and(|w| w.transcodes.load(Relaxed) >= i64::from(self.shared.cfg.transcode));
+                if s.transcoded_viewers.load(Relaxed) <= 0 && (owner_full || s.transcode_refused.load(Relaxed) != 0) {
                     crate::info!("webrtc play {pname}: needs an H.264 transcode, and its publisher's core runs --transcode {} already", self.shared.cfg.transcode, pname = crate::log::peer_str(&name));
                     return Err(PlayRefused::Session(RtcError::NoTranscoder));
                 }
@@ -381,7 +387,7 @@ impl Worker {
         let secrets = ViewerSecrets::from_random(RtcSecrets::from_random(&csprng::bytes()), &csprng::bytes());
         let stream = stats.unwrap_or_default();
         let mut made = RtcViewer::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets.clone(), profile, now, Arc::clone(&stream));
-        if transcode && matches!(made, Err(RtcError::TranscodeRequired)) {
+        if can_transcode && matches!(made, Err(RtcError::TranscodeRequired)) {
             // The viewer offered no profile of the source's: constrained baseline, transcoded.
             transcoded = true;
             made = RtcViewer::new(Arc::clone(&name), offer, &self.shared.identity, &cands, secrets, None, now, stream);
