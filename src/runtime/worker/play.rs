@@ -15,11 +15,10 @@ use std::time::Instant;
 use super::super::csprng;
 use super::super::hook::{HookAction, HookQuery};
 use super::super::limits::Refusal;
-use super::super::mesh::CoreMsg;
 use super::rtc::OwnedRequest;
 use super::{Kind, Timer, Waiting, Worker};
 use crate::proto::signaling::{self as sig, StreamMedia};
-use crate::relay::auth::{AuthAction, Denied};
+use crate::relay::auth::AuthAction;
 use crate::relay::rtc_viewer::{RtcViewer, ViewerEvent, ViewerSecrets};
 use crate::relay::webrtc::{RtcError, RtcSecrets};
 use crate::relay::{PlayOutcome, Sink, SinkId, SinkStatus, StreamStats, WorkerStats};
@@ -222,79 +221,6 @@ impl Worker {
 
     // ---- WHEP -----------------------------------------------------------------------
 
-    /// WHEP (draft-ietf-wish-whep): POST /whep/NAME with a recvonly offer → 201 +
-    /// Location + answer; DELETE on the Location ends it. Resource ids as WHIP's.
-    pub(super) fn whep(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Option<Vec<u8>> {
-        let rest = req.path.strip_prefix("/whep").unwrap_or("").trim_start_matches('/');
-        let peer = self.conns.get_mut(idx).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
-        let cors = self.whip_cors(req);
-        let plain = |status: u16, reason: &str, extra: &str, body: &str| -> Option<Vec<u8>> { Some(super::rtc::plain(&cors, status, reason, extra, body)) };
-        match req.method.as_str() {
-            "POST" => {
-                let name = rest.trim_end_matches('/');
-                if name.is_empty() || name.contains('/') {
-                    return plain(400, "Bad Request", "", "POST /whep/NAME: missing stream name\n");
-                }
-                if !req.header("content-type").is_some_and(|v| v.starts_with("application/sdp")) {
-                    return plain(415, "Unsupported Media Type", "", "WHEP offer must be application/sdp\n");
-                }
-                if std::str::from_utf8(&req.body).is_err() {
-                    return plain(400, "Bad Request", "", "offer is not UTF-8\n");
-                }
-                let key = name.split('?').next().unwrap_or(name);
-                let token = req.header("authorization").and_then(crate::relay::auth::bearer);
-                if self.hook.is_some() && !self.shared.access.token_grants(token, AuthAction::Play, key, peer.ip()) {
-                    let q = HookQuery {
-                        action: HookAction::Play,
-                        protocol: "whep",
-                        name: key.to_owned(),
-                        app: "whep".into(),
-                        ip: peer.ip(),
-                        query: name.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default(),
-                        token: token.map(str::to_owned),
-                        custom: serde_json::Value::Null,
-                        object: None,
-                    };
-                    let gen = self.conns.gen(idx).unwrap_or(0);
-                    self.hook_ask(now, q, Waiting::Whep { idx, gen, req: Box::new(req.clone()) });
-                    return None;
-                }
-                if let Err(why) = self.shared.access.authorize(token, AuthAction::Play, key, peer.ip()) {
-                    crate::info!("whep {peer}: play {pname} denied: {}", why.reason(), pname = crate::log::peer_str(key));
-                    let body = format!("Restricted access: {}\n", why.reason());
-                    return match why {
-                        Denied::NoToken => plain(401, "Unauthorized", "WWW-Authenticate: Bearer\r\n", &body),
-                        _ => plain(403, "Forbidden", "", &body),
-                    };
-                }
-                Some(self.whep_play(now, idx, req))
-            }
-            "DELETE" => {
-                let Some((name, resource)) = rest.trim_end_matches('/').rsplit_once('/') else {
-                    return plain(404, "Not Found", "", "DELETE /whep/NAME/ID\n");
-                };
-                match self.shared.access.whip_owner(name, resource) {
-                    Some(w) if w == self.id => {
-                        self.whip_end(now, resource);
-                        plain(200, "OK", "", "")
-                    }
-                    Some(w) => {
-                        let _ = self.mesh.send(w, CoreMsg::EndSession { resource: resource.into() });
-                        plain(200, "OK", "", "")
-                    }
-                    None => plain(404, "Not Found", "", "no such WHEP session\n"),
-                }
-            }
-            "OPTIONS" => Some(
-                format!(
-                    "HTTP/1.1 204 No Content\r\n{cors}Access-Control-Allow-Methods: POST, DELETE, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type, Authorization\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-                .into_bytes(),
-            ),
-            _ => plain(405, "Method Not Allowed", "", "WHEP: POST or DELETE\n"),
-        }
-    }
-
     /// A WHEP POST held for the auth hook: answer it now.
     pub(super) fn whep_verdict(&mut self, now: Instant, idx: usize, gen: u32, req: &OwnedRequest, verdict: Result<(), String>) {
         let Some(c) = self.conns.get_gen_mut(idx, gen) else { return };
@@ -309,7 +235,8 @@ impl Worker {
         self.http_answer(idx, resp);
     }
 
-    fn whep_play(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
+    /// Start the WHEP viewer of an allowed POST; the HTTP response.
+    pub(super) fn whep_play(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Vec<u8> {
         let cors = self.whip_cors(req);
         let rest = req.path.strip_prefix("/whep").unwrap_or("").trim_start_matches('/').trim_end_matches('/');
         let key = rest.split('?').next().unwrap_or(rest).to_owned();

@@ -133,6 +133,36 @@ impl Refused {
     }
 }
 
+/// The two WebRTC-HTTP ingestion and egress protocols: they differ only in direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wish {
+    /// RFC 9725: a publisher.
+    Whip,
+    /// draft-ietf-wish-whep: a viewer.
+    Whep,
+}
+
+impl Wish {
+    fn prefix(self) -> &'static str {
+        match self {
+            Wish::Whip => "/whip",
+            Wish::Whep => "/whep",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Wish::Whip => "whip",
+            Wish::Whep => "whep",
+        }
+    }
+    fn action(self) -> AuthAction {
+        match self {
+            Wish::Whip => AuthAction::Publish,
+            Wish::Whep => AuthAction::Play,
+        }
+    }
+}
+
 /// Who asked for a session, and how to tell them about it.
 #[derive(Debug, Clone)]
 enum Owner {
@@ -338,13 +368,13 @@ impl Worker {
         }
         if req.path.starts_with("/whep") {
             // None: held until the auth hook answers (`whep_verdict`).
-            if let Some(resp) = self.whep(now, idx, &req) {
+            if let Some(resp) = self.wish(now, idx, &req, Wish::Whep) {
                 self.http_answer(idx, resp);
             }
             return;
         }
         // None: held until the auth hook answers (`whip_verdict`).
-        if let Some(resp) = self.whip(now, idx, &req) {
+        if let Some(resp) = self.wish(now, idx, &req, Wish::Whip) {
             self.http_answer(idx, resp);
         }
     }
@@ -406,39 +436,41 @@ impl Worker {
         }
     }
 
-    /// WHIP (RFC 9725): POST /whip/NAME with an offer → 201 + Location + answer;
-    /// DELETE on the Location ends the publish.
+    /// WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep): POST /whip/NAME or /whep/NAME
+    /// with an offer → 201 + Location + answer; DELETE on the Location ends the session.
     ///
     /// Resource ids are `W-R`: W the owning worker's index (not a secret), R 128 bits from
     /// the OS CSPRNG. A DELETE ends only the session with that id on that name; the
     /// shared table (`Access::whip_owner`) says which worker owns it, and a DELETE that
     /// lands on another worker is forwarded there over the mesh (`CoreMsg::EndSession`).
-    fn whip(&mut self, now: Instant, idx: usize, req: &OwnedRequest) -> Option<Vec<u8>> {
-        let rest = req.path.strip_prefix("/whip").unwrap_or("").trim_start_matches('/');
+    pub(super) fn wish(&mut self, now: Instant, idx: usize, req: &OwnedRequest, kind: Wish) -> Option<Vec<u8>> {
+        let (label, action) = (kind.label(), kind.action());
+        let rest = req.path.strip_prefix(kind.prefix()).unwrap_or("").trim_start_matches('/');
         let peer = self.conns.get_mut(idx).map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
         let cors = self.whip_cors(req);
         let plain = |status: u16, reason: &str, extra: &str, body: &str| -> Option<Vec<u8>> { Some(plain(&cors, status, reason, extra, body)) };
+        let upper = label.to_uppercase();
         match req.method.as_str() {
             "POST" => {
                 let name = rest.trim_end_matches('/');
                 if name.is_empty() || name.contains('/') {
-                    return plain(400, "Bad Request", "", "POST /whip/NAME: missing stream name\n");
+                    return plain(400, "Bad Request", "", &format!("POST {}/NAME: missing stream name\n", kind.prefix()));
                 }
                 let ct_ok = req.header("content-type").is_some_and(|v| v.starts_with("application/sdp"));
                 if !ct_ok {
-                    return plain(415, "Unsupported Media Type", "", "WHIP offer must be application/sdp\n");
+                    return plain(415, "Unsupported Media Type", "", &format!("{upper} offer must be application/sdp\n"));
                 }
                 if std::str::from_utf8(&req.body).is_err() {
                     return plain(400, "Bad Request", "", "offer is not UTF-8\n");
                 }
-                let key = whip_key(req);
+                let key = name.split('?').next().unwrap_or(name);
                 let token = req.header("authorization").and_then(crate::relay::auth::bearer);
-                if self.hook.is_some() && !self.shared.access.token_grants(token, AuthAction::Publish, key, peer.ip()) {
+                if self.hook.is_some() && !self.shared.access.token_grants(token, action, key, peer.ip()) {
                     let q = HookQuery {
-                        action: HookAction::Publish,
-                        protocol: "whip",
+                        action: if kind == Wish::Whip { HookAction::Publish } else { HookAction::Play },
+                        protocol: label,
                         name: key.to_owned(),
-                        app: "whip".into(),
+                        app: label.into(),
                         ip: peer.ip(),
                         query: name.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default(),
                         token: token.map(str::to_owned),
@@ -446,22 +478,25 @@ impl Worker {
                         object: None,
                     };
                     let gen = self.conns.gen(idx).unwrap_or(0);
-                    self.hook_ask(now, q, Waiting::Whip { idx, gen, req: Box::new(req.clone()) });
+                    let req = Box::new(req.clone());
+                    let waiting = if kind == Wish::Whip { Waiting::Whip { idx, gen, req } } else { Waiting::Whep { idx, gen, req } };
+                    self.hook_ask(now, q, waiting);
                     return None;
                 }
-                if let Err(why) = self.shared.access.authorize(token, AuthAction::Publish, key, peer.ip()) {
-                    crate::info!("whip {peer}: publish {key:?} denied: {}", why.reason());
+                if let Err(why) = self.shared.access.authorize(token, action, key, peer.ip()) {
+                    let verb = if kind == Wish::Whip { "publish" } else { "play" };
+                    crate::info!("{label} {peer}: {verb} {pname} denied: {}", why.reason(), pname = crate::log::peer_str(key));
                     let body = format!("Restricted access: {}\n", why.reason());
                     return match why {
                         Denied::NoToken => plain(401, "Unauthorized", "WWW-Authenticate: Bearer\r\n", &body),
                         _ => plain(403, "Forbidden", "", &body),
                     };
                 }
-                Some(self.whip_publish(now, idx, req))
+                Some(if kind == Wish::Whip { self.whip_publish(now, idx, req) } else { self.whep_play(now, idx, req) })
             }
             "DELETE" => {
                 let Some((name, resource)) = rest.trim_end_matches('/').rsplit_once('/') else {
-                    return plain(404, "Not Found", "", "DELETE /whip/NAME/ID\n");
+                    return plain(404, "Not Found", "", &format!("DELETE {}/NAME/ID\n", kind.prefix()));
                 };
                 match self.shared.access.whip_owner(name, resource) {
                     Some(w) if w == self.id => {
@@ -470,13 +505,13 @@ impl Worker {
                     }
                     Some(w) => {
                         // The session lives on worker `w`: it ends it on its next turn.
-                        crate::info!("whip {peer}: DELETE of a session on {pname} forwarded from worker {} to its owner, worker {w}", self.id, pname = crate::log::peer_str(name));
+                        crate::info!("{label} {peer}: DELETE of a session on {pname} forwarded from worker {} to its owner, worker {w}", self.id, pname = crate::log::peer_str(name));
                         let _ = self.mesh.send(w, CoreMsg::EndSession { resource: resource.into() });
                         plain(200, "OK", "", "")
                     }
                     None => {
-                        crate::info!("whip {peer}: DELETE of an unknown session on {pname}", pname = crate::log::peer_str(name));
-                        plain(404, "Not Found", "", "no such WHIP session\n")
+                        crate::info!("{label} {peer}: DELETE of an unknown session on {pname}", pname = crate::log::peer_str(name));
+                        plain(404, "Not Found", "", &format!("no such {upper} session\n"))
                     }
                 }
             }
@@ -486,7 +521,7 @@ impl Worker {
                 )
                 .into_bytes(),
             ),
-            _ => plain(405, "Method Not Allowed", "", "WHIP: POST or DELETE\n"),
+            _ => plain(405, "Method Not Allowed", "", &format!("{upper}: POST or DELETE\n")),
         }
     }
 
