@@ -312,12 +312,23 @@ impl Resampler {
         while self.i + self.half < frames {
             let start = self.i + 1 - self.half;
             let coefs = self.table.get(self.p * taps..(self.p + 1) * taps).unwrap_or(&[]);
-            for c in 0..ch {
-                let mut acc = 0.0f32;
-                for (j, &k) in coefs.iter().enumerate() {
-                    acc += k * self.buf.get((start + j) * ch + c).copied().unwrap_or(0.0);
+            // The window of input frames under the taps, as one slice: no index checks in
+            // the multiply-accumulate loops.
+            let Some(win) = self.buf.get(start * ch..(start + taps) * ch) else { break };
+            if ch == 2 {
+                let (mut l, mut r) = (0.0f32, 0.0f32);
+                for (&k, s) in coefs.iter().zip(win.chunks_exact(2)) {
+                    if let [a, b] = s {
+                        l += k * a;
+                        r += k * b;
+                    }
                 }
-                out.push(acc);
+                out.push(l);
+                out.push(r);
+            } else {
+                for c in 0..ch {
+                    out.push(coefs.iter().zip(win.iter().skip(c).step_by(ch)).map(|(k, s)| k * s).sum());
+                }
             }
             self.p += self.m;
             while self.p >= self.l {
