@@ -325,7 +325,7 @@ impl Worker {
                 self.shared.pending_webrtc.release((), peer);
                 self.shared.viewers.release((), peer);
                 if matches!(e, RtcError::TranscodeRequired) {
-                    crate::info!("webrtc play {pname}: the viewer offered no H.264 profile that decodes the source, and --transcode is off", pname = crate::log::peer_str(&name));
+                    crate::info!("webrtc play {pname}: the viewer offered no H.264 profile of the source's, and {}", if can_transcode { "the transcode failed" } else if transcode { "a browser's stream is not transcoded" } else { "--transcode is off" }, pname = crate::log::peer_str(&name));
                 }
                 return Err(PlayRefused::Session(e));
             }
