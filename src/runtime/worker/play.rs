@@ -257,7 +257,12 @@ impl Worker {
             }
             Err(refused) => {
                 let (status, reason) = refused.http_status();
-                crate::info!("whep {peer}: play {pname} refused: {}", refused.info(), pname = crate::log::peer_str(&key));
+                if matches!(refused, PlayRefused::Busy { .. } | PlayRefused::TooManyViewers { .. }) {
+                    // A budget refusal is what a flood gets, thousands a second: not at info.
+                    crate::debug!("whep {peer}: play {pname} refused: {}", refused.info(), pname = crate::log::peer_str(&key));
+                } else {
+                    crate::info!("whep {peer}: play {pname} refused: {}", refused.info(), pname = crate::log::peer_str(&key));
+                }
                 super::rtc::plain(&cors, status, reason, "", &format!("{}\n", refused.info()))
             }
         }
