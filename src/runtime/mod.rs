@@ -14,6 +14,7 @@ pub mod push;
 pub mod slab;
 pub mod timer;
 pub mod tls;
+pub mod transcode;
 mod worker;
 
 use std::io;

@@ -225,8 +225,8 @@ pub struct Worker {
     /// AAC → Opus for WebRTC viewers, per stream published here with AAC.
     opus: std::collections::HashMap<Arc<str>, crate::relay::rtc_audio::OpusBridge>,
     /// H.264 → constrained baseline for WebRTC viewers, per stream published here
-    /// whose video needs it (`--transcode`, at most that many).
-    transcodes: std::collections::HashMap<Arc<str>, Box<crate::proto::codec::h264_transcode::H264Transcoder>>,
+    /// whose video needs it (`--transcode`, at most that many), each on its own thread.
+    transcodes: std::collections::HashMap<Arc<str>, super::transcode::TranscodeThread>,
     /// Scratch for socket reads, shared by every connection of this worker.
     read_buf: Vec<u8>,
     /// One descriptor held back so that accept can shed connections when the process
@@ -404,6 +404,7 @@ impl Worker {
             self.hook_drain(now);
             self.push_drain_resolved(now);
             self.cluster_drain(now);
+            self.transcode_drain(now);
             self.timers.expire(now, &mut expired);
             for t in expired.drain(..) {
                 self.timer(now, t);
@@ -995,12 +996,10 @@ impl Worker {
         self.relay_rtmp_frame(now, &name, Some(&stats), frame);
     }
 
-    /// Transcode a video frame of `name` for its WebRTC viewers that need it (B-frames,
-    /// or a profile they lack), appending the constrained-baseline frames for them
-    /// (audience `Rtc`) to `out`. Runs while such viewers exist, at most `--transcode`
-    /// streams on this core; timed for the API.
-    fn transcode_video(&mut self, name: &Arc<str>, st: &Arc<StreamStats>, frame: &Frame, out: &mut Vec<Frame>) {
-        use crate::proto::codec::h264_transcode::{H264Transcoder, TranscodeConfig};
+    /// Hand a video frame of `name` to its transcode thread while WebRTC viewers need it
+    /// (B-frames, or a profile they lack), starting the thread (at most `--transcode` on
+    /// this core) at a keyframe. Its output comes back in `transcode_drain`.
+    fn transcode_video(&mut self, name: &Arc<str>, st: &Arc<StreamStats>, frame: &Frame) {
         let wanted = st.transcoded_viewers.load(Ordering::Relaxed) > 0;
         if !wanted {
             if self.transcodes.remove(name).is_some() {
@@ -1020,41 +1019,45 @@ impl Worker {
                 crate::debug!("transcode {}: not started: worker {} runs {} already (--transcode)", crate::log::peer_str(name), self.id, self.transcodes.len());
                 return;
             }
-            let mut t = match H264Transcoder::new(TranscodeConfig::default()) {
-                Ok(t) => Box::new(t),
+            let Some(cfg) = self.relay.video_config(name) else { return };
+            let t = match super::transcode::TranscodeThread::start(name, &cfg, Arc::clone(&self.waker)) {
+                Ok(t) => t,
                 Err(e) => {
                     crate::warn!("transcode {}: cannot start: {e}", crate::log::peer_str(name));
                     st.transcode_refused.store(1, Ordering::Relaxed);
                     return;
                 }
             };
-            let cfg = self.relay.video_config(name);
-            match cfg.as_deref().map(|c| t.push(c.ts, c.body())) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    crate::warn!("transcode {}: the stream's H.264 configuration is refused: {e}", crate::log::peer_str(name));
-                    st.transcode_refused.store(1, Ordering::Relaxed);
-                    return;
-                }
-                None => return,
-            }
             st.transcode_refused.store(0, Ordering::Relaxed);
             crate::info!("transcode {}: started on worker {} (H.264 to constrained baseline for WebRTC viewers)", crate::log::peer_str(name), self.id);
             WorkerStats::gauge(&self.shared.workers[self.id].transcodes, 1);
             self.transcodes.insert(Arc::clone(name), t);
         }
         let Some(t) = self.transcodes.get_mut(name) else { return };
-        let t0 = crate::runtime::now();
-        if let Err(e) = t.push(frame.ts, frame.body()) {
-            crate::debug!("transcode {}: {e}", crate::log::peer_str(name));
+        t.push(&Frame::build(MediaKind::Video, frame.ts, frame.body(), Audience::All, frame.born).shared());
+    }
+
+    /// The transcode threads' output: constrained-baseline frames for the WebRTC viewers
+    /// that need them (audience `Rtc`), relayed in the order they were made.
+    fn transcode_drain(&mut self, now: Instant) {
+        if self.transcodes.is_empty() {
+            return;
         }
-        let mut n = 0u64;
-        while let Some((ts, body)) = t.poll() {
-            out.push(Frame::build(MediaKind::Video, ts, &body, Audience::Rtc, frame.born));
-            n += 1;
+        let mut out: Vec<(Arc<str>, Frame)> = Vec::new();
+        for (name, t) in self.transcodes.iter_mut() {
+            let mut n = 0u64;
+            while let Some(o) = t.poll() {
+                out.push((Arc::clone(name), Frame::build(MediaKind::Video, o.ts, &o.body, Audience::Rtc, o.born)));
+                n += 1;
+            }
+            if let Some(st) = self.shared.registry.stats(name) {
+                st.video_transcoded_frames.fetch_add(n, Ordering::Relaxed);
+                st.video_transcode_ns.fetch_add(t.take_busy_ns(), Ordering::Relaxed);
+            }
         }
-        st.video_transcoded_frames.fetch_add(n, Ordering::Relaxed);
-        st.video_transcode_ns.fetch_add(crate::runtime::now().saturating_duration_since(t0).as_nanos() as u64, Ordering::Relaxed);
+        for (name, f) in out {
+            self.relay_frame(now, &name, f);
+        }
     }
 
     /// A frame of an RTMP-fed publisher (an RTMP client, or a cluster pull): counted,
@@ -1065,7 +1068,7 @@ impl Worker {
         if let Some(st) = stats {
             st.count_rtmp_input(&frame);
             if frame.kind == MediaKind::Video {
-                self.transcode_video(name, st, &frame, &mut opus);
+                self.transcode_video(name, st, &frame);
             }
             if frame.kind == MediaKind::Audio {
                 let viewers = st.webrtc_viewers.load(Ordering::Relaxed) > 0;
