@@ -543,7 +543,17 @@ impl Worker {
     pub(super) fn viewer_evict(&mut self, now: Instant, sink: SinkId, reason: &str) {
         let (slot, gen) = viewer_slot(sink);
         let Some(e) = self.rtc.viewers.get_gen_mut(slot, gen) else { return };
-        crate::info!("webrtc play {pname}: evicted: {reason}", pname = crate::log::peer_str(&e.name));
+        if e.v.congested() {
+            // The backlog the relay saw was the one told for a congested viewer: say why.
+            let pct = f64::from(e.v.stats.loss_256) * 100.0 / 256.0;
+            crate::info!(
+                "webrtc play {pname}: evicted: its receiver reports show {pct:.0} % of its video lost after retransmissions, for --evict-after {} s",
+                self.shared.cfg.evict_after,
+                pname = crate::log::peer_str(&e.name)
+            );
+        } else {
+            crate::info!("webrtc play {pname}: {reason}", pname = crate::log::peer_str(&e.name));
+        }
         self.view_stop(now, slot, Some(RtcError::Evicted));
     }
 
