@@ -227,6 +227,19 @@ fn chromium_publish_survives_loss_and_reordering() {
     }
     let publishing_at = t0.elapsed();
 
+    // The player starts once the stream has a keyframe: when loss takes the first one, the
+    // browser's next comes on our PLI, and a player that joined before it gets metadata and
+    // sequence headers but no media for that long; ffmpeg's short probe then gives up with
+    // an audio stream of no codec (seen once in CI). This test is about the publish path.
+    let kf_deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < kf_deadline {
+        let keyframes = server.streams().iter().find(|s| s["name"] == NAME).and_then(|s| s["video"]["keyframes"].as_u64()).unwrap_or(0);
+        if keyframes > 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+
     // An RTMP player for PLAY_SECS while the browser keeps publishing.
     let player = FramePlayer::start("rtmp player", &server.rtmp_url(NAME), PLAY_SECS);
     let play = player.finish(Duration::from_secs(u64::from(PUBLISH_SECS) + 10));
