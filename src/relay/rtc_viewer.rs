@@ -51,6 +51,11 @@ const MAX_TRANSMIT: usize = 2048;
 const HISTORY: usize = 512;
 /// A packet is sent again at most this often for NACKs naming it.
 const RESEND_MIN: Duration = Duration::from_millis(40);
+/// A viewer's NACKs may make us send again at most one packet for every two sent new
+/// (counted in halves, up to [`RESEND_BUDGET_MAX`] halves banked): a peer that NACKs
+/// everything, over and over, costs at most 1.5x its stream, not the whole history
+/// every [`RESEND_MIN`].
+const RESEND_BUDGET_MAX: u32 = 1024;
 const SR_INTERVAL: Duration = Duration::from_secs(1);
 /// Keyframe requests passed on at most this often per viewer.
 const KEYFRAME_REQUEST_MIN: Duration = Duration::from_millis(500);
@@ -159,6 +164,8 @@ pub struct ViewerStats {
     pub packets: u64,
     pub bytes: u64,
     pub retransmits: u64,
+    /// NACKed packets not sent again: over the retransmission budget.
+    pub resends_refused: u64,
     pub nacks: u64,
     pub plis: u64,
     pub twcc_feedback: u64,
@@ -180,6 +187,8 @@ pub struct RtcViewer {
     local_ssrc: u32,
     cname: String,
     history: VecDeque<Sent>,
+    /// Retransmissions allowed, in halves of a packet (see [`RESEND_BUDGET_MAX`]).
+    resend_budget: u32,
     /// The start of the current loss window: the video report's extended highest
     /// sequence number and cumulative lost, and when.
     loss_mark: Option<(u32, i32, Instant)>,
@@ -284,6 +293,7 @@ impl RtcViewer {
             local_ssrc,
             cname,
             history: VecDeque::with_capacity(HISTORY),
+            resend_budget: 0,
             loss_mark: None,
             clock0: None,
             catch_up_ms: 0,
@@ -441,6 +451,7 @@ impl RtcViewer {
         let count = payloads.len();
         let first_seq = v.seq;
         v.seq = v.seq.wrapping_add(count as u16);
+        self.resend_budget = self.resend_budget.saturating_add(count as u32).min(RESEND_BUDGET_MAX);
         for i in 0..count {
             let seq = first_seq.wrapping_add(i as u16);
             if self.history.len() >= HISTORY {
@@ -551,6 +562,11 @@ impl RtcViewer {
             if s.seq != seq || s.resent.is_some_and(|t| now.saturating_duration_since(t) < RESEND_MIN) {
                 continue;
             }
+            if self.resend_budget < 2 {
+                self.stats.resends_refused += 1;
+                continue;
+            }
+            self.resend_budget -= 2;
             s.resent = Some(now);
             let s = s.clone();
             if self.send_video_packet(s.seq, s.ts, &s.frame, usize::from(s.index)) {

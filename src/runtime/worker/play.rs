@@ -386,11 +386,12 @@ impl Worker {
         }
         let vs = e.v.stats;
         crate::info!(
-            "webrtc play {pname} ended{}: {} packets, {} retransmitted for {} NACKs, {} PLI/FIR",
+            "webrtc play {pname} ended{}: {} packets, {} retransmitted for {} NACKs ({} over the retransmission budget), {} PLI/FIR",
             why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default(),
             vs.packets,
             vs.retransmits,
             vs.nacks,
+            vs.resends_refused,
             vs.plis,
             pname = crate::log::peer_str(&e.name)
         );
