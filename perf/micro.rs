@@ -48,8 +48,10 @@
 //!   busy-polling one (a full ring drops the message and the sender retries, as
 //!   media would be dropped in the server). The 2-thread cases spin on both cores
 //!   (yielding after 2000 empty polls): numbers from a loaded machine are meaningless.
-//! - `aac_to_opus/stereo_<44|48>k` AacToOpus::push_flv per AAC frame (fdk-aac decode,
-//!   resampling 44.1 → 48 kHz where needed, opus-rs encode at 128 kbit/s), and the same
+//! - `aac_to_opus/stereo_<44|48>k` AacToOpus::push_flv per AAC frame of music-like audio
+//!   (a chord with harmonics and noise: a pure tone would take the Opus encoder's tone
+//!   shortcut past its pitch search) (fdk-aac decode, resampling 44.1 → 48 kHz where
+//!   needed, opus-rs encode at 128 kbit/s), and the same
 //!   scaled to 20 ms of audio (the DESIGN.md target: ≤ 100 µs per 20 ms);
 //! - `opus/decode/<mono|stereo>` opus-rs OpusDecoder::decode of one 20 ms packet (a
 //!   440 Hz tone encoded in setup by opus-rs at its default bitrate, 50 packets cycled);
@@ -781,8 +783,32 @@ fn transcode(b: &Bench) {
 
 // ---- 7. AAC → Opus (WebRTC playback of RTMP publishers) ------------------------------
 
-/// Per AAC frame of a 44.1 kHz (resampled) and a 48 kHz stereo stream: fdk-aac decode,
-/// resampling to 48 kHz, opus-rs encode at 128 kbit/s; also scaled to 20 ms of audio.
+/// One second of stereo at `rate` that is not a pure tone (the Opus encoder takes a shortcut
+/// for those and would look cheaper than it is for music): a three-note chord with six
+/// harmonics each and a little noise, the two channels mixed differently.
+fn music_like(rate: u32) -> Vec<i16> {
+    let mut seed = 0x1234_5678u32;
+    (0..rate as usize)
+        .flat_map(|n| {
+            let t = n as f64 / f64::from(rate);
+            let (mut l, mut r) = (0.0, 0.0);
+            for (i, f0) in [220.0f64, 277.18, 329.63].into_iter().enumerate() {
+                for h in 1..=6 {
+                    let v = (2.0 * std::f64::consts::PI * f0 * f64::from(h) * t + i as f64).sin() / f64::from(h * h);
+                    l += v * (1.0 + i as f64) / 3.0;
+                    r += v * (3.0 - i as f64) / 3.0;
+                }
+            }
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let noise = f64::from(seed >> 16) / 65536.0 - 0.5;
+            [(l * 4000.0 + noise * 600.0) as i16, (r * 4000.0 - noise * 600.0) as i16]
+        })
+        .collect()
+}
+
+/// Per AAC frame of a 44.1 kHz (resampled) and a 48 kHz stereo stream of [`music_like`]
+/// audio: fdk-aac decode, resampling to 48 kHz, opus-rs encode at 128 kbit/s; also scaled
+/// to 20 ms of audio.
 fn aac_to_opus(b: &Bench) {
     use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
     use rtcbridge::proto::codec::aac_opus::{AacToOpus, DEFAULT_BITRATE};
@@ -798,12 +824,7 @@ fn aac_to_opus(b: &Bench) {
         let info = enc.info().expect("aac info");
         let mut header = vec![0xAF, 0];
         header.extend_from_slice(info.confBuf.get(..info.confSize as usize).expect("asc"));
-        let pcm: Vec<i16> = (0..rate as usize)
-            .flat_map(|n| {
-                let v = ((2.0 * std::f64::consts::PI * 440.0 * n as f64 / f64::from(rate)).sin() * 12000.0) as i16;
-                [v, v]
-            })
-            .collect();
+        let pcm = music_like(rate);
         let mut frames = Vec::new();
         let mut out = vec![0u8; 4096];
         let mut fed = 0;

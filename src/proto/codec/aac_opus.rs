@@ -463,6 +463,27 @@ mod tests {
     }
 
     #[test]
+    fn resampler_keeps_stereo_channels_apart() {
+        // Left a 1 kHz sine, right a constant: each comes out on its own side.
+        let mut r = Resampler::new(44_100, 48_000, 2);
+        let input: Vec<f32> = (0..44_100)
+            .flat_map(|n| [(2.0 * std::f32::consts::PI * 1000.0 * n as f32 / 44_100.0).sin() * 0.5, -0.25])
+            .collect();
+        let mut out = Vec::new();
+        for chunk in input.chunks(2048) {
+            r.process(chunk, &mut out);
+        }
+        let left: Vec<f32> = out.iter().step_by(2).copied().collect();
+        let right: Vec<f32> = out.iter().skip(1).step_by(2).copied().collect();
+        assert!(right[100..].iter().all(|v| (v + 0.25).abs() < 1e-3), "right stays -0.25");
+        let mid = &left[12_000..36_000];
+        let crossings = mid.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        assert!((crossings as i64 - 1000).abs() <= 2, "{crossings} crossings in 0.5 s: 1 kHz at 48 kHz");
+        let peak = mid.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!((peak - 0.5).abs() < 0.01, "peak {peak}");
+    }
+
+    #[test]
     fn resampler_keeps_dc_and_rate() {
         let mut r = Resampler::new(44_100, 48_000, 1);
         let mut out = Vec::new();
