@@ -11,6 +11,14 @@
 //!    on another it is 403 "Restricted access". The backend saw `{action: "play",
 //!    protocol: "whep", ...}` for both, with the bearer token passed on.
 //!
+//! 3. The same for Flashphoner `playStream`, through the SDK's Player page (unchanged) in
+//!    headless Chromium, the token passed as an application passes it
+//!    (`createSession({custom: {token}})`): without one, or with another name's, FAILED
+//!    "Restricted access" and no media; with `rtcbridge token`'s, PLAYING and decoded video.
+//! 4. The hook for `playStream`: FAILED "Restricted access" for a denied name, PLAYING for an
+//!    allowed one; the backend saw `{action: "play", protocol: "webrtc"}` with the token and
+//!    the SDK's `custom`.
+//!
 //! Each runs in a loopback-only network namespace (TESTING.md): aiortc's ICE uses 127.0.0.2.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -24,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::hookd::{Answer, Backend};
 use common::signal::{head_value, http_raw};
 use common::{netns, scratch_path, tail, Publisher, Server};
-use play::{run_whep, serial, WhepRun};
+use play::{media_window, run_page_with, run_whep, serial, Page, PageRun, WhepRun};
 use rtcbridge::relay::auth::{AuthAction, TokenClaims, TokenKey};
 
 const SECRET: &str = "whep-play-secret-0123456789abcdef";
@@ -180,5 +188,111 @@ fn whep_play_asks_the_auth_hook() {
     assert_eq!(no[0]["token"], "some-token", "{no:?}");
     assert!(no[1]["token"].is_null(), "no token, none passed on: {no:?}");
     assert!(server.log().contains("play denied: hook denied: HTTP 403"), "{}", tail(&server.log(), 30));
+    assert!(publisher.is_running(), "the publisher stopped: {}", publisher.log());
+}
+
+// ---- Flashphoner playStream (the SDK's Player page) -------------------------------------
+
+/// The SDK's Player page plays `name`, with `{custom: {token}}` given to createSession when
+/// there is a token; `steps` as in tests/js/play.mjs.
+fn sdk_play(server: &Server, name: &str, token: Option<&str>, steps: &[&str]) -> PageRun {
+    let custom = token.map(|t| serde_json::json!({ "token": t }).to_string());
+    let extra: Vec<&str> = custom.as_deref().map(|c| vec!["--custom", c]).unwrap_or_default();
+    run_page_with(Page::Player, server.http_port, name, None, &extra, steps, Duration::from_secs(60), |_| {})
+}
+
+fn page_context(run: &PageRun, server: &Server) -> String {
+    format!("play.mjs:\n{}\nserver log tail:\n{}", run.brief(), tail(&server.log(), 30))
+}
+
+/// FAILED "Restricted access" and no video reached the page.
+fn assert_sdk_refused(run: &PageRun, server: &Server, what: &str) {
+    let ctx = page_context(run, server);
+    let seq: Vec<String> = run.play_statuses().into_iter().filter(|s| s != "ESTABLISHED").collect();
+    assert_eq!(seq, ["FAILED"], "{what}: #status; {ctx}");
+    assert_eq!(run.last("#info").as_deref(), Some("Restricted access"), "{what}: #info; {ctx}");
+    assert!(run.stats().iter().all(|(_, s)| s.get("video").is_none()), "{what}: video reached the page; {ctx}");
+}
+
+/// PLAYING, video decoded at half the source's rate or better, STOPPED after Stop.
+fn assert_sdk_played(run: &PageRun, server: &Server, what: &str) {
+    let ctx = page_context(run, server);
+    assert!(run.aborted().is_none(), "{what}: every step reached its condition: {:?}; {ctx}", run.aborted());
+    let seq: Vec<String> = run.play_statuses().into_iter().filter(|s| s != "ESTABLISHED").collect();
+    assert_eq!(seq, ["PLAYING", "STOPPED"], "{what}: #status; {ctx}");
+    let w = media_window(run, 1.0).unwrap_or_else(|| panic!("{what}: no window of getStats() samples with decoded video; {ctx}"));
+    assert!(w.decoded_fps() >= 15.0, "{what}: {:.1} fps decoded from a 30 fps source: {}; {ctx}", w.decoded_fps(), w.describe());
+    eprintln!("{what}: {:.1} fps decoded", w.decoded_fps());
+}
+
+const SDK_PLAY: [&str; 4] = ["play", "measure:3", "stop-play", "idle:1"];
+
+#[test]
+fn sdk_play_needs_a_play_token() {
+    let _one = serial();
+    if netns::reexec("sdk_play_needs_a_play_token") {
+        return;
+    }
+    let name = "sdktok";
+    let secret_file = scratch_path("auth-secret", "txt");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let server = Server::start(&["--auth-secret", secret_file.to_str().unwrap(), "--auth", "play"]);
+    let mut publisher = Publisher::ffmpeg(&server.rtmp_url(name), 800);
+    server.wait_stream_live(name, Duration::from_secs(10));
+
+    let run = sdk_play(&server, name, None, &["play", "idle:1"]);
+    assert_sdk_refused(&run, &server, "no token");
+    let other = sign(SECRET, AuthAction::Play, "other", unix_now() + 60);
+    let run = sdk_play(&server, name, Some(&other), &["play", "idle:1"]);
+    assert_sdk_refused(&run, &server, "a play token for another name");
+    assert_eq!(play::webrtc_viewers(&server, name), Some(0), "no viewer from the refused plays: {:?}", server.stream(name));
+
+    let good = cli_play_token(&secret_file, name);
+    let run = sdk_play(&server, name, Some(&good), &SDK_PLAY);
+    assert_sdk_played(&run, &server, "a good play token");
+
+    let log = server.log();
+    for reason in ["denied: no token", "denied: token is for another stream name"] {
+        assert!(log.contains(reason), "the refusal is logged with its reason ({reason}): {}", tail(&log, 30));
+    }
+    assert!(!log.contains(&good) && !log.contains(&other), "a token was logged");
+    assert!(publisher.is_running(), "the publisher stopped: {}", publisher.log());
+}
+
+#[test]
+fn sdk_play_asks_the_auth_hook() {
+    let _one = serial();
+    if netns::reexec("sdk_play_asks_the_auth_hook") {
+        return;
+    }
+    let backend = Backend::start(by_name);
+    let server = Server::start(&["--auth-hook", &format!("{}/auth", backend.url)]);
+    let (allowed, denied) = ("oksdk", "nosdk");
+    let mut publisher = Publisher::ffmpeg(&server.rtmp_url(allowed), 800);
+    server.wait_stream_live(allowed, Duration::from_secs(10));
+
+    let run = sdk_play(&server, denied, Some("hook-token-2"), &["play", "idle:1"]);
+    assert_sdk_refused(&run, &server, "the hook-denied name");
+    let run = sdk_play(&server, allowed, Some("hook-token-3"), &SDK_PLAY);
+    assert_sdk_played(&run, &server, "the hook-allowed name");
+
+    let seen = backend.seen();
+    let plays = |name: &str| -> Vec<serde_json::Value> { seen.iter().map(|(_, b)| b).filter(|b| b["action"] == "play" && b["name"] == name).cloned().collect() };
+    for (name, token) in [(allowed, "hook-token-3"), (denied, "hook-token-2")] {
+        let asked = plays(name);
+        assert_eq!(asked.len(), 1, "one play request for {name}: {seen:?}");
+        let b = &asked[0];
+        assert_eq!(b["protocol"], "webrtc", "{b}");
+        assert_eq!(b["ip"], "127.0.0.1", "{b}");
+        assert_eq!(b["token"], token, "the token is passed on: {b}");
+        assert_eq!(b["custom"]["token"], token, "the SDK's custom is passed on: {b}");
+    }
+    assert!(seen.iter().any(|(_, b)| b["action"] == "connect" && b["protocol"] == "webrtc"), "the Flashphoner connection was asked about: {seen:?}");
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains(denied) && l.contains("play") && l.contains("denied: hook denied: HTTP 403")),
+        "the refusal is logged with the name and the reason: {}",
+        tail(&log, 30)
+    );
     assert!(publisher.is_running(), "the publisher stopped: {}", publisher.log());
 }

@@ -145,7 +145,13 @@ impl PageRun {
 /// `steps` in order (see play.mjs), `name` published and played unless `play_name` is
 /// given. `during` sees every output line as it comes (it may block briefly: the browser
 /// goes on meanwhile). Ends the driver and panics after `timeout`.
-pub fn run_page(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, steps: &[&str], timeout: Duration, mut during: impl FnMut(&Value)) -> PageRun {
+pub fn run_page(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, steps: &[&str], timeout: Duration, during: impl FnMut(&Value)) -> PageRun {
+    run_page_with(page, ws_port, name, play_name, &[], steps, timeout, during)
+}
+
+/// [`run_page`] with `extra` arguments for play.mjs (such as `--custom JSON`).
+#[allow(clippy::too_many_arguments)]
+pub fn run_page_with(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, extra: &[&str], steps: &[&str], timeout: Duration, mut during: impl FnMut(&Value)) -> PageRun {
     let node = tool("node");
     let js = tests_dir().join("js");
     assert!(js.join("node_modules").join("playwright-core").is_dir(), "tests/js/node_modules/playwright-core missing: run tools/test-all (npm install in tests/js)");
@@ -161,6 +167,7 @@ pub fn run_page(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, s
     if let Some(p) = play_name {
         cmd.args(["--play-name", p]);
     }
+    cmd.args(extra);
     let mut child = ChildGuard::new("node play.mjs", cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start node play.mjs"));
     let stdout = child.child.stdout.take().expect("play.mjs stdout");
     let (tx, rx) = mpsc::channel::<String>();

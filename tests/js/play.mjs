@@ -3,6 +3,10 @@
 //
 //   node play.mjs --page twoway|player --ws ws://127.0.0.1:PORT/ --name NAME
 //                 --steps STEP,STEP,... [--play-name NAME] [--video clip.y4m --audio clip.wav]
+//                 [--custom JSON]
+//
+// --custom JSON: the page's Flashphoner.createSession gets {custom: JSON} added (as an
+// application would pass a token: createSession({custom: {token}})); the page is unchanged.
 //
 // twoway: examples/demo/streaming/two_way_streaming (Publish and Play in one page; its
 // Connect button first). player: examples/demo/streaming/player (Start connects and plays).
@@ -206,6 +210,12 @@ try {
   await page.addInitScript(instrument);
   await page.goto(`http://127.0.0.1:${srv.address().port}/${P.url}`);
   await page.fill(P.server, args.ws);
+  if (args.custom) {
+    await page.evaluate((custom) => {
+      const orig = Flashphoner.createSession;
+      Flashphoner.createSession = (o) => orig(Object.assign({}, o, { custom }));
+    }, JSON.parse(args.custom));
+  }
 
   const last = {};
   let wsSeen = 0;
