@@ -55,8 +55,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{netns, tail, Publisher, Server};
+use lossy::NftLoss;
 use play::{media_window, playback_counter, run_page, serial, Page, PageRun};
-use play_loss::{changes, poll_once, poll_server, DownRelay, DownRelayConfig, DownStats, NftSportLoss, ServerPoll};
+use play_loss::{changes, poll_once, poll_server, DownRelay, DownRelayConfig, DownStats, ServerPoll};
 use serde_json::Value;
 
 const NAME: &str = "playloss1";
@@ -103,7 +104,7 @@ fn sdk_player_recovers_from_loss_and_reordering() {
     let publisher = Publisher::ffmpeg(&server.rtmp_url(NAME), 1000);
     server.wait_stream_live(NAME, Duration::from_secs(10));
 
-    let loss = (loss_percent > 0).then(|| NftSportLoss::install(relay_port, loss_percent));
+    let loss = (loss_percent > 0).then(|| NftLoss::install_from(relay_port, loss_percent));
     let seed = lossy::time_seed();
     let relay = DownRelay::start(
         relay_sock,
@@ -132,8 +133,8 @@ fn sdk_player_recovers_from_loss_and_reordering() {
     let t_last = polls.last().map_or(0.0, |p| p.t + 0.25);
     polls.push(poll_once(server.http_port, NAME, t_last));
     let metric_retransmits = server.metrics().sum_where("rtcbridge_rtp_retransmits_total", &[("stream", NAME)]);
-    let dropped = loss.as_ref().map_or(0, NftSportLoss::dropped);
-    let listing = loss.as_ref().map_or(String::new(), NftSportLoss::listing);
+    let dropped = loss.as_ref().map_or(0, NftLoss::dropped);
+    let listing = loss.as_ref().map_or(String::new(), NftLoss::listing);
     let st = &relay.stats;
     let g = DownStats::get;
     let ctx = context(&run, &server, &publisher, &relay);

@@ -57,8 +57,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{netns, tail, tool, LivePlayer, Publisher, Server};
+use lossy::NftLoss;
 use play::{run_page, serial, Page};
-use play_loss::{changes, poll_once, poll_server, DownRelay, DownRelayConfig, NftSportLoss, ServerPoll};
+use play_loss::{changes, poll_once, poll_server, DownRelay, DownRelayConfig, ServerPoll};
 
 const NAME: &str = "slowviewer1";
 const LOSS_PERCENT: u32 = 95;
@@ -121,7 +122,7 @@ fn congested_sdk_viewer_is_dropped_to_then_evicted_rtmp_player_unharmed() {
     let rtmp_samples: Mutex<Vec<(f64, usize)>> = Mutex::new(Vec::new());
     let sampling = AtomicBool::new(true);
 
-    let loss = NftSportLoss::install(relay_port, loss_percent);
+    let loss = NftLoss::install_from(relay_port, loss_percent);
     let relay = DownRelay::start(
         relay_sock,
         DownRelayConfig { server: SocketAddr::from(([127, 0, 0, 1], server.udp_port)), hold_per_mille: 0, hold_ms: (0, 0), seed: lossy::time_seed() },

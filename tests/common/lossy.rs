@@ -46,8 +46,6 @@ pub fn classify(p: &[u8]) -> Kind {
 // nftables loss
 // ---------------------------------------------------------------------------
 
-const NFT_TABLE: &str = "rtcbloss";
-
 fn nft_path() -> PathBuf {
     for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
         let p = PathBuf::from(d).join("nft");
@@ -75,32 +73,41 @@ fn nft(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// An nftables table `inet rtcbloss` that drops `percent`% of the RTP packets
-/// (first byte 0b10xxxxxx, second byte not an RTCP packet type) sent to UDP
-/// port `dport`; STUN, DTLS and RTCP pass. Meant for a network namespace the
-/// test created: the rule sits on the output hook, so it sees traffic to
-/// 127.0.0.1. Deleted on drop. A sender whose packet is dropped there gets
-/// EPERM from sendto.
+/// An nftables table that drops `percent`% of the RTP packets (first byte
+/// 0b10xxxxxx, second byte not an RTCP packet type) sent to UDP port `dport`
+/// ([`NftLoss::install`], table `inet rtcbloss`: what a publisher sends the
+/// server) or from UDP port `sport` ([`NftLoss::install_from`], table `inet
+/// rtcbplayloss`: what the server sends a viewer, tests/common/play_loss.rs;
+/// two tables, so both could live in one namespace); STUN, DTLS and RTCP pass.
+/// Meant for a network namespace the test created: the rule sits on the output
+/// hook, so it sees traffic to 127.0.0.1. Deleted on drop. A sender whose
+/// packet is dropped there gets EPERM from sendto.
 pub struct NftLoss {
-    pub dport: u16,
+    pub table: &'static str,
+    pub port: u16,
     pub percent: u32,
 }
 
 impl NftLoss {
     pub fn install(dport: u16, percent: u32) -> NftLoss {
-        let _ = nft(&["delete", "table", "inet", NFT_TABLE]);
+        Self::install_rule("rtcbloss", "dport", dport, percent)
+    }
+
+    pub fn install_from(sport: u16, percent: u32) -> NftLoss {
+        Self::install_rule("rtcbplayloss", "sport", sport, percent)
+    }
+
+    fn install_rule(table: &'static str, dir: &str, port: u16, percent: u32) -> NftLoss {
+        let _ = nft(&["delete", "table", "inet", table]);
         let rule = format!(
-            "udp dport {dport} @ih,0,2 == 2 @ih,8,8 != 192-223 numgen random mod 100 < {percent} counter drop"
+            "udp {dir} {port} @ih,0,2 == 2 @ih,8,8 != 192-223 numgen random mod 100 < {percent} counter drop"
         );
         let steps: [Vec<&str>; 3] = [
-            vec!["add", "table", "inet", NFT_TABLE],
-            vec!["add", "chain", "inet", NFT_TABLE, "out", "{ type filter hook output priority 0 ; }"],
-            std::iter::once("add")
-                .chain(["rule", "inet", NFT_TABLE, "out"])
-                .chain(rule.split(' '))
-                .collect(),
+            vec!["add", "table", "inet", table],
+            vec!["add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; }"],
+            ["add", "rule", "inet", table, "out"].into_iter().chain(rule.split(' ')).collect(),
         ];
-        let guard = NftLoss { dport, percent };
+        let guard = NftLoss { table, port, percent };
         for s in &steps {
             if let Err(e) = nft(s) {
                 panic!("installing the loss rule failed: {e}");
@@ -109,9 +116,9 @@ impl NftLoss {
         guard
     }
 
-    /// `nft list table inet rtcbloss` as text.
+    /// `nft list table inet TABLE` as text.
     pub fn listing(&self) -> String {
-        nft(&["list", "table", "inet", NFT_TABLE]).unwrap_or_else(|e| panic!("{e}"))
+        nft(&["list", "table", "inet", self.table]).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Packets the rule has dropped so far (its counter).
@@ -121,13 +128,13 @@ impl NftLoss {
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter in the rtcbloss table:\n{text}"))
+            .unwrap_or_else(|| panic!("no counter in the {} table:\n{text}", self.table))
     }
 }
 
 impl Drop for NftLoss {
     fn drop(&mut self) {
-        let _ = nft(&["delete", "table", "inet", NFT_TABLE]);
+        let _ = nft(&["delete", "table", "inet", self.table]);
     }
 }
 

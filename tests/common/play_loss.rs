@@ -7,101 +7,25 @@
 //!   the browser sends (STUN, DTLS, RTCP: NACKs, PLIs, receiver reports) goes on to the
 //!   server at once, and now and then an RTP packet the *server* sends toward the browser is
 //!   held back so that later packets overtake it;
-//! - an nftables `numgen random` rule ([`NftSportLoss`]) that drops a share of the RTP
-//!   packets the relay sends to the browser (UDP source port = the relay's port), on the
-//!   output hook of the test's own network namespace. The relay's `send_to` then fails with
+//! - an nftables `numgen random` rule (lossy.rs' `NftLoss::install_from`) that drops a
+//!   share of the RTP packets the relay sends to the browser (UDP source port = the relay's
+//!   port), on the output hook of the test's own network namespace. The relay's `send_to` then fails with
 //!   EPERM, which the relay counts, so both the rule's counter and the relay agree on what
 //!   was lost. Retransmissions pass the same rule (they can be lost too, as on a real path).
 //!
 //! Included by the test next to `#[path = "common/lossy.rs"] mod lossy;` (packet classes
-//! and the seeded generator come from there). Only std.
+//! the seeded generator and the nftables rule come from there). Only std.
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::lossy::{classify, Kind, Rng};
-
-// ---------------------------------------------------------------------------
-// nftables loss on a source port
-// ---------------------------------------------------------------------------
-
-/// Not lossy.rs' `rtcbloss`: the two rules could live in one namespace.
-const NFT_TABLE: &str = "rtcbplayloss";
-
-fn nft_path() -> PathBuf {
-    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        let p = PathBuf::from(d).join("nft");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("nft not found: this test needs nftables (apt-get install nftables; tools/test-all installs it)");
-}
-
-fn nft(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(nft_path()).args(args).output().map_err(|e| format!("cannot run nft: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("nft {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-/// A table `inet rtcbplayloss` that drops `percent` % of the RTP packets (first byte
-/// 0b10xxxxxx, second byte not an RTCP packet type) sent *from* UDP port `sport`; STUN,
-/// DTLS and RTCP pass. For a namespace the test created (the output hook sees traffic to
-/// 127.0.0.1). Deleted on drop.
-pub struct NftSportLoss {
-    pub sport: u16,
-    pub percent: u32,
-}
-
-impl NftSportLoss {
-    pub fn install(sport: u16, percent: u32) -> NftSportLoss {
-        let _ = nft(&["delete", "table", "inet", NFT_TABLE]);
-        let rule = format!("udp sport {sport} @ih,0,2 == 2 @ih,8,8 != 192-223 numgen random mod 100 < {percent} counter drop");
-        let steps: [Vec<&str>; 3] = [
-            vec!["add", "table", "inet", NFT_TABLE],
-            vec!["add", "chain", "inet", NFT_TABLE, "out", "{ type filter hook output priority 0 ; }"],
-            ["add", "rule", "inet", NFT_TABLE, "out"].into_iter().chain(rule.split(' ')).collect(),
-        ];
-        let guard = NftSportLoss { sport, percent };
-        for s in &steps {
-            if let Err(e) = nft(s) {
-                panic!("installing the loss rule failed: {e}");
-            }
-        }
-        guard
-    }
-
-    pub fn listing(&self) -> String {
-        nft(&["list", "table", "inet", NFT_TABLE]).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Packets the rule has dropped so far (its counter).
-    pub fn dropped(&self) -> u64 {
-        let text = self.listing();
-        text.split("counter packets ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter in the {NFT_TABLE} table:\n{text}"))
-    }
-}
-
-impl Drop for NftSportLoss {
-    fn drop(&mut self) {
-        let _ = nft(&["delete", "table", "inet", NFT_TABLE]);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The relay
