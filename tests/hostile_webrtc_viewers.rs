@@ -14,7 +14,8 @@
 //! - Attack C, from 200 other addresses: offers back to back until 4 s after A began, every
 //!   one refused with that same reason (a global budget refuses everyone once full).
 //! - While they wait: no half-open session shows in /api/streams' webrtc_viewers or in
-//!   /metrics' rtcbridge_webrtc_viewers (only the innocent one), the server's peak RSS grows
+//!   /metrics' rtcbridge_webrtc_viewers (only the innocent one), all 200 show in
+//!   rtcbridge_webrtc_pending (0 again after the timeouts), the server's peak RSS grows
 //!   by at most 24 MiB, the RTMP player keeps ≥ 27 of 30 fps (during the flood and when the
 //!   200 sessions time out together) and aiortc decodes ≥ 80 % of 30 fps over a 20 s window
 //!   that covers both.
@@ -220,6 +221,7 @@ fn half_open_whep_viewers_are_budgeted_while_innocent_viewers_play() {
     assert_eq!(names, vec![NAME.to_owned()], "half-open viewers make no streams");
     assert_eq!(webrtc_viewers(&server, NAME), Some(1), "only the innocent viewer counts: {:?}", server.stream(NAME));
     assert_eq!(server.metrics().sum("rtcbridge_webrtc_viewers"), 1.0, "rtcbridge_webrtc_viewers while {MAX_PENDING} wait");
+    assert_eq!(server.metrics().sum("rtcbridge_webrtc_pending"), MAX_PENDING as f64, "rtcbridge_webrtc_pending: the half-open ones");
 
     // The 200 time out together about 15 s after they came: the RTMP player across that.
     let burst_from = t_attack + Duration::from_secs(14);
@@ -245,6 +247,7 @@ fn half_open_whep_viewers_are_budgeted_while_innocent_viewers_play() {
     eprintln!("innocent WHEP viewer: {got} frames in {window} s ({:.1} fps), max gap {} ms", got / window, r["video"]["max_gap_ms"]);
     wait_for(Duration::from_secs(3), "webrtc_viewers 0 after the innocent's DELETE", || webrtc_viewers(&server, NAME) == Some(0));
     assert_eq!(server.metrics().sum("rtcbridge_webrtc_viewers"), 0.0, "rtcbridge_webrtc_viewers: none left");
+    assert_eq!(server.metrics().sum("rtcbridge_webrtc_pending"), 0.0, "rtcbridge_webrtc_pending after the timeouts");
 
     // The budgets are free: the attacker's address is taken again (then leaves), and a
     // new viewer plays.

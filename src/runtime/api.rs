@@ -278,6 +278,11 @@ pub fn metrics(shared: &Shared) -> String {
     let _ = writeln!(o, "rtcbridge_streams {}", shared.registry.live_count());
     let _ = writeln!(
         o,
+        "# HELP rtcbridge_webrtc_pending WebRTC sessions (publishers and viewers) waiting for ICE and DTLS, all workers (--max-pending-webrtc).\n# TYPE rtcbridge_webrtc_pending gauge\nrtcbridge_webrtc_pending {}",
+        shared.pending_webrtc.current(())
+    );
+    let _ = writeln!(
+        o,
         "# HELP rtcbridge_dtls_engine_panics_total Panics inside the DTLS library caught by our guard (only that session failed).\n# TYPE rtcbridge_dtls_engine_panics_total counter\nrtcbridge_dtls_engine_panics_total {}",
         crate::proto::dtls::ENGINE_PANICS.load(Relaxed)
     );
