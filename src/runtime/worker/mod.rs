@@ -65,6 +65,35 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// SO_SNDBUF for RTMP sockets (the kernel doubles it).
 const PLAYER_SNDBUF: usize = 256 * 1024;
 
+/// The deadline of an entry's timer in the wheel, if one is armed and has not fired.
+/// Timers are never cancelled: a new one is armed only when the entry's next deadline is
+/// earlier than the armed one, and a timer that fires for another deadline than the
+/// armed one is stale.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Armed(Option<Instant>);
+
+impl Armed {
+    /// The instant to put a timer at for an entry due at `due` (its `poll_timeout`), if
+    /// the armed one is not due as early; recorded as armed.
+    fn arm(&mut self, due: Option<Instant>) -> Option<Instant> {
+        let at = due?;
+        if self.0.is_some_and(|armed| armed <= at) {
+            return None;
+        }
+        self.0 = Some(at);
+        Some(at)
+    }
+
+    /// A timer for `at` fired: true (and nothing is armed now) if it is the armed one.
+    fn fire(&mut self, at: Instant) -> bool {
+        if self.0 != Some(at) {
+            return false;
+        }
+        self.0 = None;
+        true
+    }
+}
+
 #[derive(Debug)]
 enum Timer {
     /// Close the connection if it is still in its handshake / has not sent a request.
@@ -1582,3 +1611,26 @@ impl Backlog for ConnBacklog<'_> {
     }
 }
 
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::Armed;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn armed_timers_move_only_earlier_and_stale_ones_are_ignored() {
+        let t0 = Instant::now();
+        let (t1, t2) = (t0 + Duration::from_millis(10), t0 + Duration::from_millis(20));
+        let mut a = Armed::default();
+        assert_eq!(a.arm(None), None, "nothing due, nothing armed");
+        assert_eq!(a.arm(Some(t2)), Some(t2));
+        assert_eq!(a.arm(Some(t2)), None, "the same deadline is armed already");
+        assert_eq!(a.arm(Some(t2 + Duration::from_millis(5))), None, "a later one waits for the armed one");
+        assert_eq!(a.arm(Some(t1)), Some(t1), "an earlier one is armed");
+        assert!(!a.fire(t2), "the superseded timer is stale");
+        assert!(a.fire(t1));
+        assert!(!a.fire(t1), "fired once");
+        assert_eq!(a.arm(Some(t2)), Some(t2), "after firing, the next deadline is armed");
+    }
+}

@@ -78,7 +78,7 @@ pub struct Viewer {
     /// Counted in `--max-viewers` (from this address) until it ends.
     peer: IpAddr,
     remote: Option<SocketAddr>,
-    armed: Option<Instant>,
+    armed: super::Armed,
     /// The backlog the relay is told while the viewer reports heavy loss: over the
     /// player queue limit (inter frames dropped), under twice it (keyframes kept).
     congested_bytes: usize,
@@ -342,7 +342,7 @@ impl Worker {
             ViewOwner::Ws { .. } => None,
         };
         let congested_bytes = self.shared.cfg.queue_limit() * 3 / 2;
-        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), peer, remote: None, armed: None, congested_bytes, transcoded };
+        let entry = Viewer { v: viewer, owner, name: Arc::clone(&name), joined: false, playing: false, stats: None, pending_ip: Some(peer), peer, remote: None, armed: super::Armed::default(), congested_bytes, transcoded };
         let (slot, _) = self.rtc.viewers.insert(entry);
         self.rtc.v_by_ufrag.insert(ufrag, slot);
         if let Some(r) = whep {
@@ -562,20 +562,16 @@ impl Worker {
     fn view_arm(&mut self, slot: usize) {
         let Some(gen) = self.rtc.viewers.gen(slot) else { return };
         let Some(e) = self.rtc.viewers.get_mut(slot) else { return };
-        let Some(at) = e.v.poll_timeout() else { return };
-        if e.armed.is_some_and(|armed| armed <= at) {
-            return;
+        if let Some(at) = e.armed.arm(e.v.poll_timeout()) {
+            self.timers.insert(at, Timer::Viewer { slot, gen, at });
         }
-        e.armed = Some(at);
-        self.timers.insert(at, Timer::Viewer { slot, gen, at });
     }
 
     pub(super) fn view_timeout(&mut self, now: Instant, slot: usize, gen: u32, at: Instant) {
         let Some(e) = self.rtc.viewers.get_gen_mut(slot, gen) else { return };
-        if e.armed != Some(at) {
+        if !e.armed.fire(at) {
             return;
         }
-        e.armed = None;
         e.v.handle_timeout(now);
         self.view_drain(now, slot);
     }

@@ -185,11 +185,8 @@ struct Entry {
     /// Counted in the pending-session budget (from this address) until ICE and DTLS
     /// are up or the session ends.
     pending_ip: Option<IpAddr>,
-    /// The deadline of the session's timer in the wheel, if one is armed and has not
-    /// fired. Timers are never cancelled: a new one is armed only when the session's
-    /// deadline moves earlier than this (or this one fired), and a timer that is not
-    /// this one when it fires is stale and ignored.
-    armed: Option<Instant>,
+    /// The session's timer in the wheel (see [`super::Armed`]).
+    armed: super::Armed,
 }
 
 pub struct WsConn {
@@ -829,7 +826,7 @@ impl Worker {
             stats: Arc::clone(&stats),
             reservation: Some(reservation),
             pending_ip: Some(peer),
-            armed: None,
+            armed: super::Armed::default(),
         };
         let (slot, _) = self.rtc.sessions.insert(entry);
         self.rtc.by_ufrag.insert(ufrag, slot);
@@ -1046,22 +1043,18 @@ impl Worker {
     fn rtc_arm(&mut self, slot: usize) {
         let Some(gen) = self.rtc.sessions.gen(slot) else { return };
         let Some(e) = self.rtc.sessions.get_mut(slot) else { return };
-        let Some(at) = e.session.poll_timeout() else { return };
-        if e.armed.is_some_and(|armed| armed <= at) {
-            return;
+        if let Some(at) = e.armed.arm(e.session.poll_timeout()) {
+            self.timers.insert(at, Timer::RtcSession { slot, gen, at });
         }
-        e.armed = Some(at);
-        self.timers.insert(at, Timer::RtcSession { slot, gen, at });
     }
 
     /// A session's timer fired. One for a reused slot (generation) or one superseded by
     /// an earlier timer is stale and ignored.
     pub(super) fn rtc_timeout(&mut self, now: Instant, slot: usize, gen: u32, at: Instant) {
         let Some(e) = self.rtc.sessions.get_gen_mut(slot, gen) else { return };
-        if e.armed != Some(at) {
+        if !e.armed.fire(at) {
             return;
         }
-        e.armed = None;
         e.session.handle_timeout(now);
         self.rtc_drain(now, slot);
     }
