@@ -1647,14 +1647,14 @@ fn write_candidates(out: &mut String, local: &LocalParams) {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// A Chromium 12x publish offer (getUserMedia audio+video, addTransceiver sendonly),
     /// written by hand after the shape of real ones: BUNDLE 0 1, transport attributes
     /// repeated per section, no candidates yet (trickle).
-    const CHROME_OFFER: &str = "v=0\r\n\
+    pub(crate) const CHROME_OFFER: &str = "v=0\r\n\
 o=- 3966394421565325891 2 IN IP4 127.0.0.1\r\n\
 s=-\r\n\
 t=0 0\r\n\

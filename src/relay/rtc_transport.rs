@@ -121,6 +121,17 @@ impl RtcTransport {
         }
     }
 
+    /// Tests of the sessions above: ICE and DTLS "done" with the given SRTP contexts
+    /// (the peer holds the mirror ones), `remote` nominated.
+    #[cfg(test)]
+    pub(crate) fn connect_for_test(&mut self, now: Instant, remote: SocketAddr, srtp_out: SrtpContext, srtp_in: SrtpContext) {
+        self.remote = Some(remote);
+        self.srtp_out = Some(srtp_out);
+        self.srtp_in = Some(srtp_in);
+        self.connected = Some(now);
+        self.events.push_back(TransportEvent::Connected);
+    }
+
     /// End the transport with `why` (the first reason wins).
     pub fn fail(&mut self, why: RtcError) {
         if !self.failed {

@@ -719,6 +719,245 @@ mod tests {
         assert_eq!(audio_rtp_ts(Some((r + 960, 5020)), 1000, 4700), None);
     }
 
+    // ---- a connected viewer in virtual time ---------------------------------------
+
+    use crate::proto::codec::h264::flv_nalu_body;
+    use crate::proto::srtp::{SrtpContext, SrtpProfile};
+
+    const PEER: &str = "127.0.0.1:40000";
+    /// ffmpeg's FLV sequence header of a 640x360 constrained-baseline stream.
+    const FLV_SEQ_640X360: &str = "17000000000142c01effe100196742c01ed900a02ff970110000030001000003003c0f162e4801000568cb83cb20";
+
+    /// A viewer of a Chromium recvonly offer with ICE and DTLS done, and the SRTP
+    /// contexts of its peer (`from_us` reads what the viewer sends, `to_us` protects
+    /// what the peer sends it).
+    struct Harness {
+        v: RtcViewer,
+        from_us: SrtpContext,
+        to_us: SrtpContext,
+        t0: Instant,
+    }
+
+    /// One RTP packet as the peer reads it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Got {
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let t0 = Instant::now();
+            let offer = crate::proto::sdp::tests::CHROME_OFFER.replace("a=sendonly", "a=recvonly");
+            let identity = DtlsIdentity::generate().unwrap();
+            let rtc = RtcSecrets::from_random(&[7; RtcSecrets::RANDOM_BYTES]);
+            let secrets = ViewerSecrets::from_random(rtc, &[3; ViewerSecrets::RANDOM_BYTES]);
+            let cands = [(IpAddr::from([127, 0, 0, 1]), 5000)];
+            let mut v = RtcViewer::new("s".into(), &offer, &identity, &cands, secrets, Some((66, 0xc0)), t0, Arc::new(StreamStats::default())).unwrap();
+            let p = SrtpProfile::AeadAes128Gcm;
+            let ctx = |k: u8| SrtpContext::new(p, &[k; 16], &[k; 12]).unwrap();
+            v.t.connect_for_test(t0, PEER.parse().unwrap(), ctx(1), ctx(2));
+            v.sync_transport();
+            assert!(matches!(v.poll_event(), Some(ViewerEvent::Connected)));
+            let mut h = Harness { v, from_us: ctx(1), to_us: ctx(2), t0 };
+            h.send(Duration::ZERO, 0, &hex(FLV_SEQ_640X360));
+            h
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        fn video_ssrc(&self) -> u32 {
+            self.v.video.as_ref().unwrap().ssrc
+        }
+
+        /// A video frame of the stream (FLV body) at stream time `ts`, given to the
+        /// viewer at `at` after the start.
+        fn send(&mut self, at: Duration, ts: u32, body: &[u8]) {
+            let f = Frame::new(MediaKind::Video, ts, body).shared();
+            self.v.send_frame(self.t0 + at, ts, &f);
+        }
+
+        /// An access unit of `size` bytes (an IDR when `key`): several packets.
+        fn send_au(&mut self, at: Duration, ts: u32, key: bool, size: usize) {
+            let mut nal = vec![if key { 0x65 } else { 0x41 }];
+            nal.resize(size, 0xab);
+            self.send(at, ts, &flv_nalu_body(key, &[&nal]));
+        }
+
+        /// The RTP packets the viewer queued since the last call, decrypted.
+        fn take(&mut self) -> Vec<Got> {
+            self.take_with(false)
+        }
+
+        /// Retransmissions: the peer lost the originals, so its SRTP replay window has
+        /// not seen them (here it did: read them with a context of their own).
+        fn take_resent(&mut self) -> Vec<Got> {
+            self.take_with(true)
+        }
+
+        fn take_with(&mut self, resent: bool) -> Vec<Got> {
+            let mut fresh = SrtpContext::new(SrtpProfile::AeadAes128Gcm, &[1; 16], &[1; 12]).unwrap();
+            let ctx = if resent { &mut fresh } else { &mut self.from_us };
+            let mut got = Vec::new();
+            while let Some((to, mut d)) = self.v.poll_transmit() {
+                assert_eq!(to, PEER.parse().unwrap());
+                if rtp::is_rtcp(&d) {
+                    continue;
+                }
+                let n = ctx.unprotect_rtp(&mut d).unwrap();
+                let p = rtp::parse(&d[..n]).unwrap();
+                got.push(Got { ssrc: p.ssrc, seq: p.seq, ts: p.ts, marker: p.marker });
+            }
+            got
+        }
+
+        /// The peer sends the viewer an RTCP compound packet.
+        fn rtcp(&mut self, at_ms: u64, mut plain: Vec<u8>) {
+            self.to_us.protect_rtcp(&mut plain).unwrap();
+            let now = self.at(at_ms);
+            self.v.handle_datagram(now, PEER.parse().unwrap(), &mut plain).unwrap();
+        }
+
+        fn nack(&mut self, at_ms: u64, seqs: &[u16]) {
+            let mut p = Vec::new();
+            rtcp::write_nack(0x1234, self.video_ssrc(), seqs, &mut p);
+            self.rtcp(at_ms, p);
+        }
+
+        fn pli(&mut self, at_ms: u64) {
+            let mut p = Vec::new();
+            rtcp::write_pli(0x1234, self.video_ssrc(), &mut p);
+            self.rtcp(at_ms, p);
+        }
+
+        fn rr(&mut self, at_ms: u64, ext_highest_seq: u32, cumulative_lost: i32) {
+            let b = rtcp::ReportBlock { ssrc: self.video_ssrc(), fraction_lost: 0, cumulative_lost, ext_highest_seq, jitter: 0, lsr: 0, dlsr: 0 };
+            let mut p = Vec::new();
+            rtcp::write_rr(0x1234, &[b], &mut p).unwrap();
+            self.rtcp(at_ms, p);
+        }
+
+        fn keyframe_requests(&mut self) -> usize {
+            std::iter::from_fn(|| self.v.poll_event()).filter(|e| matches!(e, ViewerEvent::KeyframeRequest)).count()
+        }
+    }
+
+    #[test]
+    fn nacks_are_answered_from_the_history_within_the_resend_budget() {
+        let mut h = Harness::new();
+        h.send_au(Duration::ZERO, 0, true, 5000);
+        let first = h.take();
+        assert!(first.len() >= 4, "an IDR of 5000 bytes is several packets: {first:?}");
+        assert!(first.last().unwrap().marker && first.iter().rev().skip(1).all(|p| !p.marker), "the marker ends the frame");
+        // Two lost: resent as they were (same sequence number and timestamp, media SSRC).
+        let lost = [first[1], first[2]];
+        h.nack(20, &[lost[0].seq, lost[1].seq]);
+        assert_eq!(h.take_resent(), lost.to_vec());
+        assert_eq!((h.v.stats.nacks, h.v.stats.retransmits), (2, 2));
+        // Asked again within 40 ms: not again; later: again.
+        h.nack(40, &[lost[0].seq]);
+        assert!(h.take_resent().is_empty(), "a resend at most once per 40 ms");
+        h.nack(70, &[lost[0].seq]);
+        assert_eq!(h.take_resent(), vec![lost[0]]);
+        // A sequence number never sent is not answered.
+        h.nack(80, &[first[0].seq.wrapping_sub(100)]);
+        assert!(h.take_resent().is_empty());
+
+        // A peer that NACKs everything over and over gets at most one resend for every
+        // two packets sent new.
+        let mut sent = first.len();
+        let mut resent = 3;
+        for i in 1..=60u32 {
+            let t = u64::from(i) * 100;
+            h.send_au(Duration::from_millis(t), i * 100, false, 2400);
+            let new = h.take();
+            sent += new.len();
+            let all: Vec<u16> = h.v.history.iter().map(|s| s.seq).collect();
+            h.nack(t + 50, &all[all.len().saturating_sub(256)..]);
+            resent += h.take_resent().len();
+        }
+        assert!(resent * 2 <= sent, "{resent} resends for {sent} packets sent new");
+        assert!(resent * 2 + 4 >= sent, "the budget is used, not wasted: {resent} resends for {sent}");
+        assert!(h.v.stats.resends_refused > 0);
+        assert_eq!(h.v.stats.retransmits as usize, resent);
+    }
+
+    #[test]
+    fn plis_and_firs_become_keyframe_requests_at_most_every_500_ms() {
+        let mut h = Harness::new();
+        h.send_au(Duration::ZERO, 0, true, 1000);
+        h.take();
+        h.pli(100);
+        h.pli(200);
+        h.pli(500);
+        assert_eq!(h.keyframe_requests(), 1, "three PLIs within 500 ms: one request");
+        let mut p = Vec::new();
+        rtcp::write_fir(0x1234, h.video_ssrc(), 1, &mut p);
+        h.rtcp(650, p);
+        assert_eq!(h.keyframe_requests(), 1, "a FIR 550 ms later: the next request");
+        // A PLI for another SSRC (say, audio) asks for nothing.
+        let mut p = Vec::new();
+        rtcp::write_pli(0x1234, h.video_ssrc() ^ 1, &mut p);
+        h.rtcp(2000, p);
+        assert_eq!(h.keyframe_requests(), 0);
+        assert_eq!(h.v.stats.plis, 4);
+    }
+
+    #[test]
+    fn a_joining_burst_is_pulled_back_to_the_wall_clock_and_never_goes_back() {
+        let mut h = Harness::new();
+        // The cached GOP: 2 s of frames (stream time 10000..11967) at one instant.
+        for k in 0..60u32 {
+            h.send_au(Duration::ZERO, 10_000 + k * 33, k == 0, 300);
+        }
+        let burst = h.take();
+        // Then live frames in real time.
+        for k in 60..120u32 {
+            h.send_au(Duration::from_millis(u64::from(k - 59) * 33), 10_000 + k * 33, false, 300);
+        }
+        let live = h.take();
+        let frame_ts = |pkts: &[Got]| -> Vec<u32> { pkts.iter().filter(|p| p.marker).map(|p| p.ts).collect() };
+        let (b, l) = (frame_ts(&burst), frame_ts(&live));
+        assert_eq!((b.len(), l.len()), (60, 60));
+        let base = b[0];
+        let ms = |ts: u32| i64::from(ts.wrapping_sub(base)) / 90;
+        // The burst runs at most 40 ms ahead of the wall clock (here: no time passed).
+        assert!(b.iter().all(|&t| ms(t) <= CATCH_UP_SLACK_MS), "burst at {:?} ms", b.iter().map(|&t| ms(t)).collect::<Vec<_>>());
+        // Timestamps never go back, and live frames keep their own spacing (33 ms).
+        let all: Vec<i64> = b.iter().chain(&l).map(|&t| ms(t)).collect();
+        assert!(all.windows(2).all(|w| w[1] >= w[0]), "{all:?}");
+        assert!(l.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 33 * 90), "live spacing");
+        // Live frames sit at the wall clock (plus the slack), not 2 s behind it.
+        let last_wall_ms = 61 * 33;
+        assert!((ms(l[59]) - last_wall_ms).abs() <= CATCH_UP_SLACK_MS, "last live frame at {} ms, wall clock {last_wall_ms} ms", ms(l[59]));
+    }
+
+    #[test]
+    fn heavy_loss_over_a_window_makes_the_viewer_congested_and_light_loss_does_not() {
+        let mut h = Harness::new();
+        h.rr(0, 1000, 0);
+        // 1 s later: a window too short to judge, whatever it says.
+        h.rr(1000, 1200, 100);
+        assert!(!h.v.congested());
+        // 2 s and 300 packets after the mark, 25 % lost for good: congested.
+        h.rr(2000, 1300, 75);
+        assert!(h.v.congested(), "loss {} / 256", h.v.stats.loss_256);
+        // The next window: 5 % lost: not congested any more.
+        h.rr(4100, 1500, 85);
+        assert!(!h.v.congested(), "loss {} / 256", h.v.stats.loss_256);
+        // Too few packets in a long window (an idle stream): no verdict, the last holds.
+        h.rr(9000, 1550, 85);
+        assert_eq!(h.v.stats.loss_256, 12);
+    }
+
     #[test]
     fn secrets_make_distinct_ssrcs() {
         let rtc = RtcSecrets::from_random(&[7; RtcSecrets::RANDOM_BYTES]);
