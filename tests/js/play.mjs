@@ -45,6 +45,7 @@ import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
+import { keepPeerConnections, sampleStats } from "./page_rtc.mjs";
 
 const argv = process.argv.slice(2);
 const args = {};
@@ -101,17 +102,10 @@ function serveSdk() {
   return new Promise((ok) => srv.listen(0, "127.0.0.1", () => ok(srv)));
 }
 
-// Runs in the page before its own scripts.
+// Runs in the page before its own scripts (after keepPeerConnections): the signaling
+// messages of every WebSocket the page opens, in window.__rtcbPlay.ws.
 function instrument() {
-  const rec = { pcs: [], ws: [] };
-  window.__rtcbPlay = rec;
-  const OrigPc = window.RTCPeerConnection;
-  if (OrigPc) {
-    const Pc = function (...a) { const pc = new OrigPc(...a); rec.pcs.push(pc); return pc; };
-    Pc.prototype = OrigPc.prototype;
-    Object.setPrototypeOf(Pc, OrigPc);
-    window.RTCPeerConnection = Pc;
-  }
+  const rec = window.__rtcbPlay;
   const shortSdp = (sdp) => String(sdp).split(/\r?\n/).filter((l) => /^(m=|a=rtpmap|a=fmtp|a=(send|recv|sendrecv|inactive)\b|a=(sendonly|recvonly))/.test(l)).join(" | ");
   const note = (dir, text) => {
     let m;
@@ -147,47 +141,6 @@ function instrument() {
   }
 }
 
-// Runs in the page: one sample over all open peer connections.
-async function sample() {
-  const rec = window.__rtcbPlay;
-  const r = { pcs: rec.pcs.length, open: 0 };
-  for (const pc of rec.pcs) {
-    if (pc.connectionState === "closed" || pc.signalingState === "closed") continue;
-    r.open++;
-    const stats = await pc.getStats();
-    const codecs = {};
-    stats.forEach((s) => { if (s.type === "codec") codecs[s.id] = s.mimeType; });
-    stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "video") {
-        r.video = {
-          framesDecoded: s.framesDecoded, framesReceived: s.framesReceived, framesDropped: s.framesDropped,
-          keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
-          framesPerSecond: s.framesPerSecond, freezeCount: s.freezeCount, packetsReceived: s.packetsReceived,
-          packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount, firCount: s.firCount,
-          codec: codecs[s.codecId], decoder: s.decoderImplementation, pcState: pc.connectionState,
-        };
-      }
-      if (s.type === "inbound-rtp" && s.kind === "audio") {
-        r.audio = {
-          totalAudioEnergy: s.totalAudioEnergy, audioLevel: s.audioLevel, totalSamplesReceived: s.totalSamplesReceived,
-          concealedSamples: s.concealedSamples, silentConcealedSamples: s.silentConcealedSamples,
-          packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, codec: codecs[s.codecId],
-        };
-      }
-      if (s.type === "outbound-rtp" && s.kind === "video") {
-        r.sent = { framesSent: s.framesSent, framesEncoded: s.framesEncoded, framesPerSecond: s.framesPerSecond,
-          qualityLimitationReason: s.qualityLimitationReason };
-      }
-    });
-  }
-  // The element that shows what the page receives (not its own camera's preview).
-  const remote = new Set();
-  for (const pc of rec.pcs) if (pc.signalingState !== "closed") for (const r of pc.getReceivers()) if (r.track) remote.add(r.track);
-  const v = [...document.querySelectorAll("video")].find((e) => e.srcObject && e.srcObject.getTracks && e.srcObject.getTracks().some((t) => remote.has(t)));
-  if (v) r.element = { muted: v.muted, paused: v.paused, volume: v.volume, width: v.videoWidth, height: v.videoHeight };
-  return r;
-}
-
 const chromiumArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -205,8 +158,10 @@ try {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: chromiumArgs,
   });
   const page = browser.pages()[0] || await browser.newPage();
+  const sample = () => page.evaluate(sampleStats, { name: "__rtcbPlay" });
   page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
   page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
+  await page.addInitScript(keepPeerConnections, "__rtcbPlay");
   await page.addInitScript(instrument);
   await page.goto(`http://127.0.0.1:${srv.address().port}/${P.url}`);
   await page.fill(P.server, args.ws);
@@ -284,7 +239,7 @@ try {
       let first = null;
       while (Date.now() < end) {
         await watch();
-        first = await page.evaluate(sample).catch((e) => ({ error: String(e) }));
+        first = await sample().catch((e) => ({ error: String(e) }));
         if (first.video && first.video.framesDecoded > 0) break;
         await page.waitForTimeout(100);
       }
@@ -295,7 +250,7 @@ try {
       const n = Number(s || 10);
       for (let i = 0; i <= n; i++) {
         const at = Date.now();
-        out({ stats: await page.evaluate(sample) });
+        out({ stats: await sample() });
         if (i < n) await idle(Math.max(0, 1000 - (Date.now() - at)));
       }
       return null;

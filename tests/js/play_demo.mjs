@@ -31,6 +31,7 @@ import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
+import { keepPeerConnections, sampleStats } from "./page_rtc.mjs";
 
 const argv = process.argv.slice(2);
 const args = {};
@@ -61,53 +62,6 @@ const hard = setTimeout(async () => {
   process.exit(2);
 }, deadlineMs);
 
-// Runs in the page before its own script.
-function instrument() {
-  const rec = { pcs: [] };
-  window.__rtcbDemo = rec;
-  const OrigPc = window.RTCPeerConnection;
-  if (OrigPc) {
-    const Pc = function (...a) { const pc = new OrigPc(...a); rec.pcs.push(pc); return pc; };
-    Pc.prototype = OrigPc.prototype;
-    Object.setPrototypeOf(Pc, OrigPc);
-    window.RTCPeerConnection = Pc;
-  }
-}
-
-// Runs in the page: one sample over the open peer connections that receive media.
-async function sample() {
-  const rec = window.__rtcbDemo;
-  const r = { pcs: rec.pcs.length, open: 0 };
-  for (const pc of rec.pcs) {
-    if (pc.connectionState === "closed" || pc.signalingState === "closed") continue;
-    r.open++;
-    const stats = await pc.getStats();
-    const codecs = {};
-    stats.forEach((s) => { if (s.type === "codec") codecs[s.id] = s.mimeType; });
-    stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "video") {
-        r.video = {
-          framesDecoded: s.framesDecoded, framesReceived: s.framesReceived, framesDropped: s.framesDropped,
-          keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
-          framesPerSecond: s.framesPerSecond, freezeCount: s.freezeCount, packetsReceived: s.packetsReceived,
-          packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount,
-          codec: codecs[s.codecId], pcState: pc.connectionState,
-        };
-      }
-      if (s.type === "inbound-rtp" && s.kind === "audio") {
-        r.audio = {
-          totalAudioEnergy: s.totalAudioEnergy, totalSamplesReceived: s.totalSamplesReceived,
-          concealedSamples: s.concealedSamples, packetsReceived: s.packetsReceived, packetsLost: s.packetsLost,
-          codec: codecs[s.codecId],
-        };
-      }
-    });
-  }
-  const v = document.getElementById("remoteVideo");
-  if (v) r.element = { hasSrc: !!v.srcObject, paused: v.paused, width: v.videoWidth, height: v.videoHeight };
-  return r;
-}
-
 const chromiumArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
@@ -119,9 +73,10 @@ try {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: chromiumArgs,
   });
   const page = browser.pages()[0] || await browser.newPage();
+  const sample = () => page.evaluate(sampleStats, { name: "__rtcbDemo", video: "#remoteVideo" });
   page.on("console", (m) => out({ console: m.text().slice(0, 300) }));
   page.on("pageerror", (e) => out({ pageerror: String(e).slice(0, 300) }));
-  await page.addInitScript(instrument);
+  await page.addInitScript(keepPeerConnections, "__rtcbDemo");
   const resp = await page.goto(args.http);
   if (!resp || resp.status() !== 200) throw new Error(`GET ${args.http} answered ${resp && resp.status()}`);
 
@@ -167,7 +122,7 @@ try {
       let first = null;
       while (Date.now() < end) {
         await watch();
-        first = await page.evaluate(sample).catch((e) => ({ error: String(e) }));
+        first = await sample().catch((e) => ({ error: String(e) }));
         if (first.video && first.video.framesDecoded > 0) break;
         await page.waitForTimeout(100);
       }
@@ -178,7 +133,7 @@ try {
       const n = Number(s || 8);
       for (let i = 0; i <= n; i++) {
         const at = Date.now();
-        out({ stats: await page.evaluate(sample) });
+        out({ stats: await sample() });
         if (i < n) await idle(Math.max(0, 1000 - (Date.now() - at)));
       }
       return null;
@@ -202,7 +157,7 @@ try {
     if (why) { out({ abort: step, why }); break; }
   }
   await watch();
-  out({ stats: await page.evaluate(sample).catch((e) => ({ error: String(e) })), final: true });
+  out({ stats: await sample().catch((e) => ({ error: String(e) })), final: true });
 } catch (e) {
   out({ abort: "driver", why: String(e && e.stack || e).slice(0, 800) });
 } finally {
