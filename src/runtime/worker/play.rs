@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::super::csprng;
 use super::super::hook::{HookAction, HookQuery};
 use super::super::limits::Refusal;
-use super::rtc::OwnedRequest;
+use super::rtc::{OwnedRequest, Refused};
 use super::{Kind, Timer, Waiting, Worker};
 use crate::proto::signaling::{self as sig, StreamMedia};
 use crate::relay::auth::AuthAction;
@@ -84,39 +84,6 @@ pub struct Viewer {
     congested_bytes: usize,
     /// Plays the stream's transcoded video (B-frames, or a profile it lacks).
     transcoded: bool,
-}
-
-/// Why a play request got no viewer.
-#[derive(Debug)]
-pub enum PlayRefused {
-    BadName,
-    NotFound,
-    Busy { per_ip: bool },
-    TooManyViewers { per_ip: bool },
-    Session(RtcError),
-}
-
-impl PlayRefused {
-    fn info(&self) -> std::borrow::Cow<'static, str> {
-        match self {
-            PlayRefused::BadName => "Bad stream name".into(),
-            PlayRefused::NotFound => sig::INFO_STREAM_NOT_FOUND.into(),
-            PlayRefused::Busy { per_ip: false } => "Too many sessions waiting to connect (--max-pending-webrtc)".into(),
-            PlayRefused::Busy { per_ip: true } => "Too many sessions waiting to connect from this address (--max-pending-webrtc-per-ip)".into(),
-            PlayRefused::TooManyViewers { per_ip: false } => "Too many viewers (--max-viewers)".into(),
-            PlayRefused::TooManyViewers { per_ip: true } => "Too many viewers from this address (--max-viewers-per-ip)".into(),
-            PlayRefused::Session(e) => e.info(),
-        }
-    }
-
-    fn http_status(&self) -> (u16, &'static str) {
-        match self {
-            PlayRefused::BadName => (400, "Bad Request"),
-            PlayRefused::NotFound => (404, "Not Found"),
-            PlayRefused::Busy { .. } | PlayRefused::TooManyViewers { .. } => (503, "Service Unavailable"),
-            PlayRefused::Session(e) => e.http_status(),
-        }
-    }
 }
 
 impl Worker {
@@ -257,7 +224,7 @@ impl Worker {
             }
             Err(refused) => {
                 let (status, reason) = refused.http_status();
-                if matches!(refused, PlayRefused::Busy { .. } | PlayRefused::TooManyViewers { .. }) {
+                if matches!(refused, Refused::Busy { .. } | Refused::TooManyViewers { .. }) {
                     // A budget refusal is what a flood gets, thousands a second: not at info.
                     crate::debug!("whep {peer}: play {pname} refused: {}", refused.info(), pname = crate::log::peer_str(&key));
                 } else {
@@ -271,15 +238,15 @@ impl Worker {
     // ---- viewers --------------------------------------------------------------------
 
     /// Check the stream, build the viewer, return its answer and slot; or why not.
-    fn view_start(&mut self, now: Instant, name: &str, offer: &str, peer: IpAddr, local_ip: Option<IpAddr>, owner: ViewOwner) -> Result<(String, usize), PlayRefused> {
+    fn view_start(&mut self, now: Instant, name: &str, offer: &str, peer: IpAddr, local_ip: Option<IpAddr>, owner: ViewOwner) -> Result<(String, usize), Refused> {
         let name: Arc<str> = name.split('?').next().unwrap_or(name).into();
         if name.is_empty() || name.len() > 256 {
-            return Err(PlayRefused::BadName);
+            return Err(Refused::BadName);
         }
         let reg = &self.shared.registry;
         let live = reg.is_live(&name) || reg.remote_url(&name).is_some();
         if !live && !self.shared.cfg.webrtc_waits_for_unknown() {
-            return Err(PlayRefused::NotFound);
+            return Err(Refused::NotFound);
         }
         let stats = reg.stats(&name);
         let transcode = self.shared.cfg.transcode > 0;
@@ -293,13 +260,13 @@ impl Worker {
             if s.has_bframes.load(Relaxed) != 0 {
                 if !transcode {
                     crate::info!("webrtc play {pname}: the source's H.264 has B-frames, which browsers cannot play, and --transcode is off", pname = crate::log::peer_str(&name));
-                    return Err(PlayRefused::Session(RtcError::TranscodeRequired));
+                    return Err(Refused::Session(RtcError::TranscodeRequired));
                 }
                 // A stream not transcoded yet needs a free slot on its publisher's core.
                 let owner_full = publisher.and_then(|(core, _)| self.shared.workers.get(core)).is_some_and(|w| w.transcodes.load(Relaxed) >= i64::from(self.shared.cfg.transcode));
                 if s.transcoded_viewers.load(Relaxed) <= 0 && (owner_full || s.transcode_refused.load(Relaxed) != 0) {
                     crate::info!("webrtc play {pname}: needs an H.264 transcode, and its publisher's core runs --transcode {} already", self.shared.cfg.transcode, pname = crate::log::peer_str(&name));
-                    return Err(PlayRefused::Session(RtcError::NoTranscoder));
+                    return Err(Refused::Session(RtcError::NoTranscoder));
                 }
                 transcoded = true;
             }
@@ -309,11 +276,11 @@ impl Worker {
             }
         }
         if let Err(r) = self.shared.viewers.admit((), peer) {
-            return Err(PlayRefused::TooManyViewers { per_ip: r == Refusal::PerIp });
+            return Err(Refused::TooManyViewers { per_ip: r == Refusal::PerIp });
         }
         if let Err(r) = self.shared.pending_webrtc.admit((), peer) {
             self.shared.viewers.release((), peer);
-            return Err(PlayRefused::Busy { per_ip: r == Refusal::PerIp });
+            return Err(Refused::Busy { per_ip: r == Refusal::PerIp });
         }
         let cands = self.rtc_candidates(local_ip);
         let secrets = ViewerSecrets::from_random(RtcSecrets::from_random(&csprng::bytes()), &csprng::bytes());
@@ -332,7 +299,7 @@ impl Worker {
                 if matches!(e, RtcError::TranscodeRequired) {
                     crate::info!("webrtc play {pname}: the viewer offered no H.264 profile of the source's, and {}", if can_transcode { "the transcode failed" } else if transcode { "a browser's stream is not transcoded" } else { "--transcode is off" }, pname = crate::log::peer_str(&name));
                 }
-                return Err(PlayRefused::Session(e));
+                return Err(Refused::Session(e));
             }
         };
         let answer = viewer.answer().to_owned();

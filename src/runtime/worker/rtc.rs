@@ -102,32 +102,42 @@ impl OwnedRequest {
 }
 
 /// Why a publish request got no session.
+/// Why an offer (WHIP, WHEP, `publishStream`, `playStream`) got no session.
 #[derive(Debug)]
-enum Refused {
+pub(super) enum Refused {
     BadName,
+    /// Publish: another publisher has the name.
     NameInUse,
+    /// Play: the name is not live (and the viewer may not wait for it).
+    NotFound,
     /// Too many sessions waiting to connect (`per_ip`: from this address).
     Busy { per_ip: bool },
+    /// Play: `--max-viewers` (`per_ip`: `--max-viewers-per-ip`).
+    TooManyViewers { per_ip: bool },
     Session(RtcError),
 }
 
 impl Refused {
-    /// Status `info` for Flashphoner, body text for WHIP.
-    fn info(&self) -> std::borrow::Cow<'static, str> {
+    /// Status `info` for Flashphoner, body text for WHIP and WHEP.
+    pub(super) fn info(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Refused::BadName => "Bad stream name".into(),
             Refused::NameInUse => sig::INFO_STREAM_NAME_IN_USE.into(),
+            Refused::NotFound => sig::INFO_STREAM_NOT_FOUND.into(),
             Refused::Busy { per_ip: false } => "Too many sessions waiting to connect (--max-pending-webrtc)".into(),
             Refused::Busy { per_ip: true } => "Too many sessions waiting to connect from this address (--max-pending-webrtc-per-ip)".into(),
+            Refused::TooManyViewers { per_ip: false } => "Too many viewers (--max-viewers)".into(),
+            Refused::TooManyViewers { per_ip: true } => "Too many viewers from this address (--max-viewers-per-ip)".into(),
             Refused::Session(e) => e.info(),
         }
     }
 
-    fn http_status(&self) -> (u16, &'static str) {
+    pub(super) fn http_status(&self) -> (u16, &'static str) {
         match self {
             Refused::BadName => (400, "Bad Request"),
             Refused::NameInUse => (409, "Conflict"),
-            Refused::Busy { .. } => (503, "Service Unavailable"),
+            Refused::NotFound => (404, "Not Found"),
+            Refused::Busy { .. } | Refused::TooManyViewers { .. } => (503, "Service Unavailable"),
             Refused::Session(e) => e.http_status(),
         }
     }
