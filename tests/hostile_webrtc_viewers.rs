@@ -35,7 +35,6 @@ mod common;
 #[path = "common/play.rs"]
 mod play;
 
-use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -92,19 +91,7 @@ fn whep_offer() -> String {
 
 /// POST a WHEP offer for `name` from `local`; (status, head, body).
 fn whep_post_from(port: u16, local: IpAddr, name: &str, sdp: &str) -> std::io::Result<(u16, String, String)> {
-    let mut c = raw_connect_from(port, local)?;
-    c.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        c.stream,
-        "POST /whep/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
-        sdp.len()
-    )?;
-    let mut resp = Vec::new();
-    let _ = c.stream.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((status, head.to_owned(), body.to_owned()))
+    sdp_post_from(port, local, &format!("/whep/{name}"), sdp)
 }
 
 /// What a burst of offers from one address got.

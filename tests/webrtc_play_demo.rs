@@ -18,14 +18,12 @@ mod common;
 #[path = "common/play.rs"]
 mod play;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{netns, tail, tool, wait_child, ChildGuard, Publisher, Server};
+use common::{netns, tail, tool, Publisher, Server};
 use play::{serial, webrtc_viewers};
 use serde_json::Value;
 
@@ -73,7 +71,7 @@ impl DemoRun {
 
 /// Runs `node tests/js/play_demo.mjs --http URL --steps ...` with a deadline; `during` sees
 /// every output line as it comes.
-fn run_demo(http_port: u16, steps: &[&str], mut during: impl FnMut(&Value)) -> DemoRun {
+fn run_demo(http_port: u16, steps: &[&str], during: impl FnMut(&Value)) -> DemoRun {
     let node = tool("node");
     let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("js");
     assert!(js.join("play_demo.mjs").is_file(), "tests/js/play_demo.mjs missing");
@@ -81,49 +79,9 @@ fn run_demo(http_port: u16, steps: &[&str], mut during: impl FnMut(&Value)) -> D
     assert!(PathBuf::from("/usr/bin/chromium").is_file(), "/usr/bin/chromium not found: run tools/test-all (apt-get install chromium)");
     let url = format!("http://127.0.0.1:{http_port}/");
     let steps = steps.join(",");
-    let mut child = ChildGuard::new(
-        "node play_demo.mjs",
-        Command::new(node)
-            .current_dir(&js)
-            .args(["play_demo.mjs", "--http", &url, "--steps", &steps, "--deadline", &DRIVER_DEADLINE_SECS.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node play_demo.mjs"),
-    );
-    let stdout = child.child.stdout.take().expect("play_demo.mjs stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let mut lines = Vec::new();
-    let mut raw = String::new();
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                raw.push_str(&line);
-                raw.push('\n');
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    during(&v);
-                    lines.push(v);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                drop(child);
-                panic!("play_demo.mjs ({steps}) ran past {RUN_TIMEOUT:?}; its output:\n{raw}");
-            }
-        }
-    }
-    let _ = reader.join();
-    let _ = wait_child(&mut child.child, Duration::from_secs(10));
+    let mut cmd = Command::new(node);
+    cmd.current_dir(&js).args(["play_demo.mjs", "--http", &url, "--steps", &steps, "--deadline", &DRIVER_DEADLINE_SECS.to_string()]);
+    let (lines, raw) = play::run_json_lines("node play_demo.mjs", &steps, cmd, RUN_TIMEOUT, during);
     let run = DemoRun { lines, raw };
     assert!(run.lines.iter().any(|l| l["done"] == true), "play_demo.mjs ended without its \"done\" line (crashed?):\n{}", run.raw);
     if let Some((step, why)) = run.aborted().filter(|(s, _)| s == "driver" || s == "deadline") {

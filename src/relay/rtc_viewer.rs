@@ -753,7 +753,7 @@ mod tests {
 
     impl Harness {
         fn new() -> Harness {
-            let t0 = Instant::now();
+            let t0 = crate::runtime::now();
             let offer = crate::proto::sdp::tests::CHROME_OFFER.replace("a=sendonly", "a=recvonly");
             let identity = DtlsIdentity::generate().unwrap();
             let rtc = RtcSecrets::from_random(&[7; RtcSecrets::RANDOM_BYTES]);

@@ -64,19 +64,26 @@ impl Innocent {
 /// POST a WHIP offer from `local` (a loopback address of the attacker's); returns
 /// (status, body).
 pub fn whip_post_from(port: u16, local: std::net::IpAddr, name: &str, sdp: &str) -> io::Result<(u16, String)> {
+    let (status, _, body) = sdp_post_from(port, local, &format!("/whip/{name}"), sdp)?;
+    Ok((status, body))
+}
+
+/// POST an SDP offer to `path` (`/whip/NAME`, `/whep/NAME`) from `local`; returns
+/// (status, head, body).
+pub fn sdp_post_from(port: u16, local: std::net::IpAddr, path: &str, sdp: &str) -> io::Result<(u16, String, String)> {
     let mut c = raw_connect_from(port, local)?;
     c.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         c.stream,
-        "POST /whip/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
         sdp.len()
     )?;
     let mut resp = Vec::new();
     let _ = c.stream.read_to_end(&mut resp);
     let text = String::from_utf8_lossy(&resp).to_string();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 /// Peak resident memory of a process (VmHWM), KiB.

@@ -280,17 +280,21 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Threads poll `stop` at least every 50 ms; the reply threads are
-        // registered by the main one, so join until none is left.
-        loop {
-            let next = self.threads.lock().unwrap().pop();
-            match next {
-                Some(t) => {
-                    let _ = t.join();
-                }
-                None => break,
+        stop_and_join(&self.stop, &self.threads);
+    }
+}
+
+/// Set a relay's `stop` and join its threads. They poll `stop` at least every 50 ms; the
+/// reply threads are registered by the main one, so join until none is left.
+pub fn stop_and_join(stop: &AtomicBool, threads: &Mutex<Vec<JoinHandle<()>>>) {
+    stop.store(true, Ordering::SeqCst);
+    loop {
+        let next = threads.lock().unwrap().pop();
+        match next {
+            Some(t) => {
+                let _ = t.join();
             }
+            None => break,
         }
     }
 }

@@ -151,7 +151,7 @@ pub fn run_page(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, s
 
 /// [`run_page`] with `extra` arguments for play.mjs (such as `--custom JSON`).
 #[allow(clippy::too_many_arguments)]
-pub fn run_page_with(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, extra: &[&str], steps: &[&str], timeout: Duration, mut during: impl FnMut(&Value)) -> PageRun {
+pub fn run_page_with(page: Page, ws_port: u16, name: &str, play_name: Option<&str>, extra: &[&str], steps: &[&str], timeout: Duration, during: impl FnMut(&Value)) -> PageRun {
     let node = tool("node");
     let js = tests_dir().join("js");
     assert!(js.join("node_modules").join("playwright-core").is_dir(), "tests/js/node_modules/playwright-core missing: run tools/test-all (npm install in tests/js)");
@@ -168,8 +168,21 @@ pub fn run_page_with(page: Page, ws_port: u16, name: &str, play_name: Option<&st
         cmd.args(["--play-name", p]);
     }
     cmd.args(extra);
-    let mut child = ChildGuard::new("node play.mjs", cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start node play.mjs"));
-    let stdout = child.child.stdout.take().expect("play.mjs stdout");
+    let (lines, raw) = run_json_lines("play.mjs", &steps, cmd, timeout, during);
+    let run = PageRun { page, lines, raw };
+    assert!(run.lines.iter().any(|l| l["done"] == true), "play.mjs ended without its \"done\" line (crashed?):\n{}", run.raw);
+    if let Some((step, why)) = run.aborted().filter(|(s, _)| s == "driver") {
+        panic!("play.mjs itself failed ({step}): {why}\n{}", run.brief());
+    }
+    run
+}
+
+/// Runs a browser driver (`what`, running `steps`) that prints one JSON object per line:
+/// every line read as it comes and given to `during`; the parsed lines and the raw output.
+/// Ends the driver and panics after `timeout`.
+pub fn run_json_lines(what: &str, steps: &str, mut cmd: Command, timeout: Duration, mut during: impl FnMut(&Value)) -> (Vec<Value>, String) {
+    let mut child = ChildGuard::new(what, cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap_or_else(|e| panic!("start {what}: {e}")));
+    let stdout = child.child.stdout.take().expect("driver stdout");
     let (tx, rx) = mpsc::channel::<String>();
     let reader = thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -196,18 +209,13 @@ pub fn run_page_with(page: Page, ws_port: u16, name: &str, play_name: Option<&st
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 drop(child);
-                panic!("play.mjs ({steps}) ran past its {timeout:?} deadline; its output:\n{raw}");
+                panic!("{what} ({steps}) ran past its {timeout:?} deadline; its output:\n{raw}");
             }
         }
     }
     let _ = reader.join();
     let _ = wait_child(&mut child.child, Duration::from_secs(10));
-    let run = PageRun { page, lines, raw };
-    assert!(run.lines.iter().any(|l| l["done"] == true), "play.mjs ended without its \"done\" line (crashed?):\n{}", run.raw);
-    if let Some((step, why)) = run.aborted().filter(|(s, _)| s == "driver") {
-        panic!("play.mjs itself failed ({step}): {why}\n{}", run.brief());
-    }
-    run
+    (lines, raw)
 }
 
 /// What the page's peer connections did over a window of getStats() samples.

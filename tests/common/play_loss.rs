@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::lossy::{classify, Kind, Rng};
+use crate::lossy::{classify, stop_and_join, Kind, Rng};
 
 // ---------------------------------------------------------------------------
 // The relay
@@ -137,18 +137,7 @@ impl DownRelay {
 
 impl Drop for DownRelay {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Threads poll `stop` at least every 50 ms; the reply threads are registered by
-        // the main one, so join until none is left.
-        loop {
-            let next = self.threads.lock().unwrap().pop();
-            match next {
-                Some(t) => {
-                    let _ = t.join();
-                }
-                None => break,
-            }
-        }
+        stop_and_join(&self.stop, &self.threads);
     }
 }
 

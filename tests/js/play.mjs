@@ -40,12 +40,12 @@
 // script) keeps every RTCPeerConnection the page makes in a global array and listens to
 // every WebSocket's messages; the pages themselves are not changed.
 import { chromium } from "playwright-core";
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { keepPeerConnections, sampleStats } from "./page_rtc.mjs";
+import { measure, serveSdk } from "./driver.mjs";
 
 const argv = process.argv.slice(2);
 const args = {};
@@ -86,21 +86,6 @@ const PAGES = {
 };
 const P = PAGES[pageKind];
 
-function serveSdk() {
-  const root = path.join(here, "node_modules", "@flashphoner", "websdk");
-  if (!fs.existsSync(path.join(root, P.url))) {
-    console.error(`Flashphoner Web SDK page ${P.url} not found under ${root}: run tools/test-all`);
-    process.exit(3);
-  }
-  const types = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".mp4": "video/mp4" };
-  const srv = http.createServer((req, res) => {
-    const p = path.normalize(path.join(root, decodeURIComponent(req.url.split("?")[0])));
-    if (!p.startsWith(root) || !fs.existsSync(p) || fs.statSync(p).isDirectory()) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { "Content-Type": types[path.extname(p)] || "application/octet-stream" });
-    fs.createReadStream(p).pipe(res);
-  });
-  return new Promise((ok) => srv.listen(0, "127.0.0.1", () => ok(srv)));
-}
 
 // Runs in the page before its own scripts (after keepPeerConnections): the signaling
 // messages of every WebSocket the page opens, in window.__rtcbPlay.ws.
@@ -153,7 +138,7 @@ const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "rtcb-play-"));
 let srv = null;
 let browser = null;
 try {
-  srv = await serveSdk();
+  srv = await serveSdk(here, 0, P.url);
   browser = await chromium.launchPersistentContext(userDir, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: chromiumArgs,
   });
@@ -235,25 +220,7 @@ try {
       return null;
     },
     async measure(s) {
-      const end = Date.now() + 10000;
-      let first = null;
-      while (Date.now() < end) {
-        await watch();
-        first = await sample().catch((e) => ({ error: String(e) }));
-        if (first.video && first.video.framesDecoded > 0) break;
-        await page.waitForTimeout(100);
-      }
-      if (!first || !first.video || !(first.video.framesDecoded > 0)) {
-        out({ stats: first });
-        return "no video frame decoded within 10 s of PLAYING";
-      }
-      const n = Number(s || 10);
-      for (let i = 0; i <= n; i++) {
-        const at = Date.now();
-        out({ stats: await sample() });
-        if (i < n) await idle(Math.max(0, 1000 - (Date.now() - at)));
-      }
-      return null;
+      return measure({ sample, watch, idle, wait: (ms) => page.waitForTimeout(ms), out }, Number(s || 10), "no video frame decoded within 10 s of PLAYING");
     },
     async "stop-play"() {
       if (last[P.playStatus] !== "PLAYING") return `not PLAYING (${last[P.playStatus]})`;

@@ -32,6 +32,7 @@ import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { keepPeerConnections, sampleStats } from "./page_rtc.mjs";
+import { measure } from "./driver.mjs";
 
 const argv = process.argv.slice(2);
 const args = {};
@@ -118,25 +119,7 @@ try {
       return last["#playStatus"] === want ? null : `#playStatus is ${last["#playStatus"]}, not ${want}`;
     },
     async measure(s) {
-      const end = Date.now() + 10000;
-      let first = null;
-      while (Date.now() < end) {
-        await watch();
-        first = await sample().catch((e) => ({ error: String(e) }));
-        if (first.video && first.video.framesDecoded > 0) break;
-        await page.waitForTimeout(100);
-      }
-      if (!first || !first.video || !(first.video.framesDecoded > 0)) {
-        out({ stats: first });
-        return "no video frame decoded within 10 s";
-      }
-      const n = Number(s || 8);
-      for (let i = 0; i <= n; i++) {
-        const at = Date.now();
-        out({ stats: await sample() });
-        if (i < n) await idle(Math.max(0, 1000 - (Date.now() - at)));
-      }
-      return null;
+      return measure({ sample, watch, idle, wait: (ms) => page.waitForTimeout(ms), out }, Number(s || 8), "no video frame decoded within 10 s");
     },
     async "stop-play"() {
       if (last["#playStatus"] !== "PLAYING") return `not PLAYING (${last["#playStatus"]})`;

@@ -36,11 +36,11 @@
 // (two RTCPeerConnections over 127.0.0.1) and the receiving side is recorded:
 // what a Chromium WebRTC viewer of this capture gets (its own A/V sync).
 import { chromium } from "playwright-core";
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
+import { serveSdk } from "./driver.mjs";
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, arr) =>
   (v.startsWith("--") ? a.concat([[v.slice(2), arr[i + 1] && !arr[i + 1].startsWith("--") ? arr[i + 1] : "1"]]) : a), []));
@@ -50,18 +50,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const t0 = Date.now();
 const out = (o) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, ...o }) + "\n");
 
-function serveSdk(port) {
-  const root = path.join(here, "node_modules", "@flashphoner", "websdk");
-  if (!fs.existsSync(root)) { console.error("Flashphoner Web SDK not installed: run tools/test-all"); process.exit(3); }
-  const types = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".mp4": "video/mp4" };
-  const srv = http.createServer((req, res) => {
-    const p = path.normalize(path.join(root, decodeURIComponent(req.url.split("?")[0])));
-    if (!p.startsWith(root) || !fs.existsSync(p) || fs.statSync(p).isDirectory()) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { "Content-Type": types[path.extname(p)] || "application/octet-stream" });
-    fs.createReadStream(p).pipe(res);
-  });
-  return new Promise((ok) => srv.listen(port, "127.0.0.1", () => ok(srv)));
-}
 
 const chromiumArgs = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -219,7 +207,7 @@ try {
   let url;
   if (page_kind === "sdk") {
     const port = Number(args["sdk-port"] || 0);
-    srv = await serveSdk(port);
+    srv = await serveSdk(here, port, "examples/demo/streaming/two_way_streaming/two_way_streaming.html");
     url = `http://127.0.0.1:${srv.address().port}/examples/demo/streaming/two_way_streaming/two_way_streaming.html`;
   } else {
     url = args.http + "/";
